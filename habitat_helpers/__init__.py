@@ -1,0 +1,45 @@
+"""habitat_helpers: the small package behind the habitat-classification book.
+
+Import it as ``import habitat_helpers as hh`` and reach each stage by its module name:
+
+=================  ===========================================================
+``hh.paths``       where the cache, run folders and shared data live
+``hh.runtime``     device choice, seeding, hub (online/offline) checks
+``hh.profiles``    the ``tiny`` / ``book`` / ``full`` run sizes
+``hh.eunis``       the EUNIS 2021 habitat hierarchy (levels 1-3)
+``hh.demo``        the synthetic demo dataset over real European land points
+``hh.encoders``    pre-trained encoders by name (GeoCLIP location, timm images)
+``hh.embed``       batched, cached embedding extraction
+``hh.losses``      contrastive losses (symmetric InfoNCE, learnable temperature)
+``hh.align``       projection heads trained to align modalities
+``hh.spatial``     spatial blocks and spatially blocked splits
+``hh.classify``    hierarchical EUNIS classifier and baselines
+``hh.metrics``     per-level metrics, retrieval recall@k, ``metrics.json``
+``hh.maps``        grid prediction, uncertainty, folium and static maps
+``hh.viz``         UMAP projections and image galleries
+=================  ===========================================================
+
+Submodules are imported on first use, so ``import habitat_helpers`` is cheap and has no
+side effects (no downloads, no seeding, no torch import).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_SUBMODULES = (
+    "paths", "runtime", "profiles", "eunis", "demo", "encoders", "embed", "losses",
+    "align", "spatial", "classify", "metrics", "maps", "viz",
+)
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module 'habitat_helpers' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_SUBMODULES])

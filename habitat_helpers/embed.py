@@ -1,0 +1,178 @@
+"""Batched embedding extraction with an on-disk cache.
+
+Images go through a ``DataLoader`` (decoding in worker processes, batching) and the
+encoder under ``torch.inference_mode``; a progress bar shows images per second.
+Multi-view ground photos (LUCAS N/E/S/W) are embedded per view and pooled per site
+(mean of the views present), keeping the per-view embeddings.
+
+The cache is one ``.npz`` file per (modality, encoder + preprocessing, list of inputs):
+rerunning with the same inputs reads it back instead of recomputing. Files are written
+to a temporary name and renamed, so an interrupted run never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import DataLoader, Dataset
+
+from .encoders import Encoder
+
+MODALITIES = ("photo", "satellite", "gps")
+
+
+class ImageFiles(Dataset):
+    """Images read from ``paths`` and passed through ``transform``; yields ``(tensor, index)``."""
+
+    def __init__(self, paths: list[str], transform):
+        self.paths = list(paths)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        path = self.paths[i]
+        try:
+            with Image.open(path) as im:
+                return self.transform(im), i
+        except FileNotFoundError:
+            raise FileNotFoundError(f"image missing: {path}") from None
+        except (UnidentifiedImageError, OSError) as err:
+            raise OSError(f"image unreadable (corrupt or not an image): {path}: {err}") from None
+
+
+def embed_images(paths: list[str], encoder: Encoder, *, batch_size: int = 64, num_workers: int = 0,
+                 device: str = "cpu", desc: str = "images", progress: bool = True) -> np.ndarray:
+    """Embed image files; returns a float32 array ``(len(paths), encoder.dim)`` in input order."""
+    from tqdm.auto import tqdm
+
+    if encoder.modality != "image":
+        raise ValueError(f"{encoder.name} embeds {encoder.modality}, not images")
+    out = np.empty((len(paths), encoder.dim), dtype=np.float32)
+    if not paths:
+        return out
+    loader = DataLoader(ImageFiles(paths, encoder.transform), batch_size=batch_size,
+                        num_workers=num_workers, pin_memory=device.startswith("cuda"),
+                        persistent_workers=False)
+    use_amp = device.startswith("cuda")
+    model = encoder.model.to(device).eval()
+    if use_amp:
+        model = model.to(memory_format=torch.channels_last)
+    with torch.inference_mode(), tqdm(total=len(paths), desc=desc, unit="img", disable=not progress) as bar:
+        for batch, index in loader:
+            batch = batch.to(device, non_blocking=True)
+            if use_amp:
+                batch = batch.to(memory_format=torch.channels_last)
+            with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
+                feats = model(batch)
+            out[index.numpy()] = feats.float().cpu().numpy()
+            bar.update(len(index))
+    return out
+
+
+def embed_locations(lat, lon, encoder: Encoder, *, batch_size: int = 4096, device: str = "cpu") -> np.ndarray:
+    """Embed coordinates in degrees; returns float32 ``(n, encoder.dim)``."""
+    if encoder.modality != "location":
+        raise ValueError(f"{encoder.name} embeds {encoder.modality}, not locations")
+    latlon = torch.tensor(np.column_stack([lat, lon]), dtype=torch.float32)
+    model = encoder.model.to(device).eval()
+    chunks = []
+    with torch.inference_mode():
+        for start in range(0, len(latlon), batch_size):
+            chunks.append(model(latlon[start:start + batch_size].to(device)).float().cpu().numpy())
+    return np.concatenate(chunks) if chunks else np.empty((0, encoder.dim), np.float32)
+
+
+def _fingerprint(items) -> str:
+    h = hashlib.sha1()
+    for item in items:
+        h.update(str(item).encode())
+        h.update(b"\0")
+    return h.hexdigest()[:12]
+
+
+def save_npz_atomic(path: Path, **arrays) -> None:
+    """Write ``arrays`` to ``path`` via a temporary file and an atomic rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, path)
+
+
+def embed_sites(sites, image_encoder: Encoder, location_encoder: Encoder, cache_dir: str | Path, *,
+                views: tuple[str, ...], batch_size: int = 64, num_workers: int = 0, device: str = "cpu",
+                progress: bool = True) -> dict[str, np.ndarray]:
+    """Embed every modality of a site table, reading from / writing to ``cache_dir``.
+
+    ``sites`` needs ``site_id, lat, lon, satellite`` and one ``photo_<view>`` column per view
+    (file paths, ``None`` where missing). Returns, aligned to the rows of ``sites``:
+
+    * ``photo_views``: ``(n, n_views, d)``, NaN where a view is missing
+    * ``photo``: ``(n, d)`` mean of the views present, NaN rows for sites without photos
+    * ``satellite``: ``(n, d)``, NaN rows where the patch is missing
+    * ``gps``: ``(n, 512)``
+    """
+    cache_dir = Path(cache_dir)
+    ids = list(sites["site_id"])
+    result: dict[str, np.ndarray] = {}
+
+    def cached(modality: str, encoder: Encoder, inputs: list, compute):
+        path = cache_dir / f"{modality}-{encoder.cache_key}-{_fingerprint(inputs)}.npz"
+        if path.exists():
+            with np.load(path) as data:
+                return data["embeddings"]
+        arr = compute()
+        save_npz_atomic(path, embeddings=arr, site_id=np.asarray(ids, dtype=str))
+        return arr
+
+    # ground photos: every (site, view) that exists, embedded once, then scattered back
+    photo_cols = [f"photo_{v}" for v in views]
+    pairs = [(i, j, p) for j, col in enumerate(photo_cols) for i, p in enumerate(sites[col]) if isinstance(p, str)]
+    flat = cached("photo", image_encoder, [p for _, _, p in pairs],
+                  lambda: embed_images([p for _, _, p in pairs], image_encoder, batch_size=batch_size,
+                                       num_workers=num_workers, device=device, desc="ground photos",
+                                       progress=progress))
+    per_view = np.full((len(ids), len(views), image_encoder.dim), np.nan, dtype=np.float32)
+    for (i, j, _), emb in zip(pairs, flat):
+        per_view[i, j] = emb
+    result["photo_views"] = per_view
+    has_any = ~np.isnan(per_view[:, :, 0]).all(axis=1)
+    pooled = np.full((len(ids), image_encoder.dim), np.nan, dtype=np.float32)
+    pooled[has_any] = np.nanmean(per_view[has_any], axis=1)
+    result["photo"] = pooled
+
+    sat_paths = [p if isinstance(p, str) else None for p in sites["satellite"]]
+    present = [i for i, p in enumerate(sat_paths) if p]
+    sat_flat = cached("satellite", image_encoder, [sat_paths[i] for i in present],
+                      lambda: embed_images([sat_paths[i] for i in present], image_encoder, batch_size=batch_size,
+                                           num_workers=num_workers, device=device, desc="satellite patches",
+                                           progress=progress))
+    sat = np.full((len(ids), image_encoder.dim), np.nan, dtype=np.float32)
+    sat[present] = sat_flat
+    result["satellite"] = sat
+
+    lat, lon = sites["lat"].to_numpy(float), sites["lon"].to_numpy(float)
+    result["gps"] = cached("gps", location_encoder, list(zip(lat.round(6), lon.round(6))),
+                           lambda: embed_locations(lat, lon, location_encoder, device=device))
+    return result
+
+
+def save_site_embeddings(path: str | Path, site_ids, embeddings: dict[str, np.ndarray]) -> Path:
+    """Save the per-site embeddings of :func:`embed_sites` (one file the later notebooks read)."""
+    path = Path(path)
+    save_npz_atomic(path, site_id=np.asarray(site_ids, dtype=str), **embeddings)
+    return path
+
+
+def load_site_embeddings(path: str | Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Read what :func:`save_site_embeddings` wrote: ``(site_ids, {modality: array})``."""
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    return arrays.pop("site_id"), arrays

@@ -1,0 +1,234 @@
+"""Habitat maps: predict over a regular grid, measure uncertainty, draw folium and static maps.
+
+At a grid cell only the location is known (no photo was taken there), so maps are
+predicted from GPS through the aligned GPS head; where other modalities exist for a cell
+they can be added to the features (:func:`habitat_helpers.align.site_features`).
+"""
+
+from __future__ import annotations
+
+import base64
+import colorsys
+import html
+import io
+
+import numpy as np
+import pandas as pd
+
+# One hue per EUNIS level-1 formation; finer codes are lighter or darker shades of it.
+FORMATION_COLOURS = {
+    "N": "#e6c96a",  # coastal: sand
+    "Q": "#5b7fa3",  # wetlands: water blue
+    "R": "#9bc74a",  # grasslands: light green
+    "S": "#a0629a",  # heath and scrub: heather purple
+    "T": "#2f6b2f",  # forest: dark green
+    "U": "#9a9a9a",  # sparsely vegetated: grey
+    "V": "#d98c3f",  # man-made: ochre
+}
+
+
+def class_colours(codes) -> dict[str, str]:
+    """A hex colour per EUNIS code: the formation's hue, shaded by the code's rank among its siblings."""
+    codes = sorted(set(codes))
+    out = {}
+    for code in codes:
+        r, g, b = (int(FORMATION_COLOURS[code[0]][i:i + 2], 16) / 255 for i in (1, 3, 5))
+        h, lightness, s = colorsys.rgb_to_hls(r, g, b)
+        siblings = [c for c in codes if c[:-1] == code[:-1] and len(c) == len(code)]
+        if len(code) > 1 and len(siblings) > 1:
+            shift = (siblings.index(code) / (len(siblings) - 1) - 0.5) * (0.35 if len(code) == 2 else 0.2)
+            lightness = min(0.85, max(0.15, lightness + shift))
+        r, g, b = colorsys.hls_to_rgb(h, lightness, s)
+        out[code] = "#{:02x}{:02x}{:02x}".format(*(round(255 * v) for v in (r, g, b)))
+    return out
+
+
+def make_grid(bbox: tuple[float, float, float, float], resolution_deg: float, land_only: bool = True) -> pd.DataFrame:
+    """Cell centres of a regular lat/lon grid over ``bbox = (lon_min, lat_min, lon_max, lat_max)``.
+
+    Columns ``row, col, lat, lon`` (row 0 is the northern edge, as in a raster). With
+    ``land_only`` the sea cells are dropped using the ``global-land-mask`` 1 km raster.
+    """
+    lon_min, lat_min, lon_max, lat_max = bbox
+    if not (lon_min < lon_max and lat_min < lat_max) or resolution_deg <= 0:
+        raise ValueError(f"bad bbox {bbox} or resolution {resolution_deg}")
+    lats = lat_max - resolution_deg * (np.arange(int(round((lat_max - lat_min) / resolution_deg))) + 0.5)
+    lons = lon_min + resolution_deg * (np.arange(int(round((lon_max - lon_min) / resolution_deg))) + 0.5)
+    rows, cols = np.meshgrid(np.arange(len(lats)), np.arange(len(lons)), indexing="ij")
+    grid = pd.DataFrame({"row": rows.ravel(), "col": cols.ravel(),
+                         "lat": lats[rows.ravel()], "lon": lons[cols.ravel()]})
+    if land_only:
+        from global_land_mask import globe
+
+        grid = grid[globe.is_land(grid.lat.to_numpy(), grid.lon.to_numpy())].reset_index(drop=True)
+    grid.attrs.update(bbox=tuple(bbox), resolution_deg=resolution_deg, shape=(len(lats), len(lons)))
+    return grid
+
+
+def to_raster(grid: pd.DataFrame, values) -> np.ndarray:
+    """Scatter per-cell ``values`` back into the grid's 2-D raster (NaN / None off land)."""
+    values = np.asarray(values)
+    numeric = np.issubdtype(values.dtype, np.number)
+    raster = np.full(grid.attrs["shape"], np.nan if numeric else None, dtype=float if numeric else object)
+    raster[grid["row"].to_numpy(), grid["col"].to_numpy()] = values
+    return raster
+
+
+def _rgba(raster: np.ndarray, colours: dict[str, str]) -> np.ndarray:
+    out = np.zeros((*raster.shape, 4), dtype=np.uint8)
+    for code, hexcol in colours.items():
+        mask = raster == code
+        out[mask] = [int(hexcol[i:i + 2], 16) for i in (1, 3, 5)] + [210]
+    return out
+
+
+def _png_data_url(rgba: np.ndarray) -> str:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(rgba, mode="RGBA").save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _scalar_rgba(raster: np.ndarray, cmap: str = "magma_r") -> np.ndarray:
+    import matplotlib
+
+    finite = np.isfinite(raster)
+    lo, hi = (np.nanmin(raster), np.nanmax(raster)) if finite.any() else (0.0, 1.0)
+    scaled = np.where(finite, (raster - lo) / (hi - lo + 1e-12), 0)
+    rgba = (matplotlib.colormaps[cmap](scaled) * 255).astype(np.uint8)
+    rgba[..., 3] = np.where(finite, 190, 0)
+    return rgba
+
+
+def _legend_html(title: str, colours: dict[str, str], names: dict[str, str]) -> str:
+    items = "".join(
+        f'<div><span style="display:inline-block;width:12px;height:12px;background:{c};'
+        f'margin-right:4px"></span>{html.escape(code)} {html.escape(names.get(code, ""))}</div>'
+        for code, c in colours.items())
+    return (f'<div style="position:absolute;bottom:20px;left:10px;z-index:9999;background:white;'
+            f'padding:6px;font-size:11px;max-height:45%;overflow:auto;border:1px solid #999">'
+            f'<b>{html.escape(title)}</b>{items}</div>')
+
+
+def folium_prediction_map(grid: pd.DataFrame, predictions: pd.DataFrame, sites=None,
+                          levels=(1, 2, 3), uncertainty_column: str = "entropy_l3", title: str = ""):
+    """Interactive map: one overlay per EUNIS level, an uncertainty overlay, optional site markers.
+
+    ``predictions`` has one row per grid cell (``eunis_l1..3`` and the uncertainty column).
+    Popups and legend text are HTML-escaped.
+    """
+    import folium
+
+    from . import eunis
+
+    lon_min, lat_min, lon_max, lat_max = grid.attrs["bbox"]
+    bounds = [[lat_min, lon_min], [lat_max, lon_max]]
+    fmap = folium.Map(location=[(lat_min + lat_max) / 2, (lon_min + lon_max) / 2], zoom_start=4,
+                      tiles="OpenStreetMap", control_scale=True)
+    names = {}
+    for level in levels:
+        col = f"eunis_l{level}"
+        raster = to_raster(grid, predictions[col].to_numpy(object))
+        colours = class_colours(predictions[col].dropna())
+        names.update({c: eunis.name(c) for c in colours})
+        folium.raster_layers.ImageOverlay(
+            _png_data_url(_rgba(raster, colours)), bounds=bounds, name=f"Predicted EUNIS level {level}",
+            show=(level == 1), interactive=False).add_to(fmap)
+    unc = to_raster(grid, predictions[uncertainty_column].to_numpy(float))
+    folium.raster_layers.ImageOverlay(_png_data_url(_scalar_rgba(unc)), bounds=bounds,
+                                      name=f"Uncertainty ({uncertainty_column}, dark = uncertain)",
+                                      show=False).add_to(fmap)
+    if sites is not None:
+        group = folium.FeatureGroup(name="Labelled sites", show=False)
+        colours = class_colours(sites["eunis_l1"].dropna())
+        for _, s in sites[sites["eunis_l1"].notna()].iterrows():
+            folium.CircleMarker([s["lat"], s["lon"]], radius=3, color=colours[s["eunis_l1"]], fill=True,
+                                popup=folium.Popup(html.escape(f"{s['site_id']}: {s['eunis_code']}"))).add_to(group)
+        group.add_to(fmap)
+    level1 = class_colours(predictions["eunis_l1"].dropna())
+    fmap.get_root().html.add_child(folium.Element(
+        _legend_html(title or "EUNIS level 1", level1, {c: eunis.name(c) for c in level1})))
+    folium.LayerControl(collapsed=False).add_to(fmap)
+    return fmap
+
+
+def folium_sites_map(sites, colour_column: str = "eunis_l1", popup_columns=("site_id", "eunis_code")):
+    """Interactive map of sites coloured by ``colour_column`` (grey where unlabelled)."""
+    import folium
+
+    from . import eunis
+
+    fmap = folium.Map(location=[float(sites["lat"].mean()), float(sites["lon"].mean())], zoom_start=4,
+                      tiles="OpenStreetMap", control_scale=True)
+    codes = sites[colour_column].dropna()
+    colours = class_colours(codes)
+    layers = {code: folium.FeatureGroup(name=f"{code} {eunis.name(code)}") for code in colours}
+    layers[None] = folium.FeatureGroup(name="unlabelled", show=False)
+    for _, s in sites.iterrows():
+        code = s[colour_column] if isinstance(s[colour_column], str) else None
+        text = "<br>".join(f"{html.escape(str(c))}: {html.escape(str(s[c]))}" for c in popup_columns)
+        folium.CircleMarker([s["lat"], s["lon"]], radius=3, weight=1,
+                            color=colours.get(code, "#777777"), fill=True, fill_opacity=0.8,
+                            popup=folium.Popup(text, max_width=250)).add_to(layers[code])
+    for layer in layers.values():
+        layer.add_to(fmap)
+    fmap.get_root().html.add_child(folium.Element(
+        _legend_html(f"EUNIS ({colour_column})", colours, {c: eunis.name(c) for c in colours})))
+    folium.LayerControl(collapsed=True).add_to(fmap)
+    return fmap
+
+
+def land_background(ax, bbox, resolution_deg: float = 0.05) -> None:
+    """Shade land (light grey) and sea (white) on a matplotlib axis from the 1 km land mask."""
+    from global_land_mask import globe
+
+    lon_min, lat_min, lon_max, lat_max = bbox
+    lats = np.arange(lat_max, lat_min, -resolution_deg)
+    lons = np.arange(lon_min, lon_max, resolution_deg)
+    lon_g, lat_g = np.meshgrid(lons, lats)
+    land = globe.is_land(lat_g, lon_g)
+    ax.imshow(np.where(land, 0.88, 1.0), cmap="gray", vmin=0, vmax=1,
+              extent=(lon_min, lon_max, lat_min, lat_max), interpolation="nearest")
+    ax.contour(lons, lats, land.astype(float), levels=[0.5], colors="#666666", linewidths=0.4)
+
+
+def static_prediction_map(ax, grid: pd.DataFrame, predictions: pd.DataFrame, level: int = 1,
+                          legend: bool = True):
+    """Matplotlib map of the predicted class at ``level`` over the grid, with a EUNIS legend."""
+    from matplotlib.patches import Patch
+
+    from . import eunis
+
+    bbox = grid.attrs["bbox"]
+    land_background(ax, bbox)
+    col = f"eunis_l{level}"
+    raster = to_raster(grid, predictions[col].to_numpy(object))
+    colours = class_colours(predictions[col].dropna())
+    ax.imshow(_rgba(raster, colours), extent=(bbox[0], bbox[2], bbox[1], bbox[3]), interpolation="nearest")
+    ax.set(xlabel="longitude (°)", ylabel="latitude (°)", title=f"Predicted EUNIS level {level}")
+    if legend:
+        handles = [Patch(color=c, label=f"{code} {eunis.name(code)[:38]}") for code, c in colours.items()]
+        ax.legend(handles=handles, fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    return ax
+
+
+def static_scalar_map(ax, grid: pd.DataFrame, values, title: str, cmap: str = "magma_r", label: str = ""):
+    """Matplotlib map of a per-cell number (e.g. entropy) with a colour bar."""
+    bbox = grid.attrs["bbox"]
+    land_background(ax, bbox)
+    image = ax.imshow(to_raster(grid, np.asarray(values, float)), cmap=cmap,
+                      extent=(bbox[0], bbox[2], bbox[1], bbox[3]), interpolation="nearest")
+    ax.figure.colorbar(image, ax=ax, shrink=0.7, label=label)
+    ax.set(xlabel="longitude (°)", ylabel="latitude (°)", title=title)
+    return ax
+
+
+def write_predictions_geoparquet(path, grid: pd.DataFrame, predictions: pd.DataFrame):
+    """Point predictions (cell centres, EPSG:4326) as GeoParquet, readable by QGIS and geopandas."""
+    import geopandas as gpd
+
+    table = pd.concat([grid.reset_index(drop=True), predictions.reset_index(drop=True)], axis=1)
+    gdf = gpd.GeoDataFrame(table, geometry=gpd.points_from_xy(table.lon, table.lat), crs="EPSG:4326")
+    gdf.to_parquet(path, index=False)
+    return path

@@ -1,0 +1,49 @@
+"""Where things live: the cache folder, per-run folders and the read-only shared data.
+
+One environment variable moves everything the project writes:
+``HABITAT_HELPERS_CACHE`` (default ``~/.cache/habitat_helpers``). Nothing is ever written
+into the git checkout except the build folders ``build/`` and ``_build/``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+CACHE_ENV = "HABITAT_HELPERS_CACHE"
+SHARED_ENV = "HABITAT_HELPERS_SHARED"
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def cache_dir() -> Path:
+    """The cache root: ``$HABITAT_HELPERS_CACHE`` or ``~/.cache/habitat_helpers``."""
+    root = os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "habitat_helpers"
+    return Path(root).expanduser().resolve()
+
+
+def run_dir(profile: str, seed: int) -> Path:
+    """Folder for one run's artefacts (demo data, embeddings, models), shared by the notebooks.
+
+    Notebook 02 writes embeddings here and notebook 03 reads them: a run is named by its
+    profile and seed, so re-running with the same pair reuses what is already computed.
+    """
+    path = cache_dir() / "runs" / f"{profile}-seed{seed}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def shared_dir() -> Path | None:
+    """The read-only ``shared/`` folder beside the project (or ``$HABITAT_HELPERS_SHARED``).
+
+    Returns ``None`` when it is absent; callers that need it must say so clearly.
+    """
+    candidate = Path(os.environ.get(SHARED_ENV) or PROJECT_ROOT.parent / "shared")
+    return candidate if candidate.is_dir() else None
+
+
+def resource(name: str) -> Path:
+    """A file shipped inside the package (``habitat_helpers/resources/``)."""
+    path = Path(__file__).parent / "resources" / name
+    if not path.exists():
+        raise FileNotFoundError(f"package resource missing: {path}")
+    return path

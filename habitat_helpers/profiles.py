@@ -1,0 +1,110 @@
+"""Run profiles: one name fixes every size in the pipeline.
+
+=========  ====================================================================
+``tiny``   tests and CI: all five notebooks together in under 3 minutes on 2 CPU cores
+``book``   the published book: all five notebooks together in at most 10 minutes on 2 cores
+``full``   real LUCAS / EVA / EMBAL data on a GPU server (documented, not run here)
+=========  ====================================================================
+
+Notebooks take ``PROFILE`` as a papermill parameter and call :func:`get`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Sizes and settings for one run of the pipeline."""
+
+    name: str
+    description: str
+    # data
+    synthetic: bool               # True: generate the demo dataset with hh.demo
+    n_sites: int                  # sites (points with GPS); real data: approximate count
+    label_fraction: float         # share of sites that carry a EUNIS label
+    photo_fraction: float         # share of sites with ground photos (the rest: GPS + satellite)
+    views: tuple[str, ...]        # ground-photo views per site (LUCAS: N, E, S, W, P)
+    photo_size: int               # pixels of a generated ground photo (square)
+    satellite_size: int           # pixels of a generated satellite patch (square)
+    # embedding
+    image_encoder: str            # name in hh.encoders for photos and satellite patches
+    location_encoder: str         # name in hh.encoders for GPS
+    encoder_input_size: int       # images are resized to this before the backbone
+    batch_size: int
+    num_workers: int
+    # alignment
+    align_dim: int
+    align_hidden: int
+    align_epochs: int
+    align_batch_size: int
+    align_lr: float
+    # evaluation and maps
+    block_size_deg: float         # side of the spatial blocks used to split train/test
+    test_fraction: float          # share of blocks held out for testing
+    map_bbox: tuple[float, float, float, float]  # (lon_min, lat_min, lon_max, lat_max)
+    map_resolution_deg: float
+    umap_max_points: int
+    data_paths: dict[str, str] = field(default_factory=dict)  # real-data locations (full profile)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+EUROPE_WEST = (-10.0, 36.0, 30.0, 62.0)
+
+PROFILES: dict[str, Profile] = {
+    "tiny": Profile(
+        name="tiny",
+        description="Synthetic demo, a few hundred sites: for tests and CI.",
+        synthetic=True, n_sites=400, label_fraction=0.5, photo_fraction=0.8,
+        views=("N", "E"), photo_size=64, satellite_size=64,
+        image_encoder="efficientnet-lite0-imagenet", location_encoder="geoclip-location",
+        encoder_input_size=64, batch_size=64, num_workers=0,
+        align_dim=64, align_hidden=256, align_epochs=30, align_batch_size=128, align_lr=2e-3,
+        block_size_deg=2.0, test_fraction=0.3,
+        map_bbox=(-5.0, 42.0, 10.0, 52.0), map_resolution_deg=0.5, umap_max_points=400,
+    ),
+    "book": Profile(
+        name="book",
+        description="Synthetic demo, 1,500 sites: the published book's run on a 2-core laptop.",
+        synthetic=True, n_sites=1500, label_fraction=0.3, photo_fraction=0.8,
+        views=("N", "E", "S", "W"), photo_size=112, satellite_size=112,
+        image_encoder="efficientnet-lite0-imagenet", location_encoder="geoclip-location",
+        encoder_input_size=112, batch_size=64, num_workers=1,
+        align_dim=128, align_hidden=512, align_epochs=60, align_batch_size=256, align_lr=1e-3,
+        block_size_deg=2.0, test_fraction=0.3,
+        map_bbox=(-5.0, 42.0, 15.0, 55.0), map_resolution_deg=0.1, umap_max_points=3000,
+    ),
+    "full": Profile(
+        name="full",
+        description=(
+            "Real data on a GPU server: ~70k LUCAS sites (5 views each), ~75k EMBAL transect "
+            "photos, ~500k EVA plots with satellite patches. Needs the real-data loaders "
+            "(hh.datasets) and hub weights; not run in CI."
+        ),
+        synthetic=False, n_sites=500_000, label_fraction=0.1, photo_fraction=0.3,
+        views=("N", "E", "S", "W", "P"), photo_size=0, satellite_size=120,
+        image_encoder="timm:swinv2_tiny_window8_256", location_encoder="geoclip-location",
+        encoder_input_size=256, batch_size=256, num_workers=8,
+        align_dim=256, align_hidden=1024, align_epochs=100, align_batch_size=4096, align_lr=1e-3,
+        block_size_deg=0.5, test_fraction=0.2,
+        map_bbox=EUROPE_WEST, map_resolution_deg=0.01, umap_max_points=20_000,
+        data_paths={
+            "lucas_table": "$LUCAS_ROOT/lucas_harmonised_1_table.csv (harmonised LUCAS in-situ database)",
+            "lucas_photos": "$LUCAS_ROOT/photos/{year}/{NUTS0}/{pid[0:3]}/{pid[3:6]}/{pid}{view}.jpg",
+            "eva_header": "$EVA_ROOT/*_header.csv (tab-separated EVA export with 'Expert System')",
+            "embal_photos": "$EMBAL_ROOT/transects.csv + photo folder",
+            "satellite": "$SATELLITE_ROOT/*.tif (Sentinel-2 patches, 120 x 120 px at 10 m)",
+        },
+    ),
+}
+
+
+def get(name: str) -> Profile:
+    """Return the profile called ``name`` (``tiny``, ``book`` or ``full``)."""
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}") from None
