@@ -17,6 +17,7 @@ Import it as ``import habitat_helpers as hh`` and reach each stage by its module
 ``hh.metrics``     per-level metrics, retrieval recall@k, ``metrics.json``
 ``hh.maps``        grid prediction, uncertainty, folium and static maps
 ``hh.viz``         UMAP projections and image galleries
+``hh.notebooks``   run the numbered notebooks with papermill (``make book``, tests)
 =================  ===========================================================
 
 Submodules are imported on first use, so ``import habitat_helpers`` is cheap and has no
@@ -31,7 +32,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = (
     "paths", "runtime", "profiles", "eunis", "demo", "encoders", "embed", "losses",
-    "align", "spatial", "classify", "metrics", "maps", "viz",
+    "align", "spatial", "classify", "metrics", "maps", "viz", "notebooks",
 )
 
 

@@ -1,0 +1,57 @@
+# The two commands: `make test` and `make book`.
+# Each creates .venv when missing and installs the pinned dependencies once (constraints.txt);
+# a second run with nothing changed skips the install.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PROFILE ?= book
+SEED ?= 0
+
+# No model-hub lookups unless the user opts in (HF_HUB_OFFLINE=0 make book): offline, a
+# failed lookup would retry for 20-50 s. The book's artefacts stay inside build/.
+export HF_HUB_OFFLINE ?= 1
+export MPLBACKEND ?= Agg
+BOOK_CACHE ?= $(CURDIR)/build/cache
+
+.PHONY: help install test test-fast lint book notebooks html workshop lock clean
+
+help:
+	@echo "make test       lint, unit tests and the five notebooks under the tiny profile"
+	@echo "make book       run the notebooks (PROFILE=$(PROFILE)) and build the HTML book in _build/html"
+	@echo "make test-fast  unit tests only (skips the slow notebook run)"
+	@echo "make lock       re-pin constraints.txt from the current .venv"
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+lint: $(STAMP)
+	$(BIN)/ruff check habitat_helpers tests scripts benchmarks notebooks
+
+test: lint
+	$(BIN)/python -m pytest -ra
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -ra -m "not slow"
+
+notebooks: $(STAMP)
+	HABITAT_HELPERS_CACHE=$(BOOK_CACHE) $(BIN)/python -m habitat_helpers.notebooks \
+		--profile $(PROFILE) --seed $(SEED) --out build --no-progress
+
+html: $(STAMP)
+	$(BIN)/jupyter-book build . --warningiserror --nitpick --keep-going
+
+book: notebooks
+	$(MAKE) html
+
+lock: $(STAMP)
+	{ head -3 constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | grep -v '^-e'; } > constraints.new
+	mv constraints.new constraints.txt
+
+clean:
+	rm -rf build _build
