@@ -1,0 +1,32 @@
+"""Shared test setup: offline hub, headless plots, and a throw-away cache folder."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory):
+    """Point HABITAT_HELPERS_CACHE at a temporary folder for the whole session."""
+    old = os.environ.get("HABITAT_HELPERS_CACHE")
+    os.environ["HABITAT_HELPERS_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if old is None:
+        os.environ.pop("HABITAT_HELPERS_CACHE", None)
+    else:
+        os.environ["HABITAT_HELPERS_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def shared_dir():
+    import habitat_helpers as hh
+
+    path = hh.paths.shared_dir()
+    if path is None:
+        pytest.skip("../shared is absent (real EUNIS workbook and LUCAS sample live there)")
+    return path

@@ -1,0 +1,85 @@
+import html
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+import habitat_helpers as hh
+
+
+@pytest.fixture(scope="module")
+def encoders():
+    return (hh.encoders.get_encoder("efficientnet-lite0-imagenet", image_size=32),
+            hh.encoders.get_encoder("geoclip-location"))
+
+
+def _sites(tmp_path, n=6):
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(n):
+        paths = {}
+        for view in ("N", "E"):
+            if i % 3 == 0 and view == "E":
+                paths[f"photo_{view}"] = None
+                continue
+            p = tmp_path / f"s{i}{view}.png"
+            Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(p)
+            paths[f"photo_{view}"] = str(p)
+        sat = tmp_path / f"s{i}sat.png"
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(sat)
+        rows.append({"site_id": f"s{i}", "lat": 45 + i, "lon": 5 + i, **paths, "satellite": str(sat)})
+    return pd.DataFrame(rows)
+
+
+def test_embed_sites_pools_views_and_uses_the_cache(tmp_path, encoders, monkeypatch):
+    sites = _sites(tmp_path)
+    out = hh.embed.embed_sites(sites, *encoders, tmp_path / "cache", views=("N", "E"), progress=False)
+    assert out["photo_views"].shape == (6, 2, 1280) and out["gps"].shape == (6, 512)
+    assert np.isnan(out["photo_views"][0, 1]).all()                     # missing view stays missing
+    np.testing.assert_allclose(out["photo"][0], out["photo_views"][0, 0])  # pooled over present views only
+    np.testing.assert_allclose(out["photo"][1], out["photo_views"][1].mean(axis=0), rtol=1e-5)
+    # second call reads the cache: no image is opened
+    monkeypatch.setattr(hh.embed, "embed_images", lambda *a, **k: pytest.fail("recomputed"))
+    again = hh.embed.embed_sites(sites, *encoders, tmp_path / "cache", views=("N", "E"), progress=False)
+    np.testing.assert_array_equal(again["satellite"], out["satellite"])
+    assert not list((tmp_path / "cache").glob("*.tmp*"))
+
+
+def test_missing_or_corrupt_image_names_the_file(tmp_path, encoders):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(OSError, match="broken.jpg"):
+        hh.embed.embed_images([str(bad)], encoders[0], progress=False)
+    with pytest.raises(FileNotFoundError, match="nothere.jpg"):
+        hh.embed.embed_images([str(tmp_path / "nothere.jpg")], encoders[0], progress=False)
+
+
+def test_site_embeddings_roundtrip(tmp_path):
+    arrays = {"gps": np.ones((2, 3), np.float32)}
+    path = hh.embed.save_site_embeddings(tmp_path / "e.npz", pd.Series(["a", "b"]), arrays)
+    ids, loaded = hh.embed.load_site_embeddings(path)
+    assert list(ids) == ["a", "b"] and loaded["gps"].shape == (2, 3)
+
+
+def test_grid_is_land_only_and_rasterises_back():
+    grid = hh.maps.make_grid((-5.0, 42.0, 10.0, 52.0), 0.5)
+    assert grid.attrs["shape"] == (20, 30)
+    assert 0.5 * 600 < len(grid) < 600  # France and neighbours: mostly land, some sea
+    raster = hh.maps.to_raster(grid, np.ones(len(grid)))
+    assert np.nansum(raster) == len(grid) and np.isnan(raster).sum() == 600 - len(grid)
+    assert grid["lat"].max() == pytest.approx(51.75)
+
+
+def test_class_colours_follow_formations():
+    colours = hh.maps.class_colours(["R", "R1", "R2", "T1"])
+    assert colours["R"] == hh.maps.FORMATION_COLOURS["R"]
+    assert colours["R1"] != colours["R2"] and len(set(colours.values())) == 4
+
+
+def test_folium_popups_are_escaped():
+    sites = pd.DataFrame({"site_id": ["<script>alert(1)</script>", "b"], "lat": [48.0, 49.0],
+                          "lon": [2.0, 3.0], "eunis_l1": ["R", None], "eunis_code": ["R2", None]})
+    page = hh.maps.folium_sites_map(sites).get_root().render()
+    assert "<script>alert(1)</script>" not in page
+    assert html.escape("<script>alert(1)</script>") in page or "&amp;lt;script&amp;gt;" in page

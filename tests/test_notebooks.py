@@ -1,0 +1,75 @@
+"""Run all five notebooks with papermill under the `tiny` profile and check what they recorded."""
+
+import pytest
+
+import habitat_helpers as hh
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("book")
+    timings = hh.notebooks.run_all("tiny", 0, out, progress=False)
+    return out, timings
+
+
+def metrics(run, name):
+    return hh.metrics.read_metrics(run[0] / "outputs" / name)
+
+
+def test_every_notebook_wrote_its_metrics(run):
+    for nb in hh.notebooks.notebook_paths():
+        m = metrics(run, nb.stem)
+        assert m["profile"] == "tiny" and m["seed"] == 0 and m["synthetic"] is True
+        assert (run[0] / "notebooks" / nb.name).exists()
+
+
+def test_explore_counts(run):
+    m = metrics(run, "01_explore_data")
+    profile = hh.profiles.get("tiny")
+    assert m["n_sites"] == profile.n_sites
+    assert m["n_labelled"]["level1"] == pytest.approx(profile.label_fraction * profile.n_sites, rel=0.15)
+    assert m["n_labelled"]["level1"] >= m["n_labelled"]["level2"] >= m["n_labelled"]["level3"]
+    assert m["n_classes"] == {"level1": 6, "level2": 12, "level3": 24}
+    assert m["eunis_codes_per_level"] == {"1": 7, "2": 42, "3": 270}
+
+
+def test_embeddings(run):
+    m = metrics(run, "02_extract_embeddings")
+    assert m["dims"] == {"photo": 1280, "satellite": 1280, "gps": 512}
+    assert m["all_finite"] and m["n_sites_with"]["gps"] == m["n_sites"]
+
+
+def test_alignment_beats_chance_on_held_out_blocks(run):
+    m = metrics(run, "03_contrastive_alignment")
+    assert m["val_loss_best"] < m["val_loss_initial"]
+    assert 0.01 <= m["temperature_final"] <= 1.0
+    pair = m["retrieval_after"]["photo_to_satellite"]
+    chance = 10 / pair["n"]
+    assert pair["recall@10"] > 2 * chance
+    assert pair["recall@10"] > m["retrieval_before"]["photo_to_satellite"]["recall@10"]
+
+
+def test_aligned_classifier_well_above_chance(run):
+    m = metrics(run, "04_classify_habitats")
+    aligned = m["models"]["aligned (all inputs)"]
+    assert m["hierarchy_consistent"]
+    # stated margin: at least 3x chance accuracy at every level, and above the majority class by 0.2
+    for level in ("level1", "level2", "level3"):
+        assert aligned[level]["accuracy"] > 3 * m["chance_accuracy"][level]
+        assert aligned[level]["accuracy"] > m["models"]["majority"][level]["accuracy"] + 0.2
+    for name in ("raw photo", "raw satellite", "raw GPS"):
+        assert set(m["models"][name]) == {"level1", "level2", "level3"}
+
+
+def test_map(run):
+    m = metrics(run, "05_map_habitats")
+    profile = hh.profiles.get("tiny")
+    assert 100 < m["n_cells"] < 600
+    assert m["hierarchy_consistent"]
+    assert sum(m["level1_share"].values()) == pytest.approx(1.0)
+    assert 0 < m["mean_entropy_l3"] < 3.2  # log(24) = 3.18 is the maximum
+    assert (run[0] / "outputs" / "05_map_habitats" / "habitat_map_points.parquet").exists()
+    assert profile.map_resolution_deg == m["resolution_deg"]
+

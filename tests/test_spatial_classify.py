@@ -1,0 +1,89 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+import habitat_helpers as hh
+
+
+def test_block_ids_and_split_keep_blocks_whole():
+    rng = np.random.default_rng(0)
+    lat, lon = rng.uniform(40, 60, 2000), rng.uniform(-5, 25, 2000)
+    blocks = hh.spatial.block_ids(lat, lon, 2.0)
+    assert blocks[0] == hh.spatial.block_ids([lat[0] + 1e-9], [lon[0]], 2.0)[0]
+    test = hh.spatial.spatial_block_split(lat, lon, 2.0, 0.3, seed=0)
+    assert 0.3 <= test.mean() < 0.4
+    for b in np.unique(blocks):
+        assert len(set(test[blocks == b])) == 1  # no block on both sides
+    np.testing.assert_array_equal(test, hh.spatial.spatial_block_split(lat, lon, 2.0, 0.3, seed=0))
+    split = hh.spatial.train_val_test_split(lat, lon, 2.0, 0.3, 0.15, seed=0)
+    assert set(split) == {"train", "val", "test"}
+    np.testing.assert_array_equal(split == "test", test)
+    with pytest.raises(ValueError):
+        hh.spatial.spatial_block_split(lat, lon, 2.0, 1.5, seed=0)
+
+
+def _clustered(n_per_leaf=40, seed=0, noise=0.6):
+    """Gaussian clusters, one per leaf; leaves of one parent share part of their mean."""
+    rng = np.random.default_rng(seed)
+    leaves = ["R21", "R22", "R11", "T11", "T12", "T31"]
+    X, codes = [], []
+    for leaf in leaves:
+        centre = np.zeros(12)
+        centre["RT".index(leaf[0])] = 3.0
+        centre[2 + int(leaf[1])] = 2.0
+        centre[6 + leaves.index(leaf)] = 2.0
+        X.append(centre + rng.normal(0, noise, (n_per_leaf, 12)))
+        codes += [leaf] * n_per_leaf
+    labels = pd.DataFrame({"eunis_l3": codes})
+    labels["eunis_l2"] = labels["eunis_l3"].str[:2]
+    labels["eunis_l1"] = labels["eunis_l3"].str[:1]
+    return np.vstack(X), labels[["eunis_l1", "eunis_l2", "eunis_l3"]]
+
+
+def test_hierarchical_classifier_is_consistent_and_accurate():
+    X, labels = _clustered()
+    Xt, truth = _clustered(seed=1)
+    # some training sites only labelled at level 1 or 2: they still train those levels
+    labels = labels.astype(object)
+    labels.loc[::5, "eunis_l3"] = None
+    labels.loc[::10, "eunis_l2"] = None
+    clf = hh.classify.HierarchicalClassifier().fit(X, labels)
+    pred = clf.predict(Xt)
+    assert (pred["eunis_l2"].str[0] == pred["eunis_l1"]).all()
+    assert (pred["eunis_l3"].str[:2] == pred["eunis_l2"]).all()
+    scores = hh.classify.evaluate(pred, truth)
+    majority = hh.classify.evaluate(hh.classify.MajorityClassifier().fit(None, labels).predict(Xt), truth)
+    assert scores["level3"]["accuracy"] > 0.9 > majority["level3"]["accuracy"] + 0.5
+    assert scores["level1"]["n"] == len(truth)
+    assert pred["p_l3"].between(0, 1).all() and (pred["entropy_l3"] >= 0).all()
+
+
+def test_classifier_passes_nan_rows_through():
+    X, labels = _clustered()
+    clf = hh.classify.HierarchicalClassifier().fit(X, labels)
+    Xt = X[:3].copy()
+    Xt[1] = np.nan
+    pred = clf.predict(Xt)
+    assert pd.isna(pred.loc[1, "eunis_l3"]) and np.isnan(pred.loc[1, "p_l3"])
+    assert isinstance(pred.loc[0, "eunis_l3"], str)
+
+
+def test_level_metrics_by_hand():
+    m = hh.metrics.level_metrics(["A", "A", "B", None], ["A", "B", "B", "A"])
+    assert m["n"] == 3
+    assert m["accuracy"] == pytest.approx(2 / 3)
+    # F1(A) = 2*1*0.5/(1.5) = 2/3 ; F1(B) = 2*0.5*1/1.5 = 2/3
+    assert m["macro_f1"] == pytest.approx(2 / 3)
+
+
+def test_retrieval_recall():
+    rng = np.random.default_rng(0)
+    q = rng.normal(size=(50, 8))
+    assert hh.metrics.retrieval_recall_at_k(q, q)["recall@1"] == 1.0
+    shuffled = hh.metrics.retrieval_recall_at_k(q, q[::-1].copy(), ks=(1, 50))
+    assert shuffled["recall@1"] <= 0.1 and shuffled["recall@50"] == 1.0
+
+
+def test_write_metrics_makes_plain_json(tmp_path):
+    path = hh.metrics.write_metrics(tmp_path / "x", {"a": np.float32(0.5), "b": float("nan"), "c": (1, 2)})
+    assert hh.metrics.read_metrics(path.parent) == {"a": 0.5, "b": None, "c": [1, 2]}
