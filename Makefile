@@ -12,7 +12,6 @@ SEED ?= 0
 # No model-hub lookups unless the user opts in (HF_HUB_OFFLINE=0 make book): offline, a
 # failed lookup would retry for 20-50 s. The book's artefacts stay inside build/.
 export HF_HUB_OFFLINE ?= 1
-export MPLBACKEND ?= Agg
 BOOK_CACHE ?= $(CURDIR)/build/cache
 
 .PHONY: help install test test-fast lint book notebooks html workshop lock clean

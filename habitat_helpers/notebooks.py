@@ -16,6 +16,7 @@ import json
 import os
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from . import paths
@@ -42,21 +43,42 @@ def run_all(profile: str, seed: int, out: str | Path, notebooks: list[Path] | No
 
     out = Path(out).resolve()
     (out / "notebooks").mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("MPLBACKEND", "Agg")
     timings: dict[str, float] = {}
-    for nb in notebooks or notebook_paths():
-        params = {"PROFILE": profile, "SEED": seed, "OUTPUT_DIR": str(out / "outputs" / nb.stem),
-                  **(extra_parameters or {})}
-        start = time.perf_counter()
-        pm.execute_notebook(str(nb), str(out / "notebooks" / nb.name), parameters=params,
-                            cwd=str(out / "notebooks"), progress_bar=progress, kernel_name="python3")
-        timings[nb.stem] = round(time.perf_counter() - start, 1)
-        print(f"{nb.name}: {timings[nb.stem]:.1f} s", flush=True)
+    with _kernel_environment():
+        for nb in notebooks or notebook_paths():
+            timings[nb.stem] = _execute(pm, nb, out, profile, seed, extra_parameters, progress)
     timings["total"] = round(sum(timings.values()), 1)
     (out / "timings.json").write_text(json.dumps({"profile": profile, "seed": seed, "seconds": timings}, indent=2))
     print(f"all notebooks: {timings['total']:.1f} s ({profile} profile)", flush=True)
     return timings
+
+
+@contextmanager
+def _kernel_environment():
+    """Environment the kernels inherit: no hub lookups unless the caller opted in, and inline
+    figures (an inherited ``MPLBACKEND=Agg`` would silently drop every plot from the book)."""
+    saved = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "MPLBACKEND")}
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _execute(pm, nb: Path, out: Path, profile: str, seed: int, extra: dict | None, progress: bool) -> float:
+    # OUTPUT_DIR is relative to the executed notebook (papermill runs it in out/notebooks)
+    params = {"PROFILE": profile, "SEED": seed, "OUTPUT_DIR": f"../outputs/{nb.stem}", **(extra or {})}
+    start = time.perf_counter()
+    pm.execute_notebook(str(nb), str(out / "notebooks" / nb.name), parameters=params,
+                        cwd=str(out / "notebooks"), progress_bar=progress, kernel_name="python3")
+    seconds = round(time.perf_counter() - start, 1)
+    print(f"{nb.name}: {seconds:.1f} s", flush=True)
+    return seconds
 
 
 def main(argv: list[str] | None = None) -> int:

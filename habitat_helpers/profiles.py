@@ -58,7 +58,7 @@ PROFILES: dict[str, Profile] = {
     "tiny": Profile(
         name="tiny",
         description="Synthetic demo, a few hundred sites: for tests and CI.",
-        synthetic=True, n_sites=400, label_fraction=0.5, photo_fraction=0.8,
+        synthetic=True, n_sites=400, label_fraction=0.4, photo_fraction=0.8,
         views=("N", "E"), photo_size=64, satellite_size=64,
         image_encoder="efficientnet-lite0-imagenet", location_encoder="geoclip-location",
         encoder_input_size=64, batch_size=64, num_workers=0,

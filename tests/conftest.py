@@ -1,4 +1,4 @@
-"""Shared test setup: offline hub, headless plots, and a throw-away cache folder."""
+"""Shared test setup: offline hub and a throw-away cache folder."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import os
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("MPLBACKEND", "Agg")
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -73,3 +73,17 @@ def test_map(run):
     assert (run[0] / "outputs" / "05_map_habitats" / "habitat_map_points.parquet").exists()
     assert profile.map_resolution_deg == m["resolution_deg"]
 
+
+
+@pytest.mark.parametrize("name, figures, maps", [("01_explore_data", 3, 1), ("02_extract_embeddings", 1, 0),
+                                                 ("03_contrastive_alignment", 3, 0), ("04_classify_habitats", 1, 0),
+                                                 ("05_map_habitats", 1, 1)])
+def test_executed_notebooks_show_their_figures(run, name, figures, maps):
+    import json
+
+    nb = json.loads((run[0] / "notebooks" / f"{name}.ipynb").read_text())
+    outputs = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]
+    pngs = sum("image/png" in o.get("data", {}) for o in outputs)
+    folium_maps = sum("leaflet" in "".join(o.get("data", {}).get("text/html", "")).lower() for o in outputs)
+    assert pngs >= figures, f"{name}: {pngs} figures"
+    assert folium_maps >= maps, f"{name}: {folium_maps} folium maps"

@@ -87,3 +87,13 @@ def test_no_working_copies_in_the_tree():
     bad = [p for p in ROOT.rglob("*") if ".venv" not in p.parts and "build" not in p.parts and "_build" not in p.parts
            and (p.suffix == ".bak" or "conflicted copy" in p.name or p.name.endswith(".nbconvert.ipynb"))]
     assert not bad
+
+
+def test_import_has_no_side_effects():
+    import subprocess
+    import sys
+
+    code = ("import sys, habitat_helpers as hh; "
+            "assert 'torch' not in sys.modules and 'habitat_helpers.demo' not in sys.modules; "
+            "hh.eunis; assert 'habitat_helpers.eunis' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
