@@ -8,6 +8,7 @@ Import it as ``import habitat_helpers as hh`` and reach each stage by its module
 ``hh.profiles``    the ``tiny`` / ``book`` / ``full`` run sizes
 ``hh.eunis``       the EUNIS 2021 habitat hierarchy (levels 1-3)
 ``hh.demo``        the synthetic demo dataset over real European land points
+``hh.datasets``    loaders for LUCAS, EVA, EMBAL and satellite patches; the site table
 ``hh.encoders``    pre-trained encoders by name (GeoCLIP location, timm images)
 ``hh.embed``       batched, cached embedding extraction
 ``hh.losses``      contrastive losses (symmetric InfoNCE, learnable temperature)
@@ -32,7 +33,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = (
     "paths", "runtime", "profiles", "eunis", "demo", "encoders", "embed", "losses",
-    "align", "spatial", "classify", "metrics", "maps", "viz", "notebooks",
+    "datasets", "align", "spatial", "classify", "metrics", "maps", "viz", "notebooks",
 )
 
 
