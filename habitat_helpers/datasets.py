@@ -77,7 +77,9 @@ class LoadReport:
         return "\n".join(lines)
 
 
-def _read_table(table, sep=",", **kwargs) -> pd.DataFrame:
+def _read_table(table, sep=",", bad_lines: list | None = None) -> pd.DataFrame:
+    """A DataFrame of strings from a path (CSV/TSV/Parquet) or a DataFrame. Lines with the wrong
+    number of fields are collected in ``bad_lines`` (and skipped) instead of stopping the read."""
     if isinstance(table, pd.DataFrame):
         return table.copy()
     path = Path(table)
@@ -85,7 +87,9 @@ def _read_table(table, sep=",", **kwargs) -> pd.DataFrame:
         raise FileNotFoundError(f"table not found: {path}")
     if path.suffix == ".parquet":
         return pd.read_parquet(path)
-    return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=[""], **kwargs)
+    sink = bad_lines if bad_lines is not None else []
+    return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=[""],
+                       engine="python", on_bad_lines=lambda line: sink.append(line) and None)
 
 
 def _require(df: pd.DataFrame, columns, what: str) -> None:
@@ -122,10 +126,12 @@ def finalise(df: pd.DataFrame, report: LoadReport, sea: str = "flag"):
     for col in SITE_COLUMNS:
         if col not in df.columns:
             df[col] = [[] for _ in range(len(df))] if col in ("photos", "photo_views") else None
+    given = df["lat"].notna() & df["lon"].notna()
     df["lat"] = pd.to_numeric(df["lat"], errors="coerce")
     df["lon"] = pd.to_numeric(df["lon"], errors="coerce")
     missing = df["lat"].isna() | df["lon"].isna()
-    report.skip("missing coordinates", missing.sum())
+    report.skip("missing coordinates", (missing & ~given).sum())
+    report.skip("unreadable coordinates (not a number)", (missing & given).sum())
     df = df[~missing]
     bad = ~(df["lat"].between(-90, 90) & df["lon"].between(-180, 180))
     report.skip("coordinates out of range", bad.sum())
@@ -158,7 +164,8 @@ def _lucas_coordinate(values: pd.Series) -> pd.Series:
     """Numbers, with the LUCAS 'no data' sentinels (88.888..., 8, 88, 888) as NaN."""
     text = values.astype("string").str.strip()
     sentinel = text.str.fullmatch(r"88\.8+|8|88|888|8888+").fillna(False).astype(bool)
-    return pd.to_numeric(text.mask(sentinel), errors="coerce")
+    numbers = pd.to_numeric(text.mask(sentinel), errors="coerce")
+    return pd.Series(numbers.to_numpy(dtype=float, na_value=np.nan), index=values.index)
 
 
 def _lucas_dates(values: pd.Series) -> pd.Series:
@@ -193,9 +200,11 @@ def read_lucas(table, photo_root=None, labels=None, *, coordinates: str = "gps",
     """
     if coordinates not in {"gps", "theoretical"}:
         raise ValueError("coordinates must be 'gps' or 'theoretical'")
-    df = _read_table(table)
+    bad: list = []
+    df = _read_table(table, bad_lines=bad)
     _require(df, ["point_id", "year", "th_lat", "th_long"], "LUCAS table")
-    report = LoadReport("LUCAS", rows_read=len(df))
+    report = LoadReport("LUCAS", rows_read=len(df) + len(bad))
+    report.skip("malformed row (wrong number of fields)", len(bad))
     df["point_id"] = df["point_id"].astype(str).str.strip()
     df["year"] = df["year"].astype(str).str.strip()
     th_lat, th_lon = _lucas_coordinate(df["th_lat"]), _lucas_coordinate(df["th_long"])
@@ -288,9 +297,11 @@ def read_eva(header, *, label_column: str = "Expert System", sep: str = "\t", se
     (EUNIS-ESy codes: several comma-separated, ``!``-flagged, groupings such as ``Sb``, ``?``),
     ``Location uncertainty (m)`` and ``Date of recording`` (dd.mm.yyyy) when present.
     """
-    df = _read_table(header, sep=sep)
+    bad: list = []
+    df = _read_table(header, sep=sep, bad_lines=bad)
     _require(df, ["PlotObservationID", "Latitude", "Longitude"], "EVA header")
-    report = LoadReport("EVA", rows_read=len(df))
+    report = LoadReport("EVA", rows_read=len(df) + len(bad))
+    report.skip("malformed row (wrong number of fields)", len(bad))
     df["site_id"] = "eva:" + df["PlotObservationID"].astype(str).str.strip()
     df["source"] = "eva"
     df["lat"], df["lon"] = df["Latitude"], df["Longitude"]
@@ -322,11 +333,13 @@ def read_embal(table, photo_root=None, columns: dict | None = None, *, sea: str 
     Rows of one site are grouped: their photos become the site's views (``T<transect>-<k>``).
     Rows whose photo file is missing are counted; a site keeps the photos that exist.
     """
-    df = _read_table(table)
+    bad: list = []
+    df = _read_table(table, bad_lines=bad)
     rename = {theirs: ours for ours, theirs in (columns or {}).items()}
     df = df.rename(columns=rename)
     _require(df, ["site", "transect", "lat", "lon", "photo"], "EMBAL table")
-    report = LoadReport("EMBAL", rows_read=len(df))
+    report = LoadReport("EMBAL", rows_read=len(df) + len(bad))
+    report.skip("malformed row (wrong number of fields)", len(bad))
     records = []
     for site, rows in df.groupby("site", sort=False):
         lat = pd.to_numeric(rows["lat"], errors="coerce")
@@ -387,8 +400,10 @@ def read_patch(path, bands=None) -> np.ndarray:
         missing = [b for b in names if b not in files]
         if missing:
             raise ValueError(f"{path} lacks band files {missing}; has {sorted(files)}")
-        with rasterio.open(files[names[0]]) as ref:
-            shape = ref.shape
+        shape = (0, 0)
+        for b in names:  # resample every band to the finest grid among them
+            with rasterio.open(files[b]) as ref:
+                shape = max(shape, ref.shape)
         layers = []
         for b in names:
             with rasterio.open(files[b]) as src:

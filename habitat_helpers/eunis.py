@@ -137,7 +137,7 @@ def esy_label(value) -> str | None:
 
 def level_columns(code: str | None) -> dict[str, str | None]:
     """``{"eunis_l1", "eunis_l2", "eunis_l3"}`` for a code, ``None`` below its own level."""
-    if code is None:
+    if not isinstance(code, str):  # None, NaN: no label
         return {"eunis_l1": None, "eunis_l2": None, "eunis_l3": None}
     code = check(code)
     return {f"eunis_l{k}": (code[:k] if len(code) >= k else None) for k in LEVELS}

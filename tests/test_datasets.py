@@ -1,0 +1,243 @@
+"""Loaders: real LUCAS rows and photos, real Sentinel-2 patches, EVA/EMBAL formats, bad input."""
+
+import tarfile
+from importlib import resources
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+import habitat_helpers as hh
+
+
+@pytest.fixture(scope="module")
+def lucas_dir(shared_dir):
+    path = shared_dir / "data/lucas_sample"
+    if not (path / "metadata_subset.csv").exists():
+        pytest.skip("LUCAS sample absent from ../shared")
+    return path
+
+
+@pytest.fixture(scope="module")
+def lucas(lucas_dir):
+    return hh.datasets.read_lucas(lucas_dir / "metadata_subset.csv", photo_root=lucas_dir).set_index("site_id")
+
+
+# --- real LUCAS rows ---------------------------------------------------------------------------
+
+def test_lucas_signs_longitudes_from_gps_ew(lucas):
+    assert lucas.loc["lucas:31603628:2018", "lon"] == pytest.approx(-8.108829)   # West
+    assert lucas.loc["lucas:35262736:2006", "lon"] == pytest.approx(-0.52995)    # West
+    assert lucas.loc["lucas:47282098:2009", "lon"] == pytest.approx(14.88795)    # East
+    assert (lucas["coord_source"] == "gps").all()
+    assert lucas.crs.to_epsg() == 4326 and lucas["on_land"].all()
+
+
+def test_lucas_views_per_point(lucas):
+    assert lucas.loc["lucas:31603628:2018", "photo_views"] == ["N", "E", "S", "W", "P", "C"]
+    assert lucas.loc["lucas:35262736:2006", "photo_views"] == ["P"]
+    assert lucas.loc["lucas:47282098:2009", "photo_views"] == ["P"]
+    assert sum(len(v) for v in lucas["photos"]) == 32
+    for path in lucas.loc["lucas:32362878:2015", "photos"]:
+        with Image.open(path) as im:
+            assert min(im.size) >= 1200
+
+
+def test_lucas_dates_in_both_formats(lucas):
+    assert lucas.loc["lucas:35262736:2006", "date"] == pd.Timestamp("2006-05-02")   # dd/mm/yyyy
+    assert lucas.loc["lucas:47282098:2009", "date"] == pd.Timestamp("2009-07-02")   # dd/mm/yy
+    assert lucas.loc["lucas:31603628:2018", "date"] == pd.Timestamp("2018-09-18")
+
+
+def test_lucas_report_counts_missing_views(lucas):
+    notes = lucas.attrs["load_report"]["notes"]
+    assert notes["photo N expected but missing under photo_root"] == 2   # two points ship only P
+
+
+def test_lucas_sentinels_fall_back_to_theoretical_point(lucas_dir):
+    table = pd.read_csv(lucas_dir / "metadata_subset.csv", dtype=str)
+    table.loc[0, "gps_lat"] = "88.888888"
+    table.loc[1, "gps_long"] = "88.888"
+    sites = hh.datasets.read_lucas(table).set_index("site_id")
+    row = sites.loc["lucas:35262736:2006"]
+    assert row["coord_source"] == "theoretical" and row["lat"] == pytest.approx(47.227824183)
+    assert row["lon"] == pytest.approx(-0.529947878) and row["coord_uncertainty_m"] == pytest.approx(0.49203009)
+    assert sites.loc["lucas:47282098:2009", "coord_source"] == "theoretical"
+    assert sites.attrs["load_report"]["notes"]["GPS missing or not WGS84: theoretical point used"] == 2
+
+
+def test_lucas_without_photo_root_gives_gisco_urls(lucas_dir):
+    sites = hh.datasets.read_lucas(lucas_dir / "metadata_subset.csv").set_index("site_id")
+    urls = sites.loc["lucas:31603628:2018", "photos"]
+    assert urls[0] == "https://gisco-services.ec.europa.eu/lucas/photos/2018/UK/316/036/31603628N.jpg"
+
+
+def test_lucas_label_table_joins_on_point_and_year(lucas_dir):
+    labels = pd.DataFrame({"point_id": ["31603628", "38023116", "38023114", "99999999"],
+                           "year": ["2018", "2006", "2006", "2006"],
+                           "eunis_code": ["S42", "V11, V12", "X7", "R2"]})
+    sites = hh.datasets.read_lucas(lucas_dir / "metadata_subset.csv", labels=labels).set_index("site_id")
+    assert sites.loc["lucas:31603628:2018", ["eunis_l1", "eunis_l2", "eunis_l3"]].tolist() == ["S", "S4", "S42"]
+    assert sites.loc["lucas:38023116:2006", "eunis_code"] == "V1"                    # common ancestor
+    assert pd.isna(sites.loc["lucas:38023114:2006", "eunis_code"])                   # unknown code
+    notes = sites.attrs["load_report"]["notes"]
+    assert notes["unknown EUNIS code (site kept unlabelled)"] == 1
+    assert notes["label rows matching no LUCAS point"] == 1
+
+
+def test_lucas_missing_column_is_named():
+    with pytest.raises(ValueError, match="th_lat"):
+        hh.datasets.read_lucas(pd.DataFrame({"point_id": ["1"], "year": ["2018"], "th_long": ["1"]}))
+
+
+# --- EVA -------------------------------------------------------------------------------------
+
+def _eva_header(tmp_path):
+    rows = [
+        ["1", "48.1", "11.5", "R22", "10", "01.06.2015"],
+        ["2", "47.9", "12.1", "R22, R23!", "", "15.07.2016"],
+        ["3", "50.0", "14.4", "Sb", "100", ""],
+        ["4", "46.0", "13.0", "?", "5", "31.02.2016"],
+        ["5", "95.0", "13.0", "T11", "5", ""],          # out of range
+        ["5", "46.0", "13.1", "T11", "5", ""],          # duplicate id
+        ["6", "", "13.0", "T11", "5", ""],              # missing latitude
+        ["7", "46.5", "13.5", "Z99", "5", ""],          # unknown code
+        ["8", "54.5", "5.0", "N11", "5", ""],           # North Sea
+    ]
+    path = tmp_path / "eva_header.csv"
+    cols = ["PlotObservationID", "Latitude", "Longitude", "Expert System", "Location uncertainty (m)",
+            "Date of recording"]
+    path.write_text("\t".join(cols) + "\n" + "\n".join("\t".join(r) for r in rows) + "\n")
+    return path
+
+
+def test_eva_header(tmp_path):
+    sites = hh.datasets.read_eva(_eva_header(tmp_path)).set_index("site_id")
+    report = sites.attrs["load_report"]
+    assert report["rows_read"] == 9 and report["kept"] == 7
+    assert report["skipped"] == {"coordinates out of range": 1, "missing coordinates": 1}
+    # the duplicate of plot 5 comes after the out-of-range row was skipped, so it is kept once
+    assert sites.loc["eva:1", "eunis_l3"] == "R22" and sites.loc["eva:1", "date"] == pd.Timestamp("2015-06-01")
+    assert sites.loc["eva:2", "eunis_code"] == "R2" and pd.isna(sites.loc["eva:2", "eunis_l3"])
+    assert sites.loc["eva:3", "eunis_code"] == "S"
+    assert pd.isna(sites.loc["eva:4", "eunis_code"]) and pd.isna(sites.loc["eva:4", "date"])
+    assert pd.isna(sites.loc["eva:7", "eunis_code"])
+    assert not sites.loc["eva:8", "on_land"]
+    assert report["notes"]["unknown EUNIS code (site kept unlabelled)"] == 1
+    assert report["notes"]["date unreadable (kept, NaT)"] == 1
+
+
+def test_duplicated_site_ids_are_counted(tmp_path):
+    path = tmp_path / "h.csv"
+    path.write_text("PlotObservationID\tLatitude\tLongitude\n1\t48\t11\n1\t48.1\t11.1\n")
+    sites = hh.datasets.read_eva(path)
+    assert len(sites) == 1 and sites.attrs["load_report"]["skipped"] == {"duplicated site id": 1}
+
+
+def test_sea_points_can_be_dropped(tmp_path):
+    sites = hh.datasets.read_eva(_eva_header(tmp_path), sea="drop")
+    assert "eva:8" not in set(sites["site_id"])
+    assert sites.attrs["load_report"]["skipped"]["on the sea (land mask)"] == 1
+
+
+def test_eunis_esy_parsing():
+    assert hh.eunis.parse_esy("R22, R23!") == ["R22", "R23"]
+    assert hh.eunis.parse_esy("Qa") == ["Q"]
+    assert hh.eunis.parse_esy("?") == [] and hh.eunis.parse_esy(float("nan")) == []
+    assert hh.eunis.esy_label("R22, T11") is None
+    with pytest.raises(ValueError, match="R99"):
+        hh.eunis.parse_esy("R22, R99")
+
+
+def test_level_encoder_reports_what_it_leaves_out():
+    enc = hh.eunis.LevelEncoder(2).fit(["R22", "T1", "R", "Q11"])
+    assert enc.classes_ == ["Q1", "R2", "T1"]
+    ids = enc.transform(["R21", "V1", "R", None, "T11", "X9"])
+    assert ids.tolist() == [1, -1, -1, -1, 2, -1]
+    assert enc.last_report == {"encoded": 2, "missing": 1, "unknown_code": 1, "coarser_than_level": 1,
+                               "unseen_class": 1}
+    assert enc.inverse_transform([2, -1]) == ["T1", None]
+
+
+def test_corine_links():
+    links = hh.eunis.corine_links("V11")
+    assert {"relationship": "#", "clc_code": "2.1.1", "clc_name": "Non-irrigated arable land"} in links
+    assert hh.eunis.corine_links("V") == []
+
+
+# --- EMBAL -----------------------------------------------------------------------------------
+
+def test_embal_groups_transect_photos_and_maps_columns(tmp_path):
+    for name in ["a1.jpg", "a2.jpg", "b1.jpg"]:
+        Image.new("RGB", (8, 8)).save(tmp_path / name)
+    table = pd.DataFrame({"PlotID": ["A", "A", "A", "B"], "transect": ["1", "1", "2", "1"],
+                          "lat": ["45.1", "45.1", "45.1", "46.0"], "lon": ["7.0", "7.0", "7.0", "8.0"],
+                          "photo": ["a1.jpg", "a2.jpg", "gone.jpg", "b1.jpg"], "eunis_code": ["R22", "R22", "R22", None]})
+    sites = hh.datasets.read_embal(table, photo_root=tmp_path, columns={"site": "PlotID"}).set_index("site_id")
+    assert sites.loc["embal:A", "photo_views"] == ["T1-00", "T1-01"]
+    assert sites.loc["embal:A", "eunis_l3"] == "R22" and pd.isna(sites.loc["embal:B", "eunis_code"])
+    assert sites.attrs["load_report"]["notes"]["photo file missing"] == 1
+    with pytest.raises(ValueError, match="site"):
+        hh.datasets.read_embal(table)  # without the mapping, 'site' is missing
+
+
+# --- satellite ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def bigearthnet(tmp_path_factory):
+    archive = resources.files("bigearthnet_common") / "BigEarthNet-S2-Example.tar.bz2"
+    out = tmp_path_factory.mktemp("ben")
+    with tarfile.open(archive) as tar:
+        tar.extractall(out, filter="data")
+    return sorted((out / "BigEarthNet-S2-Example").iterdir())
+
+
+def test_real_sentinel2_patches(bigearthnet):
+    assert len(bigearthnet) == 6
+    rgb = hh.datasets.read_patch(bigearthnet[0])
+    assert rgb.shape == (3, 120, 120) and rgb.dtype == np.float32 and rgb.max() > 0
+    twelve = hh.datasets.read_patch(bigearthnet[0], bands=["B01", "B02", "B03", "B04", "B05", "B06", "B07",
+                                                           "B08", "B8A", "B09", "B11", "B12"])
+    assert twelve.shape == (12, 120, 120)          # 20 m and 60 m bands resampled to 10 m
+    lon_min, lat_min, lon_max, lat_max = hh.datasets.patch_bounds_wgs84(next(bigearthnet[0].glob("*_B04.tif")))
+    assert 0 < lon_max - lon_min < 0.05 and 0 < lat_max - lat_min < 0.02    # 1.2 km
+    with pytest.raises(ValueError, match="B99"):
+        hh.datasets.read_patch(bigearthnet[0], bands=["B99"])
+
+
+def test_read_satellite_checks_georeferencing(bigearthnet, tmp_path):
+    b04 = next(bigearthnet[0].glob("*_B04.tif"))
+    lon_min, lat_min, lon_max, lat_max = hh.datasets.patch_bounds_wgs84(b04)
+    inside = ((lat_min + lat_max) / 2, (lon_min + lon_max) / 2)
+    for name in ("here", "far"):
+        (tmp_path / f"{name}.tif").write_bytes(b04.read_bytes())
+    sites = pd.DataFrame({"site_id": ["eva:here", "eva:far", "eva:none"],
+                          "lat": [inside[0], inside[0] + 1, inside[0]], "lon": [inside[1]] * 3})
+    out = hh.datasets.read_satellite(sites, tmp_path)
+    assert out["satellite"].tolist()[0].endswith("here.tif")
+    assert out["satellite"].iloc[1:].isna().all()
+    notes = out.attrs["satellite_report"]["notes"]
+    assert notes == {"patch does not cover the site (not attached)": 1, "no patch file": 1}
+
+
+def test_site_table_roundtrip(tmp_path):
+    sites = hh.datasets.read_eva(_eva_header(tmp_path))
+    path = hh.datasets.write_sites(sites, tmp_path / "sites.parquet")
+    back = hh.datasets.read_sites(path)
+    assert list(back.columns) == list(sites.columns)
+    assert back["photos"].iloc[0] == [] and back.crs.to_epsg() == 4326
+    pd.testing.assert_series_equal(back["lat"], sites["lat"])
+
+
+def test_malformed_rows_and_unreadable_coordinates_are_counted(tmp_path):
+    path = tmp_path / "h.csv"
+    path.write_text("PlotObservationID\tLatitude\tLongitude\n"
+                    "1\t48\t11\n"
+                    "2\t48.1\t11.1\textra\tfields\n"
+                    "3\tnorth\t11.2\n")
+    sites = hh.datasets.read_eva(path)
+    report = sites.attrs["load_report"]
+    assert list(sites["site_id"]) == ["eva:1"] and report["rows_read"] == 3
+    assert report["skipped"] == {"malformed row (wrong number of fields)": 1,
+                                 "unreadable coordinates (not a number)": 1}
