@@ -110,7 +110,7 @@ def _labels(values, report: LoadReport) -> list[str | None]:
     return out
 
 
-def finalise(df: pd.DataFrame, report: LoadReport, sea: str = "flag"):
+def finalise(df: pd.DataFrame, report: LoadReport, sea: str = "flag", verbose: bool = True):
     """Validate and normalise a candidate site table into the documented schema.
 
     Rows with missing or out-of-range coordinates or a duplicated ``site_id`` are skipped
@@ -154,7 +154,8 @@ def finalise(df: pd.DataFrame, report: LoadReport, sea: str = "flag"):
     sites = gpd.GeoDataFrame(df[SITE_COLUMNS].reset_index(drop=True),
                              geometry=gpd.points_from_xy(df["lon"], df["lat"]), crs="EPSG:4326")
     sites.attrs["load_report"] = report.as_dict()
-    print(report)
+    if verbose:
+        print(report)
     return sites
 
 
@@ -480,3 +481,20 @@ def read_sites(path):
         if col in sites.columns:
             sites[col] = [list(v) if v is not None else [] for v in sites[col]]
     return sites
+
+
+def data_card(sites) -> pd.DataFrame:
+    """One row per source: sites, photos, views, satellite patches and label coverage per level."""
+    rows = []
+    for source, group in sites.groupby("source", sort=True):
+        n_photos = group["photos"].str.len()
+        views = sorted({v.split("-")[0] for vs in group["photo_views"] for v in vs})
+        rows.append({
+            "source": source, "sites": len(group),
+            "sites with photos": int((n_photos > 0).sum()), "photos": int(n_photos.sum()),
+            "views": " ".join(views) if views else "-",
+            "satellite patches": int(group["satellite"].notna().sum()),
+            **{f"labelled at level {k}": f"{group[f'eunis_l{k}'].notna().mean():.0%}" for k in (1, 2, 3)},
+            "on land": f"{group['on_land'].mean():.0%}",
+        })
+    return pd.DataFrame(rows).set_index("source")

@@ -29,10 +29,11 @@ How the data are made (``make_demo``)
 
 Files (under ``hh.paths.run_dir(profile, seed) / "demo"``)::
 
-    sites.parquet      GeoParquet site table (EPSG:4326), one row per site
+    sites.parquet      GeoParquet site table (EPSG:4326), one row per site, in the schema of
+                       hh.datasets (photos and photo_views as lists; paths relative to the folder)
     truth.parquet      the hidden true habitat of every site (exists only because synthetic)
-    photos/<site>_<view>.jpg
-    satellite/<site>.png
+    photos/<site number>_<view>.jpg
+    satellite/<site number>.png
     manifest.json      profile, seed, counts, generator version
 
 The same ``(profile, seed)`` gives byte-identical files.
@@ -49,9 +50,9 @@ import pandas as pd
 from PIL import Image
 from scipy import ndimage
 
-from . import eunis, paths, profiles
+from . import datasets, eunis, paths, profiles
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 #: Level-3 habitats used by the demo: 6 formations x 2 groups x 2 habitats.
 DEMO_HABITATS = (
@@ -205,7 +206,6 @@ def make_demo(profile: str | profiles.Profile = "tiny", seed: int = 0, root: str
     An existing dataset with the same profile, seed and generator version is reused
     unless ``overwrite=True``. ``root`` defaults to ``hh.paths.run_dir(profile, seed) / "demo"``.
     """
-    import geopandas as gpd
     from tqdm.auto import tqdm
 
     prof = profiles.get(profile) if isinstance(profile, str) else profile
@@ -234,7 +234,7 @@ def make_demo(profile: str | profiles.Profile = "tiny", seed: int = 0, root: str
     protos = _prototypes(rng)
     codes = np.array(DEMO_HABITATS)[cls]
 
-    site_ids = [f"demo{i:06d}" for i in range(n)]
+    site_ids = [f"demo:{i:06d}" for i in range(n)]
     has_photos = rng.random(n) < prof.photo_fraction
     labelled = rng.random(n) < prof.label_fraction
     label_level = rng.choice([3, 2, 1], size=n, p=[0.7, 0.2, 0.1])
@@ -242,26 +242,22 @@ def make_demo(profile: str | profiles.Profile = "tiny", seed: int = 0, root: str
     phases = rng.uniform(0, 2 * np.pi, n)
     tints = rng.normal(0, 0.04, (n, 3))
 
-    photo_cols = {v: [None] * n for v in prof.views}
+    photos: list[list[str]] = [[] for _ in range(n)]
     sat_paths = []
     for i in tqdm(range(n), desc="demo sites", unit="site", disable=not progress):
         site_rng = np.random.default_rng([seed, i])
         proto = protos[codes[i]]
         if has_photos[i]:
             for view in prof.views:
-                rel = f"photos/{site_ids[i]}_{view}.jpg"
+                rel = f"photos/{i:06d}_{view}.jpg"
                 pixels = render_photo(proto, phases[i], tints[i], prof.photo_size, site_rng)
                 Image.fromarray(pixels).save(out / rel, quality=90)
-                photo_cols[view][i] = rel
-        rel = f"satellite/{site_ids[i]}.png"
+                photos[i].append(rel)
+        rel = f"satellite/{i:06d}.png"
         pixels = render_satellite(proto, protos[DEMO_HABITATS[neighbour_cls[i]]], phases[i],
                                   prof.satellite_size, site_rng)
         Image.fromarray(pixels).save(out / rel)
         sat_paths.append(rel)
-
-    def level_label(level: int) -> list:
-        return [c[:level] if (lab and lvl >= level) else None
-                for c, lab, lvl in zip(codes, labelled, label_level)]
 
     table = pd.DataFrame({
         "site_id": site_ids,
@@ -269,16 +265,16 @@ def make_demo(profile: str | profiles.Profile = "tiny", seed: int = 0, root: str
         "lat": lat.round(6),
         "lon": lon.round(6),
         "coord_uncertainty_m": rng.choice([5.0, 10.0, 30.0], n),
+        "coord_source": "demo",
         "date": dates,
         "eunis_code": [c[:lvl] if lab else None for c, lab, lvl in zip(codes, labelled, label_level)],
-        "eunis_l1": level_label(1),
-        "eunis_l2": level_label(2),
-        "eunis_l3": level_label(3),
-        **{f"photo_{v}": photo_cols[v] for v in prof.views},
+        "photos": photos,
+        "photo_views": [list(prof.views) if p else [] for p in photos],
         "satellite": sat_paths,
     })
-    sites = gpd.GeoDataFrame(table, geometry=gpd.points_from_xy(table.lon, table.lat), crs="EPSG:4326")
-    sites.to_parquet(out / "sites.parquet", index=False)
+    report = datasets.LoadReport("demo", rows_read=n)
+    sites = datasets.finalise(table, report, verbose=False)
+    datasets.write_sites(sites, out / "sites.parquet")
     truth = pd.DataFrame({"site_id": site_ids, "eunis_l3": codes,
                           "eunis_l2": [c[:2] for c in codes], "eunis_l1": [c[:1] for c in codes]})
     truth.to_parquet(out / "truth.parquet", index=False)
@@ -290,13 +286,12 @@ def make_demo(profile: str | profiles.Profile = "tiny", seed: int = 0, root: str
 
 
 def load_sites(folder: str | Path):
-    """Read a demo folder's site table (GeoDataFrame) with absolute file paths."""
-    import geopandas as gpd
-
+    """Read a demo folder's site table (the schema of :mod:`habitat_helpers.datasets`) with
+    absolute file paths."""
     folder = Path(folder)
-    sites = gpd.read_parquet(folder / "sites.parquet")
-    for col in [c for c in sites.columns if c.startswith("photo_")] + ["satellite"]:
-        sites[col] = [str(folder / p) if isinstance(p, str) else None for p in sites[col]]
+    sites = datasets.read_sites(folder / "sites.parquet")
+    sites["photos"] = [[str(folder / p) for p in ps] for ps in sites["photos"]]
+    sites["satellite"] = [str(folder / p) if isinstance(p, str) else None for p in sites["satellite"]]
     return sites
 
 

@@ -107,21 +107,23 @@ def save_npz_atomic(path: Path, **arrays) -> None:
 
 
 def embed_sites(sites, image_encoder: Encoder, location_encoder: Encoder, cache_dir: str | Path, *,
-                views: tuple[str, ...], batch_size: int = 64, num_workers: int = 0, device: str = "cpu",
+                batch_size: int = 64, num_workers: int = 0, device: str = "cpu",
                 progress: bool = True) -> dict[str, np.ndarray]:
-    """Embed every modality of a site table, reading from / writing to ``cache_dir``.
+    """Embed every modality of a site table (:mod:`habitat_helpers.datasets` schema), reading
+    from / writing to ``cache_dir``.
 
-    ``sites`` needs ``site_id, lat, lon, satellite`` and one ``photo_<view>`` column per view
-    (file paths, ``None`` where missing). Returns, aligned to the rows of ``sites``:
+    Returns, aligned to the rows of ``sites`` (NaN rows where a site lacks the modality):
 
-    * ``photo_views``: ``(n, n_views, d)``, NaN where a view is missing
-    * ``photo``: ``(n, d)`` mean of the views present, NaN rows for sites without photos
-    * ``satellite``: ``(n, d)``, NaN rows where the patch is missing
+    * ``photo``: ``(n, d)``, the mean over the site's ground views
+    * ``satellite``: ``(n, d)``
     * ``gps``: ``(n, 512)``
+
+    and the per-view embeddings behind ``photo``: ``photo_per_view`` ``(n_photos, d)`` with
+    ``photo_site`` (row of the site) and ``photo_view`` (view name) for each photo.
     """
     cache_dir = Path(cache_dir)
     ids = list(sites["site_id"])
-    result: dict[str, np.ndarray] = {}
+    n = len(ids)
 
     def cached(modality: str, encoder: Encoder, inputs: list, compute):
         path = cache_dir / f"{modality}-{encoder.cache_key}-{_fingerprint(inputs)}.npz"
@@ -129,24 +131,26 @@ def embed_sites(sites, image_encoder: Encoder, location_encoder: Encoder, cache_
             with np.load(path) as data:
                 return data["embeddings"]
         arr = compute()
-        save_npz_atomic(path, embeddings=arr, site_id=np.asarray(ids, dtype=str))
+        save_npz_atomic(path, embeddings=arr)
         return arr
 
-    # ground photos: every (site, view) that exists, embedded once, then scattered back
-    photo_cols = [f"photo_{v}" for v in views]
-    pairs = [(i, j, p) for j, col in enumerate(photo_cols) for i, p in enumerate(sites[col]) if isinstance(p, str)]
-    flat = cached("photo", image_encoder, [p for _, _, p in pairs],
-                  lambda: embed_images([p for _, _, p in pairs], image_encoder, batch_size=batch_size,
-                                       num_workers=num_workers, device=device, desc="ground photos",
-                                       progress=progress))
-    per_view = np.full((len(ids), len(views), image_encoder.dim), np.nan, dtype=np.float32)
-    for (i, j, _), emb in zip(pairs, flat):
-        per_view[i, j] = emb
-    result["photo_views"] = per_view
-    has_any = ~np.isnan(per_view[:, :, 0]).all(axis=1)
-    pooled = np.full((len(ids), image_encoder.dim), np.nan, dtype=np.float32)
-    pooled[has_any] = np.nanmean(per_view[has_any], axis=1)
-    result["photo"] = pooled
+    # ground photos: every (site, view), embedded once, then pooled per site
+    site_of, view_of, files = [], [], []
+    for i, (paths, views) in enumerate(zip(sites["photos"], sites["photo_views"])):
+        for path, view in zip(paths, views):
+            site_of.append(i)
+            view_of.append(view)
+            files.append(path)
+    per_view = cached("photo", image_encoder, files,
+                      lambda: embed_images(files, image_encoder, batch_size=batch_size, num_workers=num_workers,
+                                           device=device, desc="ground photos", progress=progress))
+    site_of = np.asarray(site_of, dtype=np.int64)
+    pooled = np.full((n, image_encoder.dim), np.nan, dtype=np.float32)
+    if len(files):
+        sums = np.zeros((n, image_encoder.dim), dtype=np.float64)
+        np.add.at(sums, site_of, per_view)
+        counts = np.bincount(site_of, minlength=n)
+        pooled[counts > 0] = (sums[counts > 0] / counts[counts > 0, None]).astype(np.float32)
 
     sat_paths = [p if isinstance(p, str) else None for p in sites["satellite"]]
     present = [i for i, p in enumerate(sat_paths) if p]
@@ -154,14 +158,14 @@ def embed_sites(sites, image_encoder: Encoder, location_encoder: Encoder, cache_
                       lambda: embed_images([sat_paths[i] for i in present], image_encoder, batch_size=batch_size,
                                            num_workers=num_workers, device=device, desc="satellite patches",
                                            progress=progress))
-    sat = np.full((len(ids), image_encoder.dim), np.nan, dtype=np.float32)
+    sat = np.full((n, image_encoder.dim), np.nan, dtype=np.float32)
     sat[present] = sat_flat
-    result["satellite"] = sat
 
     lat, lon = sites["lat"].to_numpy(float), sites["lon"].to_numpy(float)
-    result["gps"] = cached("gps", location_encoder, list(zip(lat.round(6), lon.round(6))),
-                           lambda: embed_locations(lat, lon, location_encoder, device=device))
-    return result
+    gps = cached("gps", location_encoder, list(zip(lat.round(6), lon.round(6))),
+                 lambda: embed_locations(lat, lon, location_encoder, device=device))
+    return {"photo": pooled, "satellite": sat, "gps": gps, "photo_per_view": per_view,
+            "photo_site": site_of, "photo_view": np.asarray(view_of, dtype=str)}
 
 
 def save_site_embeddings(path: str | Path, site_ids, embeddings: dict[str, np.ndarray]) -> Path:

@@ -241,3 +241,17 @@ def test_malformed_rows_and_unreadable_coordinates_are_counted(tmp_path):
     assert list(sites["site_id"]) == ["eva:1"] and report["rows_read"] == 3
     assert report["skipped"] == {"malformed row (wrong number of fields)": 1,
                                  "unreadable coordinates (not a number)": 1}
+
+
+def test_data_card_and_label_agreement(tmp_path):
+    sites = hh.datasets.read_eva(_eva_header(tmp_path))
+    card = hh.datasets.data_card(sites)
+    assert card.loc["eva", "sites"] == 7 and card.loc["eva", "photos"] == 0
+    assert card.loc["eva", "labelled at level 1"] == f"{5 / 7:.0%}"
+    # two clusters of identical labels far apart: agreement 1 at short range, 0 at long range
+    lat = np.r_[np.full(10, 48.0), np.full(10, 60.0)] + np.linspace(0, 0.05, 20)
+    table = hh.spatial.label_agreement_by_distance(lat, np.full(20, 10.0), ["R"] * 10 + ["T"] * 10,
+                                                   bins_km=(0, 50, 5000))
+    assert table["agreement"].tolist() == [1.0, 0.0]
+    assert table["chance"].iloc[0] == pytest.approx(90 / 190)
+    assert hh.spatial.haversine_km(0, 0, 0, 1) == pytest.approx(111.195, rel=1e-4)

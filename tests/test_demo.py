@@ -1,4 +1,5 @@
 import hashlib
+import os
 
 import numpy as np
 import pytest
@@ -55,18 +56,21 @@ def test_files_exist_and_modalities_are_partly_missing(demo):
     from PIL import Image
 
     sites = hh.demo.load_sites(demo)
-    photos = sites["photo_N"].dropna()
-    assert 0.6 < len(photos) / len(sites) < 0.95
-    with Image.open(photos.iloc[0]) as im:
+    assert list(sites.columns[:-1]) == hh.datasets.SITE_COLUMNS        # the documented site table
+    with_photos = sites["photos"].str.len() > 0
+    assert 0.6 < with_photos.mean() < 0.95
+    assert all(v == ["N", "E"] for v in sites.loc[with_photos, "photo_views"])
+    with Image.open(sites.loc[with_photos, "photos"].iloc[0][0]) as im:
         assert im.size == (64, 64) and im.mode == "RGB"
-    assert all(p and __import__("os").path.exists(p) for p in sites["satellite"])
+    assert all(p and os.path.exists(p) for p in sites["satellite"])
 
 
 def test_views_share_habitat_signal(demo):
     """Two views of one site are more alike than views of sites with other habitats."""
     from PIL import Image
 
-    sites = hh.demo.load_sites(demo).dropna(subset=["photo_N"])
+    sites = hh.demo.load_sites(demo)
+    sites = sites[sites["photos"].str.len() > 0]
     truth = hh.demo.load_truth(demo).set_index("site_id").loc[sites.site_id, "eunis_l1"].to_numpy()
 
     def mean_colour(p):
@@ -74,8 +78,8 @@ def test_views_share_habitat_signal(demo):
             arr = np.asarray(im, float)
         return arr[arr.shape[0] // 2:].mean(axis=(0, 1))  # lower half: ground, not sky
 
-    n = np.array([mean_colour(p) for p in sites.photo_N[:120]])
-    e = np.array([mean_colour(p) for p in sites.photo_E[:120]])
+    n = np.array([mean_colour(p[0]) for p in sites.photos[:120]])
+    e = np.array([mean_colour(p[1]) for p in sites.photos[:120]])
     same = np.linalg.norm(n - e, axis=1).mean()
     other = np.linalg.norm(n - np.roll(e, 1, axis=0), axis=1)[truth[:120] != np.roll(truth[:120], 1)].mean()
     assert same < 0.7 * other

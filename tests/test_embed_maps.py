@@ -18,30 +18,33 @@ def _sites(tmp_path, n=6):
     rng = np.random.default_rng(0)
     rows = []
     for i in range(n):
-        paths = {}
-        for view in ("N", "E"):
-            if i % 3 == 0 and view == "E":
-                paths[f"photo_{view}"] = None
-                continue
+        views = ["N"] if i % 3 == 0 else ["N", "E"]   # some sites miss a view
+        if i == 5:
+            views = []                                 # and one has no photo at all
+        paths = []
+        for view in views:
             p = tmp_path / f"s{i}{view}.png"
             Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(p)
-            paths[f"photo_{view}"] = str(p)
+            paths.append(str(p))
         sat = tmp_path / f"s{i}sat.png"
         Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(sat)
-        rows.append({"site_id": f"s{i}", "lat": 45 + i, "lon": 5 + i, **paths, "satellite": str(sat)})
+        rows.append({"site_id": f"s{i}", "lat": 45 + i, "lon": 5 + i, "photos": paths, "photo_views": views,
+                     "satellite": str(sat)})
     return pd.DataFrame(rows)
 
 
 def test_embed_sites_pools_views_and_uses_the_cache(tmp_path, encoders, monkeypatch):
     sites = _sites(tmp_path)
-    out = hh.embed.embed_sites(sites, *encoders, tmp_path / "cache", views=("N", "E"), progress=False)
-    assert out["photo_views"].shape == (6, 2, 1280) and out["gps"].shape == (6, 512)
-    assert np.isnan(out["photo_views"][0, 1]).all()                     # missing view stays missing
-    np.testing.assert_allclose(out["photo"][0], out["photo_views"][0, 0])  # pooled over present views only
-    np.testing.assert_allclose(out["photo"][1], out["photo_views"][1].mean(axis=0), rtol=1e-5)
+    out = hh.embed.embed_sites(sites, *encoders, tmp_path / "cache", progress=False)
+    assert out["photo_per_view"].shape == (8, 1280) and out["gps"].shape == (6, 512)
+    assert out["photo_site"].tolist() == [0, 1, 1, 2, 2, 3, 4, 4]
+    assert out["photo_view"].tolist() == ["N", "N", "E", "N", "E", "N", "N", "E"]
+    np.testing.assert_allclose(out["photo"][0], out["photo_per_view"][0])                    # one view
+    np.testing.assert_allclose(out["photo"][1], out["photo_per_view"][1:3].mean(axis=0), rtol=1e-5)
+    assert np.isnan(out["photo"][5]).all() and np.isfinite(out["photo"][:5]).all()          # no photo
     # second call reads the cache: no image is opened
     monkeypatch.setattr(hh.embed, "embed_images", lambda *a, **k: pytest.fail("recomputed"))
-    again = hh.embed.embed_sites(sites, *encoders, tmp_path / "cache", views=("N", "E"), progress=False)
+    again = hh.embed.embed_sites(sites, *encoders, tmp_path / "cache", progress=False)
     np.testing.assert_array_equal(again["satellite"], out["satellite"])
     assert not list((tmp_path / "cache").glob("*.tmp*"))
 

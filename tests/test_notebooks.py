@@ -33,6 +33,8 @@ def test_explore_counts(run):
     assert m["n_labelled"]["level1"] >= m["n_labelled"]["level2"] >= m["n_labelled"]["level3"]
     assert m["n_classes"] == {"level1": 6, "level2": 12, "level3": 24}
     assert m["eunis_codes_per_level"] == {"1": 7, "2": 42, "3": 270}
+    # spatial autocorrelation: nearby labelled sites agree far more often than chance
+    assert m["label_agreement_nearest_bin"] > 2 * m["label_agreement_chance"]
 
 
 def test_embeddings(run):
@@ -75,7 +77,7 @@ def test_map(run):
 
 
 
-@pytest.mark.parametrize("name, figures, maps", [("01_explore_data", 3, 1), ("02_extract_embeddings", 1, 0),
+@pytest.mark.parametrize("name, figures, maps", [("01_explore_data", 4, 1), ("02_extract_embeddings", 1, 0),
                                                  ("03_contrastive_alignment", 3, 0), ("04_classify_habitats", 1, 0),
                                                  ("05_map_habitats", 1, 1)])
 def test_executed_notebooks_show_their_figures(run, name, figures, maps):
