@@ -498,3 +498,36 @@ def data_card(sites) -> pd.DataFrame:
             "on land": f"{group['on_land'].mean():.0%}",
         })
     return pd.DataFrame(rows).set_index("source")
+
+
+def patch_to_rgb(patch: np.ndarray, scale: float = 3000.0):
+    """A PIL RGB image from the first three bands of a reflectance patch (``(bands, H, W)``).
+
+    Sentinel-2 L2A reflectances are integers of about 0-10,000; dividing by ``scale`` (3,000)
+    and clipping to [0, 1] is the usual true-colour rendering. 8-bit patches pass through.
+    """
+    from PIL import Image
+
+    rgb = patch[:3].transpose(1, 2, 0)
+    if patch.max() > 255:
+        rgb = np.clip(rgb / scale, 0, 1) * 255
+    return Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), mode="RGB")
+
+
+def open_image(path, bands=("B04", "B03", "B02")):
+    """Any image input as a PIL RGB image: JPEG/PNG photos and patches, multi-band GeoTIFFs or
+    BigEarthNet band folders (true colour from ``bands``, see :func:`patch_to_rgb`)."""
+    from PIL import Image
+
+    path = Path(path)
+    if path.is_dir():
+        return patch_to_rgb(read_patch(path, bands))
+    if path.suffix.lower() in {".tif", ".tiff"}:
+        import rasterio
+
+        with rasterio.open(path) as src:
+            named = set(src.descriptions) >= set(bands)
+            count = src.count
+        return patch_to_rgb(read_patch(path, list(bands) if named else list(range(1, min(count, 3) + 1))))
+    with Image.open(path) as im:
+        return im.convert("RGB")

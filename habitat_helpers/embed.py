@@ -21,13 +21,17 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
+from . import datasets
 from .encoders import Encoder
 
 MODALITIES = ("photo", "satellite", "gps")
 
 
 class ImageFiles(Dataset):
-    """Images read from ``paths`` and passed through ``transform``; yields ``(tensor, index)``."""
+    """Images read from ``paths`` and passed through ``transform``; yields ``(tensor, index)``.
+
+    JPEG/PNG files are opened directly; GeoTIFF satellite patches and BigEarthNet band folders
+    are rendered to true-colour RGB by :func:`habitat_helpers.datasets.open_image`."""
 
     def __init__(self, paths: list[str], transform):
         self.paths = list(paths)
@@ -39,11 +43,13 @@ class ImageFiles(Dataset):
     def __getitem__(self, i: int):
         path = self.paths[i]
         try:
-            with Image.open(path) as im:
-                return self.transform(im), i
+            if Path(path).suffix.lower() in {".jpg", ".jpeg", ".png"}:
+                with Image.open(path) as im:
+                    return self.transform(im), i
+            return self.transform(datasets.open_image(path)), i  # GeoTIFF or band folder
         except FileNotFoundError:
             raise FileNotFoundError(f"image missing: {path}") from None
-        except (UnidentifiedImageError, OSError) as err:
+        except (UnidentifiedImageError, OSError, ValueError) as err:
             raise OSError(f"image unreadable (corrupt or not an image): {path}: {err}") from None
 
 

@@ -255,3 +255,12 @@ def test_data_card_and_label_agreement(tmp_path):
     assert table["agreement"].tolist() == [1.0, 0.0]
     assert table["chance"].iloc[0] == pytest.approx(90 / 190)
     assert hh.spatial.haversine_km(0, 0, 0, 1) == pytest.approx(111.195, rel=1e-4)
+
+
+def test_real_sentinel2_patches_embed_as_true_colour(bigearthnet):
+    enc = hh.encoders.get_encoder("efficientnet-lite0-imagenet", image_size=64)
+    rgb = hh.datasets.open_image(bigearthnet[0])
+    assert rgb.size == (120, 120) and rgb.mode == "RGB"
+    emb = hh.embed.embed_images([str(p) for p in bigearthnet[:3]], enc, progress=False)
+    assert emb.shape == (3, 1280) and np.isfinite(emb).all()
+    assert not np.allclose(emb[0], emb[1])
