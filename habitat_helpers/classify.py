@@ -102,3 +102,26 @@ def evaluate(predictions: pd.DataFrame, truth: pd.DataFrame) -> dict:
     """Per-level accuracy and macro-F1 of ``predictions`` against ``truth`` (same rows)."""
     return {f"level{level}": metrics.level_metrics(truth[col].to_numpy(object), predictions[col].to_numpy(object))
             for level, col in LEVEL_COLUMNS.items()}
+
+
+def knn_probe(X: np.ndarray, labels: pd.DataFrame, train: np.ndarray, test: np.ndarray, k: int = 10) -> dict:
+    """Accuracy per level of a k-nearest-neighbour vote (cosine) from training to test sites.
+
+    A quick probe of how well an embedding groups habitats, with no model to fit: rows with
+    NaN features or no label at a level are left out of that level (``n`` counts the scored).
+    """
+    from sklearn.neighbors import KNeighborsClassifier
+
+    ok = ~np.isnan(X).any(axis=1)
+    out = {}
+    for level, col in LEVEL_COLUMNS.items():
+        y = labels[col].to_numpy(dtype=object)
+        has = np.array([isinstance(v, str) for v in y]) & ok
+        tr, te = train & has, test & has
+        if tr.sum() <= k or te.sum() == 0:
+            out[f"level{level}"] = {"accuracy": float("nan"), "n": int(te.sum())}
+            continue
+        knn = KNeighborsClassifier(n_neighbors=k, metric="cosine").fit(X[tr], y[tr].astype(str))
+        out[f"level{level}"] = {"accuracy": float((knn.predict(X[te]) == y[te].astype(str)).mean()),
+                                "n": int(te.sum())}
+    return out

@@ -1,13 +1,24 @@
-"""Batched embedding extraction with an on-disk cache.
+"""Batched, sharded, resumable embedding extraction.
 
 Images go through a ``DataLoader`` (decoding in worker processes, batching) and the
-encoder under ``torch.inference_mode``; a progress bar shows images per second.
-Multi-view ground photos (LUCAS N/E/S/W) are embedded per view and pooled per site
-(mean of the views present), keeping the per-view embeddings.
+encoder under ``torch.inference_mode`` (with AMP and channels-last on a GPU); a progress bar
+shows images per second. Multi-view ground photos (LUCAS N/E/S/W/P, EMBAL transects) are
+embedded per view and pooled per site (mean of the views present), keeping the per-view
+embeddings.
 
-The cache is one ``.npz`` file per (modality, encoder + preprocessing, list of inputs):
-rerunning with the same inputs reads it back instead of recomputing. Files are written
-to a temporary name and renamed, so an interrupted run never leaves a half-written file.
+The cache
+---------
+Each input is an *item* keyed by ``dataset|site_id|view``. Items are sorted by key and cut
+into shards of ``shard_size``; a shard is one ``.npz`` file in
+``cache_dir/<encoder name>-<hash of its preprocessing>/`` whose name carries a hash of its
+items (keys and files), so changing the data or the preprocessing makes new shards. A shard
+is written to a temporary file and renamed (atomic): a killed run leaves complete shards
+only, and the next run computes just the shards that are missing (resume). Reading back
+(:func:`read_items`) returns an array aligned to the items asked for.
+
+Several processes share the work with ``torch.distributed``: shard ``i`` belongs to rank
+``i % world_size``. ``torchrun --nproc_per_node=N -m habitat_helpers.embed ...`` runs the
+command-line interface below on N GPUs (``nccl``) or CPU processes (``gloo``).
 """
 
 from __future__ import annotations
@@ -33,9 +44,10 @@ class ImageFiles(Dataset):
     JPEG/PNG files are opened directly; GeoTIFF satellite patches and BigEarthNet band folders
     are rendered to true-colour RGB by :func:`habitat_helpers.datasets.open_image`."""
 
-    def __init__(self, paths: list[str], transform):
+    def __init__(self, paths: list[str], transform, loader=None):
         self.paths = list(paths)
         self.transform = transform
+        self.loader = loader
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -43,6 +55,8 @@ class ImageFiles(Dataset):
     def __getitem__(self, i: int):
         path = self.paths[i]
         try:
+            if self.loader is not None:                 # e.g. multi-band patches for a widened encoder
+                return self.transform(self.loader(path)), i
             if Path(path).suffix.lower() in {".jpg", ".jpeg", ".png"}:
                 with Image.open(path) as im:
                     return self.transform(im), i
@@ -63,7 +77,7 @@ def embed_images(paths: list[str], encoder: Encoder, *, batch_size: int = 64, nu
     out = np.empty((len(paths), encoder.dim), dtype=np.float32)
     if not paths:
         return out
-    loader = DataLoader(ImageFiles(paths, encoder.transform), batch_size=batch_size,
+    loader = DataLoader(ImageFiles(paths, encoder.transform, encoder.loader), batch_size=batch_size,
                         num_workers=num_workers, pin_memory=device.startswith("cuda"),
                         persistent_workers=False)
     use_amp = device.startswith("cuda")
@@ -112,11 +126,110 @@ def save_npz_atomic(path: Path, **arrays) -> None:
     os.replace(tmp, path)
 
 
+def item_keys(sites, modality: str, dataset: str = "") -> tuple[list[str], list[str], np.ndarray]:
+    """Items of one image modality of a site table: ``(keys, files, site_row)``.
+
+    ``photo`` gives one item per ground view (key ``dataset|site_id|view``), ``satellite``
+    one per patch (view ``sat``). ``site_row`` maps each item back to its row in ``sites``.
+    """
+    keys, files, rows = [], [], []
+    if modality == "photo":
+        for i, (sid, paths, views) in enumerate(zip(sites["site_id"], sites["photos"], sites["photo_views"])):
+            for path, view in zip(paths, views):
+                keys.append(f"{dataset}|{sid}|{view}")
+                files.append(str(path))
+                rows.append(i)
+    elif modality == "satellite":
+        for i, (sid, path) in enumerate(zip(sites["site_id"], sites["satellite"])):
+            if isinstance(path, str):
+                keys.append(f"{dataset}|{sid}|sat")
+                files.append(path)
+                rows.append(i)
+    else:
+        raise ValueError(f"image modality must be 'photo' or 'satellite', not {modality!r}")
+    return keys, files, np.asarray(rows, dtype=np.int64)
+
+
+def plan_shards(keys: list[str], files: list[str], shard_size: int) -> list[dict]:
+    """Cut items (sorted by key) into shards; each shard's ``name`` hashes its keys and files."""
+    if len(set(keys)) != len(keys):
+        raise ValueError("item keys must be unique (dataset|site_id|view)")
+    order = sorted(range(len(keys)), key=keys.__getitem__)
+    shards = []
+    for start in range(0, len(order), shard_size):
+        idx = order[start:start + shard_size]
+        digest = _fingerprint([f"{keys[i]}={files[i]}" for i in idx])
+        shards.append({"index": len(shards), "items": idx, "name": f"shard-{len(shards):05d}-{digest}.npz"})
+    return shards
+
+
+def extract(keys: list[str], files: list[str], encoder: Encoder, cache_dir: str | Path, *,
+            shard_size: int = 512, batch_size: int = 64, num_workers: int = 0, device: str = "cpu",
+            rank: int = 0, world_size: int = 1, progress: bool = True) -> dict:
+    """Embed the items this rank owns into shards under ``cache_dir``, skipping shards that exist.
+
+    Returns ``{"computed": n, "reused": n, "images": n, "seconds": s}`` for this rank.
+    """
+    import time
+
+    folder = Path(cache_dir) / encoder.cache_key
+    folder.mkdir(parents=True, exist_ok=True)
+    if world_size == 1:  # temporary files left by a killed run are never valid shards
+        for stale in folder.glob("*.tmp*"):
+            stale.unlink(missing_ok=True)
+    mine = [sh for sh in plan_shards(keys, files, shard_size) if sh["index"] % world_size == rank]
+    todo = [sh for sh in mine if not (folder / sh["name"]).exists()]
+    report = {"computed": 0, "reused": len(mine) - len(todo), "images": 0, "seconds": 0.0}
+    start = time.perf_counter()
+    for sh in todo:
+        paths = [files[i] for i in sh["items"]]
+        emb = embed_images(paths, encoder, batch_size=batch_size, num_workers=num_workers, device=device,
+                           desc=f"shard {sh['index']} (rank {rank})", progress=progress)
+        save_npz_atomic(folder / sh["name"], embeddings=emb,
+                        keys=np.asarray([keys[i] for i in sh["items"]], dtype=str))
+        report["computed"] += 1
+        report["images"] += len(paths)
+    report["seconds"] = round(time.perf_counter() - start, 3)
+    return report
+
+
+def read_items(keys: list[str], files: list[str], encoder: Encoder, cache_dir: str | Path,
+               shard_size: int = 512) -> np.ndarray:
+    """The cached embeddings of ``keys``, in that order; raises if any shard is missing."""
+    folder = Path(cache_dir) / encoder.cache_key
+    out = np.full((len(keys), encoder.dim), np.nan, dtype=np.float32)
+    missing = []
+    for sh in plan_shards(keys, files, shard_size):
+        path = folder / sh["name"]
+        if not path.exists():
+            missing.append(sh["name"])
+            continue
+        with np.load(path) as data:
+            stored = list(data["keys"])
+            if stored != [keys[i] for i in sh["items"]]:
+                raise ValueError(f"{path} holds other items than expected: delete it and rerun")
+            out[sh["items"]] = data["embeddings"]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} shard(s) not computed yet in {folder}, e.g. {missing[0]}: "
+                                "run the extraction (it resumes where it stopped)")
+    return out
+
+
+def embed_modality(sites, modality: str, encoder: Encoder, cache_dir: str | Path, *, dataset: str = "",
+                   shard_size: int = 512, batch_size: int = 64, num_workers: int = 0, device: str = "cpu",
+                   progress: bool = True) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Extract (resuming) and read back one image modality: ``(embeddings, site_row, keys)``."""
+    keys, files, rows = item_keys(sites, modality, dataset)
+    extract(keys, files, encoder, cache_dir, shard_size=shard_size, batch_size=batch_size,
+            num_workers=num_workers, device=device, progress=progress)
+    return read_items(keys, files, encoder, cache_dir, shard_size), rows, keys
+
+
 def embed_sites(sites, image_encoder: Encoder, location_encoder: Encoder, cache_dir: str | Path, *,
-                batch_size: int = 64, num_workers: int = 0, device: str = "cpu",
-                progress: bool = True) -> dict[str, np.ndarray]:
-    """Embed every modality of a site table (:mod:`habitat_helpers.datasets` schema), reading
-    from / writing to ``cache_dir``.
+                batch_size: int = 64, num_workers: int = 0, device: str = "cpu", shard_size: int = 512,
+                dataset: str = "", progress: bool = True) -> dict[str, np.ndarray]:
+    """Embed every modality of a site table (:mod:`habitat_helpers.datasets` schema), resuming
+    from the shards already in ``cache_dir``.
 
     Returns, aligned to the rows of ``sites`` (NaN rows where a site lacks the modality):
 
@@ -127,51 +240,30 @@ def embed_sites(sites, image_encoder: Encoder, location_encoder: Encoder, cache_
     and the per-view embeddings behind ``photo``: ``photo_per_view`` ``(n_photos, d)`` with
     ``photo_site`` (row of the site) and ``photo_view`` (view name) for each photo.
     """
-    cache_dir = Path(cache_dir)
-    ids = list(sites["site_id"])
-    n = len(ids)
-
-    def cached(modality: str, encoder: Encoder, inputs: list, compute):
-        path = cache_dir / f"{modality}-{encoder.cache_key}-{_fingerprint(inputs)}.npz"
-        if path.exists():
-            with np.load(path) as data:
-                return data["embeddings"]
-        arr = compute()
-        save_npz_atomic(path, embeddings=arr)
-        return arr
-
-    # ground photos: every (site, view), embedded once, then pooled per site
-    site_of, view_of, files = [], [], []
-    for i, (paths, views) in enumerate(zip(sites["photos"], sites["photo_views"])):
-        for path, view in zip(paths, views):
-            site_of.append(i)
-            view_of.append(view)
-            files.append(path)
-    per_view = cached("photo", image_encoder, files,
-                      lambda: embed_images(files, image_encoder, batch_size=batch_size, num_workers=num_workers,
-                                           device=device, desc="ground photos", progress=progress))
-    site_of = np.asarray(site_of, dtype=np.int64)
+    n = len(sites)
+    common = {"dataset": dataset, "shard_size": shard_size, "batch_size": batch_size,
+              "num_workers": num_workers, "device": device, "progress": progress}
+    per_view, site_of, keys = embed_modality(sites, "photo", image_encoder, cache_dir, **common)
     pooled = np.full((n, image_encoder.dim), np.nan, dtype=np.float32)
-    if len(files):
+    if len(keys):
         sums = np.zeros((n, image_encoder.dim), dtype=np.float64)
         np.add.at(sums, site_of, per_view)
         counts = np.bincount(site_of, minlength=n)
         pooled[counts > 0] = (sums[counts > 0] / counts[counts > 0, None]).astype(np.float32)
-
-    sat_paths = [p if isinstance(p, str) else None for p in sites["satellite"]]
-    present = [i for i, p in enumerate(sat_paths) if p]
-    sat_flat = cached("satellite", image_encoder, [sat_paths[i] for i in present],
-                      lambda: embed_images([sat_paths[i] for i in present], image_encoder, batch_size=batch_size,
-                                           num_workers=num_workers, device=device, desc="satellite patches",
-                                           progress=progress))
+    sat_flat, sat_rows, _ = embed_modality(sites, "satellite", image_encoder, cache_dir, **common)
     sat = np.full((n, image_encoder.dim), np.nan, dtype=np.float32)
-    sat[present] = sat_flat
+    sat[sat_rows] = sat_flat
 
     lat, lon = sites["lat"].to_numpy(float), sites["lon"].to_numpy(float)
-    gps = cached("gps", location_encoder, list(zip(lat.round(6), lon.round(6))),
-                 lambda: embed_locations(lat, lon, location_encoder, device=device))
+    gps_path = Path(cache_dir) / location_encoder.cache_key / f"gps-{_fingerprint(zip(lat.round(6), lon.round(6)))}.npz"
+    if gps_path.exists():
+        with np.load(gps_path) as data:
+            gps = data["embeddings"]
+    else:
+        gps = embed_locations(lat, lon, location_encoder, device=device)
+        save_npz_atomic(gps_path, embeddings=gps)
     return {"photo": pooled, "satellite": sat, "gps": gps, "photo_per_view": per_view,
-            "photo_site": site_of, "photo_view": np.asarray(view_of, dtype=str)}
+            "photo_site": site_of, "photo_view": np.asarray([k.rsplit("|", 1)[1] for k in keys], dtype=str)}
 
 
 def save_site_embeddings(path: str | Path, site_ids, embeddings: dict[str, np.ndarray]) -> Path:
@@ -186,3 +278,63 @@ def load_site_embeddings(path: str | Path) -> tuple[np.ndarray, dict[str, np.nda
     with np.load(path) as data:
         arrays = {k: data[k] for k in data.files}
     return arrays.pop("site_id"), arrays
+
+
+# --- command line (single process or torchrun) -----------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m habitat_helpers.embed --sites sites.parquet --modality photo --cache DIR``;
+    under ``torchrun`` every rank takes its share of the shards."""
+    import argparse
+    import json
+    import time
+
+    import torch.distributed as dist
+
+    from . import datasets, encoders, runtime
+
+    parser = argparse.ArgumentParser(description="Extract image embeddings of a site table into sharded files.")
+    parser.add_argument("--sites", required=True, help="site table (GeoParquet, hh.datasets schema)")
+    parser.add_argument("--modality", choices=["photo", "satellite"], default="photo")
+    parser.add_argument("--encoder", default=encoders.OFFLINE_IMAGE_DEFAULT)
+    parser.add_argument("--image-size", type=int, default=None)
+    parser.add_argument("--random-weights", action="store_true", help="timm models only: no pretrained weights")
+    parser.add_argument("--cache", required=True, help="cache folder for the shards")
+    parser.add_argument("--dataset", default="", help="dataset name in the item keys")
+    parser.add_argument("--shard-size", type=int, default=512)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    device = runtime.resolve_device(args.device)
+    if world_size > 1:
+        backend = "nccl" if device.startswith("cuda") else "gloo"
+        dist.init_process_group(backend=backend)
+        if device.startswith("cuda"):
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+            torch.cuda.set_device(device)
+    # CPU threads: OMP_NUM_THREADS when set (torchrun sets 1), else the cores shared among the ranks
+    threads = int(os.environ.get("OMP_NUM_THREADS") or 0) or max(1, (os.cpu_count() or 1) // world_size)
+    torch.set_num_threads(threads)
+    kwargs = {"pretrained": False} if args.random_weights else {}
+    encoder = encoders.get_encoder(args.encoder, image_size=args.image_size, device=device, **kwargs)
+    sites = datasets.read_sites(args.sites)
+    keys, files, _ = item_keys(sites, args.modality, args.dataset)
+    start = time.perf_counter()
+    report = extract(keys, files, encoder, args.cache, shard_size=args.shard_size, batch_size=args.batch_size,
+                     num_workers=args.num_workers, device=device, rank=rank, world_size=world_size,
+                     progress=not args.no_progress)
+    if world_size > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    report.update(rank=rank, world_size=world_size, items=len(keys), wall_s=round(time.perf_counter() - start, 3))
+    print(json.dumps(report), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -14,7 +14,17 @@ name                            what it is
                                 or a local CLIP folder (``clip_path=``) + its shipped MLP
 ==============================  ==========================================================
 
-Image encoders return pooled features (the classifier removed). Asking for hub weights
+Image encoders return pooled features (the classifier removed).
+
+Satellite patches with more than 3 bands (e.g. Sentinel-2 B04, B03, B02, B08), selectable by
+``bands=`` and ``band_mode=``:
+
+* ``band_mode="rgb"`` (default): true colour from B04/B03/B02 only, the other bands ignored;
+* ``band_mode="widen"``: the first convolution gets one input channel per band; its RGB
+  weights are kept and the mean RGB weight is copied to each extra band, and all are scaled by
+  ``3 / n_bands`` so that activations keep their size (as timm does when it adapts pretrained
+  weights to other channel counts). Reflectances are divided by 3000 and clipped to [0, 1];
+  the RGB bands are normalised with the model's mean and std, extra bands with their mean. Asking for hub weights
 offline raises :class:`habitat_helpers.runtime.HubUnavailableError` at once, naming the
 offline alternative.
 """
@@ -50,6 +60,7 @@ class Encoder:
     dim: int
     transform: Callable | None = None
     config: dict = field(default_factory=dict)
+    loader: Callable | None = None     # file -> what ``transform`` takes (default: an RGB PIL image)
 
     @property
     def cache_key(self) -> str:
@@ -64,8 +75,12 @@ def available() -> list[str]:
 
 def get_encoder(name: str, *, image_size: int | None = None, pretrained: bool = True,
                 checkpoint: str | None = None, clip_path: str | None = None,
+                bands: tuple[str, ...] | None = None, band_mode: str = "rgb",
                 device: str = "cpu") -> Encoder:
-    """Build the encoder called ``name`` on ``device`` in eval mode (see the module table)."""
+    """Build the encoder called ``name`` on ``device`` in eval mode (see the module table).
+
+    ``bands`` with ``band_mode="widen"`` makes an image encoder read multi-band patches
+    (GeoTIFFs or band folders) with one input channel per band (see the module docstring)."""
     if name == "geoclip-location":
         enc = _geoclip_location()
     elif name == "efficientnet-lite0-imagenet":
@@ -77,6 +92,12 @@ def get_encoder(name: str, *, image_size: int | None = None, pretrained: bool = 
         enc = _geoclip_image(clip_path)
     else:
         raise ValueError(f"unknown encoder {name!r}; available: {available()}")
+    if band_mode not in {"rgb", "widen"}:
+        raise ValueError("band_mode must be 'rgb' or 'widen'")
+    if band_mode == "widen":
+        if enc.modality != "image" or name == "geoclip-image":
+            raise ValueError(f"band_mode='widen' needs a timm image encoder, not {name!r}")
+        enc = widen_bands(enc, tuple(bands or ("B04", "B03", "B02", "B08")))
     enc.model.to(device).eval()
     return enc
 
@@ -223,3 +244,54 @@ def _geoclip_image(clip_path: str | None) -> Encoder:
 
     return Encoder("geoclip-image", "image", _GeoClipImage(enc), 512, transform,
                    {"clip": clip_path or "openai/clip-vit-large-patch14"})
+
+
+# --- multi-band inputs -----------------------------------------------------------------------
+
+def widen_first_conv(model: nn.Module, in_chans: int) -> nn.Module:
+    """Give a timm model's first convolution ``in_chans`` inputs: RGB weights kept, the mean RGB
+    weight copied to each extra channel, all scaled by ``3 / in_chans``."""
+    name = model.pretrained_cfg.get("first_conv", "conv_stem")
+    parent = model
+    *path, last = name.split(".")
+    for part in path:
+        parent = getattr(parent, part)
+    old = getattr(parent, last)
+    if old.in_channels != 3 or in_chans < 3:
+        raise ValueError(f"expected a 3-channel first convolution and >= 3 bands, got {old.in_channels} and {in_chans}")
+    new = type(old)(in_chans, old.out_channels, old.kernel_size, stride=old.stride, padding=old.padding,
+                    dilation=old.dilation, groups=old.groups, bias=old.bias is not None)
+    with torch.no_grad():
+        weight = old.weight
+        extra = weight.mean(dim=1, keepdim=True).repeat(1, in_chans - 3, 1, 1)
+        new.weight.copy_(torch.cat([weight, extra], dim=1) * (3.0 / in_chans))
+        if old.bias is not None:
+            new.bias.copy_(old.bias)
+    setattr(parent, last, new)
+    return model
+
+
+def widen_bands(enc: Encoder, bands: tuple[str, ...], scale: float = 3000.0) -> Encoder:
+    """Turn an RGB image encoder into one that reads ``bands`` of multi-band patches."""
+    from torch.nn import functional as F
+
+    from . import datasets
+
+    if len(bands) < 3:
+        raise ValueError("give at least the three true-colour bands, e.g. ('B04', 'B03', 'B02', 'B08')")
+    model = widen_first_conv(enc.model, len(bands))
+    size = enc.config["size"]
+    rgb_mean, rgb_std = list(enc.config["mean"]), list(enc.config["std"])
+    mean = torch.tensor(rgb_mean + [sum(rgb_mean) / 3] * (len(bands) - 3)).view(-1, 1, 1)
+    std = torch.tensor(rgb_std + [sum(rgb_std) / 3] * (len(bands) - 3)).view(-1, 1, 1)
+
+    def transform(patch):
+        x = torch.from_numpy(patch).float().div(scale).clamp(0, 1).unsqueeze(0)
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0]
+        return (x - mean) / std
+
+    def loader(path):
+        return datasets.read_patch(path, list(bands))
+
+    config = {**enc.config, "bands": list(bands), "band_mode": "widen", "reflectance_scale": scale}
+    return Encoder(f"{enc.name}+{len(bands)}bands", "image", model, enc.dim, transform, config, loader)

@@ -45,6 +45,7 @@ class Profile:
     map_bbox: tuple[float, float, float, float]  # (lon_min, lat_min, lon_max, lat_max)
     map_resolution_deg: float
     umap_max_points: int
+    probe_sites: int              # sites in notebook 02's encoder comparison (k-NN probe)
     data_paths: dict[str, str] = field(default_factory=dict)  # real-data locations (full profile)
 
     def as_dict(self) -> dict:
@@ -63,7 +64,7 @@ PROFILES: dict[str, Profile] = {
         encoder_input_size=64, batch_size=64, num_workers=0,
         align_dim=64, align_hidden=256, align_epochs=30, align_batch_size=128, align_lr=2e-3,
         block_size_deg=2.0, test_fraction=0.3,
-        map_bbox=(-5.0, 42.0, 10.0, 52.0), map_resolution_deg=0.5, umap_max_points=400,
+        map_bbox=(-5.0, 42.0, 10.0, 52.0), map_resolution_deg=0.5, umap_max_points=400, probe_sites=200,
     ),
     "book": Profile(
         name="book",
@@ -74,7 +75,7 @@ PROFILES: dict[str, Profile] = {
         encoder_input_size=112, batch_size=64, num_workers=1,
         align_dim=128, align_hidden=512, align_epochs=60, align_batch_size=256, align_lr=1e-3,
         block_size_deg=2.0, test_fraction=0.3,
-        map_bbox=(-5.0, 42.0, 15.0, 55.0), map_resolution_deg=0.1, umap_max_points=3000,
+        map_bbox=(-5.0, 42.0, 15.0, 55.0), map_resolution_deg=0.1, umap_max_points=3000, probe_sites=600,
     ),
     "full": Profile(
         name="full",
@@ -89,7 +90,7 @@ PROFILES: dict[str, Profile] = {
         encoder_input_size=256, batch_size=256, num_workers=8,
         align_dim=256, align_hidden=1024, align_epochs=100, align_batch_size=4096, align_lr=1e-3,
         block_size_deg=0.5, test_fraction=0.2,
-        map_bbox=EUROPE_WEST, map_resolution_deg=0.01, umap_max_points=20_000,
+        map_bbox=EUROPE_WEST, map_resolution_deg=0.01, umap_max_points=20_000, probe_sites=20_000,
         data_paths={
             "lucas_table": "$LUCAS_ROOT/lucas_harmonised_1_table.csv (harmonised LUCAS in-situ database)",
             "lucas_photos": "$LUCAS_ROOT/photos/{year}/{NUTS0}/{pid[0:3]}/{pid[3:6]}/{pid}{view}.jpg",

@@ -94,3 +94,27 @@ def test_cache_key_changes_with_preprocessing():
     a = hh.encoders.get_encoder("efficientnet-lite0-imagenet", image_size=64)
     b = hh.encoders.get_encoder("efficientnet-lite0-imagenet", image_size=96)
     assert a.cache_key != b.cache_key
+
+
+def test_widened_first_conv_keeps_rgb_response():
+    """With zero extra bands and RGB scaled by n/3, the widened stem equals the original one."""
+    rgb = hh.encoders.efficientnet_lite0_imagenet()
+    stem = rgb.conv_stem
+    wide = hh.encoders.widen_first_conv(hh.encoders.efficientnet_lite0_imagenet(), 5).conv_stem
+    assert wide.in_channels == 5
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    padded = torch.cat([x * 5 / 3, torch.zeros(2, 2, 32, 32)], dim=1)
+    with torch.no_grad():
+        np.testing.assert_allclose(wide(padded).numpy(), stem(x).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_multiband_encoder_reads_four_band_geotiffs(tmp_path):
+    demo = hh.demo.make_demo("tiny", 0, root=tmp_path / "demo", progress=False)
+    patches = sorted((demo / "satellite" / "eva").glob("*.tif"))[:3]
+    enc = hh.encoders.get_encoder("efficientnet-lite0-imagenet", image_size=32, band_mode="widen")
+    assert enc.config["bands"] == ["B04", "B03", "B02", "B08"] and enc.cache_key != hh.encoders.get_encoder(
+        "efficientnet-lite0-imagenet", image_size=32).cache_key
+    emb = hh.embed.embed_images([str(p) for p in patches], enc, progress=False)
+    assert emb.shape == (3, 1280) and np.isfinite(emb).all()
+    with pytest.raises(ValueError, match="band_mode"):
+        hh.encoders.get_encoder("geoclip-location", band_mode="widen")

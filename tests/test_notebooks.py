@@ -45,6 +45,8 @@ def test_embeddings(run):
     m = metrics(run, "02_extract_embeddings")
     assert m["dims"] == {"photo": 1280, "satellite": 1280, "gps": 512}
     assert m["all_finite"] and m["n_sites_with"]["gps"] == m["n_sites"]
+    probe = m["knn_probe_level1"]
+    assert len(probe) == 6 and all(0 <= v <= 1 for v in probe.values())
 
 
 def test_alignment_beats_chance_on_held_out_blocks(run):

@@ -87,3 +87,15 @@ def test_retrieval_recall():
 def test_write_metrics_makes_plain_json(tmp_path):
     path = hh.metrics.write_metrics(tmp_path / "x", {"a": np.float32(0.5), "b": float("nan"), "c": (1, 2)})
     assert hh.metrics.read_metrics(path.parent) == {"a": 0.5, "b": None, "c": [1, 2]}
+
+
+def test_knn_probe_separates_clusters_and_skips_missing():
+    X, labels = _clustered()
+    Xt, truth = _clustered(seed=1)
+    both = np.vstack([X, Xt])
+    lab = pd.concat([labels, truth], ignore_index=True)
+    train = np.r_[np.ones(len(X), bool), np.zeros(len(Xt), bool)]
+    scores = hh.classify.knn_probe(both, lab, train, ~train, k=5)
+    assert scores["level3"]["accuracy"] > 0.9 and scores["level1"]["n"] == len(Xt)
+    both[-1] = np.nan
+    assert hh.classify.knn_probe(both, lab, train, ~train, k=5)["level1"]["n"] == len(Xt) - 1
