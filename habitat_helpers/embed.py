@@ -332,7 +332,10 @@ def main(argv: list[str] | None = None) -> int:
         dist.barrier()
         dist.destroy_process_group()
     report.update(rank=rank, world_size=world_size, items=len(keys), wall_s=round(time.perf_counter() - start, 3))
-    print(json.dumps(report), flush=True)
+    import sys
+
+    sys.stdout.write(json.dumps(report) + "\n")  # one write per rank, so ranks' lines do not interleave
+    sys.stdout.flush()
     return 0
 
 

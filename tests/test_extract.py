@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -91,7 +92,8 @@ def test_two_ranks_give_the_same_embeddings_as_one(tmp_path, encoder):
                   torchrun=True)
     subprocess.run(one, env=env, check=True, capture_output=True)
     run = subprocess.run(two, env=env, check=True, capture_output=True, text=True)
-    reports = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+    # the two ranks print one JSON report each; their lines may interleave on stdout
+    reports = [json.loads(obj) for obj in re.findall(r"\{[^{}]*\}", run.stdout)]
     assert sorted(r["rank"] for r in reports) == [0, 1] and sum(r["computed"] for r in reports) == 7
     sites = hh.datasets.read_sites(table)
     keys, files, _ = hh.embed.item_keys(sites, "photo")
