@@ -1,13 +1,14 @@
 """Extraction throughput against the model's own forward pass and against a naive loop.
 
-    python benchmarks/bench_extract.py            # 600 demo photos of the book profile (112 px)
-    python benchmarks/bench_extract.py --quick    # 192 photos (under a minute)
+    python benchmarks/bench_extract.py                  # 600 demo photos of the book profile (112 px)
+    python benchmarks/bench_extract.py --source lucas   # the real LUCAS sample photos (1600 x 1200 JPEG)
+    python benchmarks/bench_extract.py --quick          # 192 photos (under a minute)
 
 Three timings of the same encoder on the same demo photos, in one run:
 
 * ``forward``: the model alone on tensors already decoded and batched in memory (the ceiling),
 * ``extract``: ``hh.embed.extract`` (DataLoader, batches, shards written to disk),
-* ``naive``: open, transform and embed one image at a time.
+* ``naive``: open, transform and embed one image at a time (full-size decoding).
 
 Last line: ``images=... extract_img_s=... forward_img_s=... naive_img_s=... extract_vs_forward=...
 extract_vs_naive=...`` (goals: extract_vs_forward >= 0.85, extract_vs_naive >= 3 on 2 cores).
@@ -32,14 +33,24 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=600)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--num-workers", type=int, default=1)
+    parser.add_argument("--source", choices=["demo", "lucas"], default="demo",
+                        help="demo photos, or the real LUCAS sample in ../shared (repeated to --images)")
     args = parser.parse_args()
     n = 192 if args.quick else args.images
     profile = hh.profiles.get("book")
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["HABITAT_HELPERS_CACHE"] = os.path.join(tmp, "cache")
-        sites = hh.demo.load_sites(hh.demo.make_demo("book" if not args.quick else "tiny", 0, progress=False))
-        keys, files, _ = hh.embed.item_keys(sites, "photo")
-        keys, files = keys[:n], files[:n]
+        if args.source == "lucas":
+            shared = hh.paths.shared_dir()
+            if shared is None:
+                raise SystemExit("--source lucas needs ../shared/data/lucas_sample")
+            photos = sorted(str(p) for p in (shared / "data/lucas_sample").rglob("*.jpg"))
+            files = [photos[i % len(photos)] for i in range(n)]
+            keys = [f"lucas|{i}|x" for i in range(n)]
+        else:
+            sites = hh.demo.load_sites(hh.demo.make_demo("book" if not args.quick else "tiny", 0, progress=False))
+            keys, files, _ = hh.embed.item_keys(sites, "photo")
+            keys, files = keys[:n], files[:n]
         size = profile.encoder_input_size
         encoder = hh.encoders.get_encoder(profile.image_encoder, image_size=size)
         model = encoder.model.eval()
@@ -68,7 +79,7 @@ def main() -> None:
                     model(encoder.transform(im).unsqueeze(0))
         naive = naive_n / (time.perf_counter() - start)
 
-    print(f"images={n} size_px={size} batch={args.batch_size} workers={args.num_workers} "
+    print(f"source={args.source} images={n} size_px={size} batch={args.batch_size} workers={args.num_workers} "
           f"extract_img_s={extract:.1f} forward_img_s={forward:.1f} naive_img_s={naive:.1f} "
           f"extract_vs_forward={extract / forward:.2f} extract_vs_naive={extract / naive:.2f}")
 

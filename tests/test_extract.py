@@ -54,6 +54,9 @@ def test_shards_read_back_in_item_order(tmp_path, encoder):
     assert report["computed"] == 5 and report["images"] == 18
     again = hh.embed.extract(keys, files, encoder, tmp_path / "cache", shard_size=4, progress=False)
     assert again == {**again, "computed": 0, "reused": 5, "images": 0}
+    index = pd.read_parquet(again["index"])
+    assert len(index) == 18 and set(index["view"]) == {"N", "E"} and index["shard"].nunique() == 5
+    assert index.loc[index["key"] == "demo|t:0003|E", "site_id"].item() == "t:0003"
     emb = hh.embed.read_items(keys, files, encoder, tmp_path / "cache", shard_size=4)
     direct = hh.embed.embed_images(files[:3], encoder, progress=False)
     np.testing.assert_allclose(emb[:3], direct, rtol=1e-4, atol=1e-5)
@@ -95,6 +98,7 @@ def test_two_ranks_give_the_same_embeddings_as_one(tmp_path, encoder):
     # the two ranks print one JSON report each; their lines may interleave on stdout
     reports = [json.loads(obj) for obj in re.findall(r"\{[^{}]*\}", run.stdout)]
     assert sorted(r["rank"] for r in reports) == [0, 1] and sum(r["computed"] for r in reports) == 7
+    assert len(pd.read_parquet(next(r["index"] for r in reports if r["rank"] == 0))) == 40
     sites = hh.datasets.read_sites(table)
     keys, files, _ = hh.embed.item_keys(sites, "photo")
     a = hh.embed.read_items(keys, files, encoder, tmp_path / "one", shard_size=6)
