@@ -44,7 +44,7 @@ class ImageFiles(Dataset):
     """Images read from ``paths`` and passed through ``transform``; yields ``(tensor, index)``.
 
     JPEG/PNG files are opened directly (large JPEGs are decoded at a reduced scale, no smaller
-    than twice the model's input, which is much faster for 1600 x 1200 survey photos);
+    than the model's input, which is much faster for 1600 x 1200 survey photos);
     GeoTIFF satellite patches and BigEarthNet band folders are rendered to true-colour RGB by
     :func:`habitat_helpers.datasets.open_image`."""
 
@@ -64,8 +64,8 @@ class ImageFiles(Dataset):
                 return self.transform(self.loader(path)), i
             if Path(path).suffix.lower() in {".jpg", ".jpeg", ".png"}:
                 with Image.open(path) as im:
-                    if self.draft_size:  # JPEG: decode at a reduced scale (>= 2x the model input)
-                        im.draft("RGB", (2 * self.draft_size, 2 * self.draft_size))
+                    if self.draft_size:  # JPEG: decode at a reduced scale, still >= the model input
+                        im.draft("RGB", (self.draft_size, self.draft_size))
                     return self.transform(im), i
             return self.transform(datasets.open_image(path)), i  # GeoTIFF or band folder
         except FileNotFoundError:

@@ -194,7 +194,7 @@ def _image_encoder(arch: str, model: nn.Module, image_size: int | None, extra: d
     cfg = model.pretrained_cfg
     size = image_size or cfg["input_size"][-1]
     config = {"arch": arch, "size": size, "mean": list(cfg["mean"]), "std": list(cfg["std"]),
-              "interpolation": cfg.get("interpolation", "bilinear"), "jpeg_draft": "2x input", **extra}
+              "interpolation": cfg.get("interpolation", "bilinear"), "jpeg_draft": ">= input", **extra}
     return Encoder(name or f"timm:{arch}", "image", model, model.num_features,
                    _image_transform(cfg["mean"], cfg["std"], size, config["interpolation"]), config)
 
