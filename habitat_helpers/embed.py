@@ -125,13 +125,23 @@ def _fingerprint(items) -> str:
     return h.hexdigest()[:12]
 
 
-def save_npz_atomic(path: Path, **arrays) -> None:
-    """Write ``arrays`` to ``path`` via a temporary file and an atomic rename."""
+def write_atomic(path: Path, write) -> Path:
+    """Call ``write(tmp_path)``, then rename the temporary file onto ``path`` (atomic): readers
+    never see a half-written file, and a killed writer leaves only a ``*.tmp<pid>`` file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
+    write(tmp)
     os.replace(tmp, path)
+    return path
+
+
+def save_npz_atomic(path: Path, **arrays) -> None:
+    """Write ``arrays`` to ``path`` as ``.npz`` via :func:`write_atomic`."""
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+    write_atomic(path, write)
 
 
 def item_keys(sites, modality: str, dataset: str = "") -> tuple[list[str], list[str], np.ndarray]:
@@ -217,11 +227,8 @@ def write_index(keys: list[str], files: list[str], encoder: Encoder, cache_dir: 
     table = pd.DataFrame(rows, columns=["key", "dataset", "site_id", "view", "file", "shard", "row"])
     table["encoder"] = encoder.name
     table["preprocessing"] = encoder.cache_key.rsplit("-", 1)[-1]
-    path = folder / f"index-{_fingerprint(keys)}.parquet"
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    table.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
-    return path
+    return write_atomic(folder / f"index-{_fingerprint(keys)}.parquet",
+                        lambda tmp: table.to_parquet(tmp, index=False))
 
 
 def read_items(keys: list[str], files: list[str], encoder: Encoder, cache_dir: str | Path,
