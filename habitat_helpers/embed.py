@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
 from . import datasets
@@ -43,10 +43,10 @@ MODALITIES = ("photo", "satellite", "gps")
 class ImageFiles(Dataset):
     """Images read from ``paths`` and passed through ``transform``; yields ``(tensor, index)``.
 
-    JPEG/PNG files are opened directly (large JPEGs are decoded at a reduced scale, no smaller
-    than the model's input, which is much faster for 1600 x 1200 survey photos);
-    GeoTIFF satellite patches and BigEarthNet band folders are rendered to true-colour RGB by
-    :func:`habitat_helpers.datasets.open_image`."""
+    Every file goes through :func:`habitat_helpers.datasets.open_image` (JPEG/PNG photos, with
+    large JPEGs decoded at a reduced scale no smaller than ``draft_size``; GeoTIFF patches and
+    BigEarthNet band folders rendered to true colour), or through ``loader`` when the encoder
+    brings its own (e.g. multi-band patches for a widened first convolution)."""
 
     def __init__(self, paths: list[str], transform, loader=None, draft_size: int | None = None):
         self.paths = list(paths)
@@ -60,14 +60,9 @@ class ImageFiles(Dataset):
     def __getitem__(self, i: int):
         path = self.paths[i]
         try:
-            if self.loader is not None:                 # e.g. multi-band patches for a widened encoder
+            if self.loader is not None:
                 return self.transform(self.loader(path)), i
-            if Path(path).suffix.lower() in {".jpg", ".jpeg", ".png"}:
-                with Image.open(path) as im:
-                    if self.draft_size:  # JPEG: decode at a reduced scale, still >= the model input
-                        im.draft("RGB", (self.draft_size, self.draft_size))
-                    return self.transform(im), i
-            return self.transform(datasets.open_image(path)), i  # GeoTIFF or band folder
+            return self.transform(datasets.open_image(path, draft_size=self.draft_size)), i
         except FileNotFoundError:
             raise FileNotFoundError(f"image missing: {path}") from None
         except (UnidentifiedImageError, OSError, ValueError) as err:
@@ -75,8 +70,13 @@ class ImageFiles(Dataset):
 
 
 def embed_images(paths: list[str], encoder: Encoder, *, batch_size: int = 64, num_workers: int = 0,
-                 device: str = "cpu", desc: str = "images", progress: bool = True) -> np.ndarray:
-    """Embed image files; returns a float32 array ``(len(paths), encoder.dim)`` in input order."""
+                 device: str = "cpu", desc: str = "images", progress: bool = True,
+                 amp: bool | None = None, channels_last: bool | None = None) -> np.ndarray:
+    """Embed image files; returns a float32 array ``(len(paths), encoder.dim)`` in input order.
+
+    ``amp`` (mixed precision: float16 on CUDA, bfloat16 on CPU) and ``channels_last`` (memory
+    layout that suits convolutions on tensor cores) default to on for CUDA devices and off on
+    CPU; either can be forced. Outputs are always float32."""
     from tqdm.auto import tqdm
 
     if encoder.modality != "image":
@@ -84,20 +84,24 @@ def embed_images(paths: list[str], encoder: Encoder, *, batch_size: int = 64, nu
     out = np.empty((len(paths), encoder.dim), dtype=np.float32)
     if not paths:
         return out
+    on_gpu = device.startswith("cuda")
+    amp = on_gpu if amp is None else amp
+    channels_last = on_gpu if channels_last is None else channels_last
+    device_type = torch.device(device).type
+    amp_dtype = torch.float16 if device_type == "cuda" else torch.bfloat16
     files = ImageFiles(paths, encoder.transform, encoder.loader, draft_size=encoder.config.get("size"))
     loader = DataLoader(files, batch_size=batch_size,
-                        num_workers=num_workers, pin_memory=device.startswith("cuda"),
+                        num_workers=num_workers, pin_memory=on_gpu,
                         persistent_workers=False)
-    use_amp = device.startswith("cuda")
     model = encoder.model.to(device).eval()
-    if use_amp:
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     with torch.inference_mode(), tqdm(total=len(paths), desc=desc, unit="img", disable=not progress) as bar:
         for batch, index in loader:
             batch = batch.to(device, non_blocking=True)
-            if use_amp:
-                batch = batch.to(memory_format=torch.channels_last)
-            with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=use_amp):
+            if channels_last:
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device_type=device_type, dtype=amp_dtype, enabled=amp):
                 feats = model(batch)
             out[index.numpy()] = feats.float().cpu().numpy()
             bar.update(len(index))

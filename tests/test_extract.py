@@ -65,6 +65,21 @@ def test_shards_read_back_in_item_order(tmp_path, encoder):
         hh.embed.read_items(keys, files, other, tmp_path / "cache", shard_size=4)
 
 
+def test_mixed_precision_channels_last_path_matches_float32(tmp_path, encoder):
+    """The GPU path (autocast + channels-last) run on CPU with bfloat16: same embeddings up to
+    reduced precision, float32 output, and a real difference from the float32 run."""
+    sites = hh.datasets.read_sites(_site_table(tmp_path, 4))
+    _, files, _ = hh.embed.item_keys(sites, "photo", "demo")
+    exact = hh.embed.embed_images(files, encoder, progress=False)
+    fast = hh.embed.embed_images(files, encoder, progress=False, amp=True, channels_last=True)
+    assert fast.dtype == np.float32 and fast.shape == exact.shape
+    cos = (exact * fast).sum(1) / np.linalg.norm(exact, axis=1) / np.linalg.norm(fast, axis=1)
+    assert cos.min() > 0.99
+    assert not np.array_equal(exact, fast)          # bfloat16 really ran
+    layout = hh.embed.embed_images(files, encoder, progress=False, channels_last=True)
+    np.testing.assert_allclose(layout, exact, rtol=1e-3, atol=1e-4)
+
+
 def test_killed_run_resumes_with_only_the_missing_shards(tmp_path):
     table = _site_table(tmp_path, 120, views=("N", "E", "S"))
     cache = tmp_path / "cache"
