@@ -66,3 +66,116 @@ def test_learnable_temperature():
 def test_shape_errors():
     with pytest.raises(ValueError):
         hh.losses.info_nce(torch.zeros(3, 2), torch.zeros(4, 2))
+
+
+# --- spatial multi-positive InfoNCE -------------------------------------------------------
+
+def _haversine(lat1, lon1, lat2, lon2):
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    a = math.sin((p2 - p1) / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2
+    return 2 * 6371.0088 * math.asin(math.sqrt(min(1.0, a)))
+
+
+def reference_spatial(z, site, modality, lat, lon, radius, tau, scale=None, pairs=None):
+    """Plain loops over anchors, candidates and positives, from the docstring's formula."""
+    rows = [[v / math.sqrt(sum(x * x for x in r)) for v in r] for r in z.tolist()]
+    n = len(rows)
+    losses = []
+    for i in range(n):
+        cand = [j for j in range(n) if j != i and (
+            modality[i] != modality[j] if pairs is None else pairs[modality[i]][modality[j]])]
+        pos = []
+        for j in cand:
+            d = _haversine(lat[i], lon[i], lat[j], lon[j])
+            if site[i] == site[j] or (radius > 0 and d <= radius):
+                pos.append((j, 1.0 if scale is None else math.exp(-d / scale)))
+        if not pos:
+            continue
+        sim = {j: sum(p * q for p, q in zip(rows[i], rows[j])) / tau for j in cand}
+        log_denom = math.log(sum(math.exp(sim[j]) for j in cand))
+        total = sum(w for _, w in pos)
+        losses.append(-sum(w * (sim[j] - log_denom) for j, w in pos) / total)
+    return sum(losses) / len(losses)
+
+
+def _spatial_batch(seed, n_sites=10, modalities=3, d=5, missing=0.2):
+    """Items of sites clustered in three groups a few km wide; some modalities missing."""
+    gen = torch.Generator().manual_seed(seed)
+    centre = torch.tensor([[45.0, 7.0], [45.05, 7.02], [50.0, -1.0]])
+    group = torch.arange(n_sites) % 3
+    xy = centre[group] + 0.02 * torch.randn(n_sites, 2, generator=gen)
+    site, modality = [], []
+    for s in range(n_sites):
+        for m in range(modalities):
+            if m == 0 or torch.rand(1, generator=gen).item() > missing:
+                site.append(s)
+                modality.append(m)
+    site, modality = torch.tensor(site), torch.tensor(modality)
+    z = torch.randn(len(site), d, generator=gen)
+    return z, site, modality, xy[site, 0], xy[site, 1]
+
+
+@pytest.mark.parametrize("radius, scale", [(0.0, None), (3.0, None), (10.0, None), (10.0, 4.0), (5000.0, None)])
+def test_spatial_loss_matches_plain_loop_reference(radius, scale):
+    for seed in range(3):
+        z, site, mod, lat, lon = _spatial_batch(seed)
+        got = hh.losses.spatial_info_nce(z, site, mod, lat, lon, radius_km=radius, temperature=0.3,
+                                         soft_scale_km=scale)
+        ref = reference_spatial(z, site.tolist(), mod.tolist(), lat.tolist(), lon.tolist(), radius, 0.3, scale)
+        assert float(got) == pytest.approx(ref, rel=1e-5)
+
+
+def test_spatial_loss_with_a_pair_table_matches_reference():
+    z, site, mod, lat, lon = _spatial_batch(4)
+    pairs = torch.tensor([[False, True, False], [True, False, False], [False, False, False]])  # photo-satellite only
+    got = hh.losses.spatial_info_nce(z, site, mod, lat, lon, radius_km=8.0, temperature=0.2, pairs=pairs)
+    ref = reference_spatial(z, site.tolist(), mod.tolist(), lat.tolist(), lon.tolist(), 8.0, 0.2,
+                            pairs=pairs.tolist())
+    assert float(got) == pytest.approx(ref, rel=1e-5)
+
+
+def test_radius_zero_reduces_exactly_to_the_paired_loss():
+    gen = torch.Generator().manual_seed(5)
+    a, b = torch.randn(11, 6, generator=gen), torch.randn(11, 6, generator=gen)
+    z = torch.cat([a, b])
+    site = torch.arange(11).repeat(2)
+    modality = torch.tensor([0] * 11 + [1] * 11)
+    lat, lon = torch.full((22,), 45.0), torch.full((22,), 7.0)   # all at one spot: r = 0 ignores it
+    got = hh.losses.spatial_info_nce(z, site, modality, lat, lon, radius_km=0.0, temperature=0.1)
+    assert float(got) == pytest.approx(float(hh.losses.info_nce(a, b, 0.1)), rel=1e-6)
+    assert float(hh.losses.spatial_info_nce(z, site, modality, temperature=0.1)) == pytest.approx(float(got))
+
+
+def test_spatial_loss_invariances_and_masking():
+    z, site, mod, lat, lon = _spatial_batch(7, n_sites=12)
+    base = float(hh.losses.spatial_info_nce(z, site, mod, lat, lon, radius_km=6.0, temperature=0.2))
+    perm = torch.randperm(len(z), generator=torch.Generator().manual_seed(0))
+    permuted = hh.losses.spatial_info_nce(z[perm], site[perm], mod[perm], lat[perm], lon[perm], radius_km=6.0,
+                                          temperature=0.2)
+    assert float(permuted) == pytest.approx(base, rel=1e-5)
+    scaled = z * torch.linspace(0.5, 4.0, len(z))[:, None]           # per-row scaling before normalisation
+    assert float(hh.losses.spatial_info_nce(scaled, site, mod, lat, lon, radius_km=6.0,
+                                            temperature=0.2)) == pytest.approx(base, rel=1e-5)
+    # a huge length scale makes soft weights uniform
+    soft = hh.losses.spatial_info_nce(z, site, mod, lat, lon, radius_km=6.0, temperature=0.2, soft_scale_km=1e9)
+    assert float(soft) == pytest.approx(base, rel=1e-5)
+    # same-site items are never negatives: a second item of the anchor's site, far from it, is a positive
+    cand, pos = hh.losses.spatial_positive_masks(site, mod, None, 0.0)
+    same = (site[:, None] == site[None, :]) & cand
+    assert bool((pos == same).all()) and not bool((cand & same & ~pos).any())
+    per = hh.losses.spatial_info_nce(z, site, mod, lat, lon, radius_km=6.0, temperature=0.2, reduction="none")
+    assert per.shape == (len(z),) and float(per[~per.isnan()].mean()) == pytest.approx(base, rel=1e-5)
+
+
+def test_spatial_loss_gradients_and_errors():
+    z, site, mod, lat, lon = _spatial_batch(8)
+    z.requires_grad_(True)
+    hh.losses.spatial_info_nce(z, site, mod, lat, lon, radius_km=5.0).backward()
+    assert torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="coordinates"):
+        hh.losses.spatial_info_nce(z, site, mod, radius_km=1.0)
+    with pytest.raises(ValueError, match=">= 0"):
+        hh.losses.spatial_info_nce(z, site, mod, lat, lon, radius_km=-1.0)
+    lonely = hh.losses.spatial_info_nce(torch.randn(3, 4, requires_grad=True), torch.arange(3),
+                                        torch.zeros(3, dtype=torch.long))
+    assert float(lonely) == 0.0 and lonely.requires_grad       # one modality, no candidates: no positive
