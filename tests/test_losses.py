@@ -178,4 +178,4 @@ def test_spatial_loss_gradients_and_errors():
         hh.losses.spatial_info_nce(z, site, mod, lat, lon, radius_km=-1.0)
     lonely = hh.losses.spatial_info_nce(torch.randn(3, 4, requires_grad=True), torch.arange(3),
                                         torch.zeros(3, dtype=torch.long))
-    assert float(lonely) == 0.0 and lonely.requires_grad       # one modality, no candidates: no positive
+    assert float(lonely.detach()) == 0.0 and lonely.requires_grad       # one modality, no candidates: no positive
