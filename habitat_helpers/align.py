@@ -1,13 +1,20 @@
 """Contrastive alignment: one projection head per modality into a shared space.
 
 Each modality's frozen pre-trained embedding (ground photo, satellite patch, GPS) goes
-through its own small MLP head into a ``dim``-dimensional space. The heads are trained
-with the symmetric InfoNCE loss (:func:`habitat_helpers.losses.info_nce`) on cross-modal
-pairs from the same site: photo-satellite, photo-GPS and satellite-GPS. A site that lacks
-a modality simply leaves the pairs that need it. Labels are never used, so every site,
-labelled or not, teaches the heads.
+through its own small MLP head into a ``dim``-dimensional space. A training batch holds
+sites; every modality a site has becomes one *item*. The heads are trained with the spatial
+multi-positive InfoNCE loss (:func:`habitat_helpers.losses.spatial_info_nce`): an item's
+positives are the other modalities of its own site and, when ``radius_km > 0``, the items of
+other sites within ``radius_km``; everything else in the batch is a negative. With
+``radius_km = 0`` this is the paired CLIP loss. Batches are built by
+:func:`habitat_helpers.spatial.neighbour_batches` so that neighbours (and so positives) share
+a batch. Labels are never used, so every site, labelled or not, teaches the heads.
 
-Training keeps the epoch with the lowest loss on held-out validation sites (early stopping).
+Training keeps the epoch with the best cross-modal retrieval (mean recall@k over the
+modality pairs, both directions) on held-out validation blocks (early stopping), can write a
+checkpoint after every epoch and resume from it, and gives the same numbers for the same
+seed (batch order and dropout are seeded per epoch). Under ``torchrun`` each process embeds
+part of every batch and the negatives are gathered across processes.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .losses import LearnableTemperature, info_nce
+from .losses import LearnableTemperature, spatial_info_nce
 
 
 @dataclass
@@ -43,9 +50,22 @@ class AlignConfig:
     seed: int = 0
     modalities: tuple[str, ...] = ("photo", "satellite", "gps")
     pairs: tuple[tuple[str, str], ...] = field(default_factory=tuple)  # empty: all pairs of modalities
+    radius_km: float = 0.0           # spatial positives: items of other sites within this distance
+    soft_scale_km: float | None = None   # weight positives by exp(-distance / scale)
+    per_anchor: int = 3              # neighbours brought into a batch with each anchor site
+    sampler_radius_km: float | None = None   # neighbours for batching (default: radius_km; 0: random batches)
+    retrieval_k: int = 10            # early stopping on validation recall@k
 
     def modality_pairs(self) -> list[tuple[str, str]]:
         return list(self.pairs) if self.pairs else list(itertools.combinations(self.modalities, 2))
+
+    def pair_table(self) -> torch.Tensor:
+        """``M x M`` boolean table of contrasted modality pairs (order of ``modalities``)."""
+        pos = {m: i for i, m in enumerate(self.modalities)}
+        table = torch.zeros(len(pos), len(pos), dtype=torch.bool)
+        for a, b in self.modality_pairs():
+            table[pos[a], pos[b]] = table[pos[b], pos[a]] = True
+        return table
 
 
 class ProjectionHead(nn.Module):
@@ -107,112 +127,365 @@ def site_features(model: AlignmentModel, embeddings: dict[str, np.ndarray],
     return total / np.linalg.norm(total, axis=1, keepdims=True)
 
 
-def _batch_loss(model: AlignmentModel, batch: dict[str, torch.Tensor], pairs) -> torch.Tensor | None:
-    tau = model.temperature()
-    projected = {}
-    losses = []
-    for m1, m2 in pairs:
-        both = batch[f"{m1}_ok"] & batch[f"{m2}_ok"]
-        if int(both.sum()) < 2:
+def _distributed() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _items(model: AlignmentModel, embeddings: dict, lat, lon, sites: np.ndarray, device) -> dict:
+    """Project every present modality of ``sites``: the items of a batch (with their metadata)."""
+    z, site, modality, ilat, ilon = [], [], [], [], []
+    for code, m in enumerate(model.config.modalities):
+        x = embeddings[m][sites]
+        ok = ~np.isnan(x).any(axis=1)
+        if not ok.any():
             continue
-        for m in (m1, m2):
-            if m not in projected:
-                projected[m] = model.heads[m](torch.nan_to_num(batch[m]))
-        losses.append(info_nce(projected[m1][both], projected[m2][both], tau))
-    return torch.stack(losses).mean() if losses else None
+        z.append(model.heads[m](torch.from_numpy(x[ok]).float().to(device)))
+        site.append(sites[ok])
+        modality.append(np.full(int(ok.sum()), code))
+        ilat.append(lat[sites[ok]])
+        ilon.append(lon[sites[ok]])
+    if not z:
+        return {"z": torch.zeros(0, model.config.dim, device=device), "site": torch.zeros(0, dtype=torch.long),
+                "modality": torch.zeros(0, dtype=torch.long), "lat": torch.zeros(0, dtype=torch.float64),
+                "lon": torch.zeros(0, dtype=torch.float64)}
+    return {"z": torch.cat(z), "site": torch.from_numpy(np.concatenate(site)).long(),
+            "modality": torch.from_numpy(np.concatenate(modality)).long(),
+            "lat": torch.from_numpy(np.concatenate(ilat)).double(),
+            "lon": torch.from_numpy(np.concatenate(ilon)).double()}
 
 
-def _to_batch(embeddings: dict[str, np.ndarray], idx: np.ndarray, modalities, device) -> dict:
-    batch = {}
-    for m in modalities:
-        x = torch.from_numpy(embeddings[m][idx]).float().to(device)
-        batch[m] = x
-        batch[f"{m}_ok"] = ~torch.isnan(x).any(dim=1)
-    return batch
+def _gather_items(items: dict, world_size: int) -> tuple[dict, int]:
+    """All processes' items (embeddings gathered with gradients); returns them and the
+    position of this process's first item."""
+    import torch.distributed as dist
+    import torch.distributed.nn.functional as dist_fn
+
+    n = torch.tensor([len(items["site"])])
+    sizes = [torch.zeros_like(n) for _ in range(world_size)]
+    dist.all_gather(sizes, n)
+    sizes = [int(v) for v in sizes]
+    longest = max(sizes)
+
+    def pad(t):
+        extra = longest - len(t)
+        return torch.cat([t, t.new_zeros((extra, *t.shape[1:]))]) if extra else t
+
+    out = {}
+    z_all = dist_fn.all_gather(pad(items["z"]))
+    out["z"] = torch.cat([z[:k] for z, k in zip(z_all, sizes)])
+    for key in ("site", "modality", "lat", "lon"):
+        parts = [torch.zeros_like(pad(items[key])) for _ in range(world_size)]
+        dist.all_gather(parts, pad(items[key]).contiguous())
+        out[key] = torch.cat([p[:k] for p, k in zip(parts, sizes)])
+    rank = dist.get_rank()
+    return out, sum(sizes[:rank])
 
 
-def evaluate_loss(model: AlignmentModel, embeddings: dict[str, np.ndarray], idx: np.ndarray,
-                  device: str = "cpu") -> float:
-    """Mean InfoNCE over fixed batches of ``idx`` (the same batches every epoch)."""
-    model.eval()
+def _batch_loss(model: AlignmentModel, embeddings: dict, lat, lon, sites: np.ndarray, device,
+                rank: int = 0, world_size: int = 1) -> tuple[torch.Tensor, int]:
+    """This process's share of the batch loss, and the number of anchors with a positive in the
+    whole batch. Summed over processes, the shares give the batch's mean loss."""
     cfg = model.config
+    local = _items(model, embeddings, lat, lon, sites[rank::world_size], device)
+    if world_size > 1:
+        items, offset = _gather_items(local, world_size)
+    else:
+        items, offset = local, 0
+    per_anchor = spatial_info_nce(
+        items["z"], items["site"].to(device), items["modality"].to(device), items["lat"], items["lon"],
+        radius_km=cfg.radius_km, temperature=model.temperature(), soft_scale_km=cfg.soft_scale_km,
+        pairs=cfg.pair_table().to(device), reduction="none")
+    mine = per_anchor[offset:offset + len(local["site"])]
+    valid = ~torch.isnan(mine)
+    count = torch.tensor([int((~torch.isnan(per_anchor)).sum())])
+    share = mine[valid].sum() if valid.any() else local["z"].sum() * 0.0
+    return share, int(count)
+
+
+def epoch_batches(config: AlignConfig, idx: np.ndarray, neighbours, epoch: int) -> list[np.ndarray]:
+    """The batches of one epoch (seeded by ``config.seed`` and ``epoch``; ``epoch=-1`` gives the
+    fixed validation batches): neighbour batches when there is a neighbour graph, else a plain
+    shuffle."""
+    seed = int(np.random.default_rng([config.seed, epoch if epoch >= 0 else 2**20]).integers(2**31))
+    if neighbours is None:
+        order = np.random.default_rng(seed).permutation(idx)
+        return [order[i:i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+    from .spatial import neighbour_batches
+
+    return neighbour_batches(neighbours, config.batch_size, indices=idx, per_anchor=config.per_anchor, seed=seed)
+
+
+def validation_recall(model: AlignmentModel, embeddings: dict, idx: np.ndarray, k: int = 10) -> float:
+    """Mean cross-modal recall@k over the modality pairs (both directions) on sites ``idx``."""
+    from .metrics import retrieval_recall_at_k
+
     values = []
-    with torch.inference_mode():
-        for start in range(0, len(idx), cfg.batch_size):
-            batch = _to_batch(embeddings, idx[start:start + cfg.batch_size], cfg.modalities, device)
-            loss = _batch_loss(model, batch, cfg.modality_pairs())
-            if loss is not None:
-                values.append(float(loss))
+    for m1, m2 in model.config.modality_pairs():
+        both = idx[~np.isnan(embeddings[m1][idx, 0]) & ~np.isnan(embeddings[m2][idx, 0])]
+        if len(both) < 2:
+            continue
+        a, b = model.embed(m1, embeddings[m1][both]), model.embed(m2, embeddings[m2][both])
+        values += [retrieval_recall_at_k(a, b, (k,))[f"recall@{k}"], retrieval_recall_at_k(b, a, (k,))[f"recall@{k}"]]
     return float(np.mean(values)) if values else float("nan")
 
 
+def evaluate_loss(model: AlignmentModel, embeddings: dict, idx: np.ndarray, lat=None, lon=None,
+                  neighbours=None, device: str = "cpu") -> float:
+    """Mean loss over fixed batches of ``idx`` (the same batches every epoch)."""
+    model.eval()
+    lat, lon = _coordinates(lat, lon, len(next(iter(embeddings.values()))))
+    total, count = 0.0, 0
+    with torch.inference_mode():
+        for sites in epoch_batches(model.config, idx, neighbours, epoch=-1):
+            share, n = _batch_loss(model, embeddings, lat, lon, sites, device)
+            total += float(share)
+            count += n
+    return total / count if count else float("nan")
+
+
+def _coordinates(lat, lon, n: int) -> tuple[np.ndarray, np.ndarray]:
+    if lat is None or lon is None:
+        return np.zeros(n), np.zeros(n)
+    return np.asarray(lat, float), np.asarray(lon, float)
+
+
+def _neighbour_graph(config: AlignConfig, lat, lon):
+    radius = config.radius_km if config.sampler_radius_km is None else config.sampler_radius_km
+    if radius <= 0 or config.per_anchor <= 0:
+        return None
+    from .spatial import radius_neighbours
+
+    return radius_neighbours(lat, lon, radius)
+
+
 def train_alignment(embeddings: dict[str, np.ndarray], train_idx: np.ndarray, val_idx: np.ndarray,
-                    config: AlignConfig, device: str = "cpu", progress: bool = True
-                    ) -> tuple[AlignmentModel, pd.DataFrame]:
-    """Train the projection heads; return the best model (lowest validation loss) and the
-    per-epoch history (``epoch, train_loss, val_loss, temperature``)."""
+                    config: AlignConfig, lat=None, lon=None, device: str = "cpu", progress: bool = True,
+                    checkpoint: str | Path | None = None) -> tuple[AlignmentModel, pd.DataFrame]:
+    """Train the projection heads; return the kept model and the per-epoch history.
+
+    Parameters
+    ----------
+    embeddings : per modality, an ``n_sites x d`` array (NaN rows where a site lacks it).
+    train_idx, val_idx : site rows for training and for early stopping (held-out blocks).
+    lat, lon : site coordinates in degrees; needed when ``config.radius_km > 0``.
+    checkpoint : a file written after every epoch (atomically); if it exists with the same
+        config, training resumes after its last epoch and ends with the same numbers as an
+        uninterrupted run.
+
+    The history has ``epoch, train_loss, val_loss, val_recall, temperature``; ``history.attrs
+    ["best_epoch"]`` is the epoch kept (highest ``val_recall``, i.e. validation recall@k).
+    """
     from tqdm.auto import tqdm
 
+    from .embed import write_atomic
+
+    rank, world_size = _distributed()
+    n = len(next(iter(embeddings.values())))
+    if config.radius_km > 0 or config.soft_scale_km is not None:
+        if lat is None or lon is None:
+            raise ValueError("radius_km > 0 (spatial positives) needs the sites' lat and lon")
+    lat, lon = _coordinates(lat, lon, n)
+    train_idx, val_idx = np.asarray(train_idx), np.asarray(val_idx)
+    neighbours = _neighbour_graph(config, lat, lon)
+
     torch.manual_seed(config.seed)
-    generator = np.random.default_rng(config.seed)
     model = AlignmentModel({m: embeddings[m].shape[1] for m in config.modalities}, config)
     for m in config.modalities:
         model.heads[m].set_standardisation(embeddings[m][train_idx])
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    pairs = config.modality_pairs()
 
-    history = [{"epoch": 0, "train_loss": evaluate_loss(model, embeddings, train_idx, device),
-                "val_loss": evaluate_loss(model, embeddings, val_idx, device),
-                "temperature": float(model.temperature().detach())}]
-    best = (history[0]["val_loss"], copy.deepcopy(model.state_dict()), 0)
-    bar = tqdm(range(1, config.epochs + 1), desc="alignment", unit="epoch", disable=not progress)
+    def record(epoch, train_loss):
+        return {"epoch": epoch, "train_loss": train_loss,
+                "val_loss": evaluate_loss(model, embeddings, val_idx, lat, lon, neighbours, device),
+                "val_recall": validation_recall(model, embeddings, val_idx, config.retrieval_k),
+                "temperature": float(model.temperature().detach())}
+
+    state = _load_checkpoint(checkpoint, config, device) if checkpoint else None
+    if state is not None:
+        model.load_state_dict(state["state_dict"])
+        optimiser.load_state_dict(state["optimiser"])
+        history, best = state["history"], (state["best_score"], state["best_state"], state["best_epoch"])
+        first = int(state["epoch"]) + 1
+    else:
+        history = [record(0, evaluate_loss(model, embeddings, train_idx, lat, lon, neighbours, device))]
+        best = (history[0]["val_recall"], copy.deepcopy(model.state_dict()), 0)
+        first = 1
+    bar = tqdm(range(first, config.epochs + 1), desc="alignment", unit="epoch", disable=not progress or rank > 0)
     for epoch in bar:
+        if epoch - best[2] > config.patience:
+            break
         model.train()
-        order = generator.permutation(train_idx)
+        torch.manual_seed(config.seed * 100_003 + epoch)           # dropout masks, per epoch
         losses = []
-        for start in range(0, len(order), config.batch_size):
-            chunk = order[start:start + config.batch_size]
-            if len(chunk) < 2:
+        for sites in epoch_batches(config, train_idx, neighbours, epoch):
+            share, count = _batch_loss(model, embeddings, lat, lon, sites, device, rank, world_size)
+            if count == 0:
                 continue
-            loss = _batch_loss(model, _to_batch(embeddings, chunk, config.modalities, device), pairs)
-            if loss is None:
-                continue
+            loss = share / count
             optimiser.zero_grad()
             loss.backward()
+            if world_size > 1:
+                _sum_gradients(params)
+                loss = loss.detach().clone()
+                _sum_tensor(loss)
             optimiser.step()
-            losses.append(loss.item())
-        val = evaluate_loss(model, embeddings, val_idx, device)
-        history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val,
-                        "temperature": float(model.temperature().detach())})
-        bar.set_postfix(train=f"{history[-1]['train_loss']:.3f}", val=f"{val:.3f}")
-        if val < best[0]:
-            best = (val, copy.deepcopy(model.state_dict()), epoch)
-        elif epoch - best[2] >= config.patience:
-            break
+            losses.append(float(loss.detach()))
+        history.append(record(epoch, float(np.mean(losses)) if losses else float("nan")))
+        bar.set_postfix(train=f"{history[-1]['train_loss']:.3f}", val_recall=f"{history[-1]['val_recall']:.3f}")
+        if history[-1]["val_recall"] > best[0]:
+            best = (history[-1]["val_recall"], copy.deepcopy(model.state_dict()), epoch)
+        if checkpoint and rank == 0:
+            blob = {**_plain_config(model), "state_dict": model.state_dict(), "optimiser": optimiser.state_dict(),
+                    "epoch": epoch, "history": history, "best_score": best[0], "best_state": best[1],
+                    "best_epoch": best[2]}
+            write_atomic(Path(checkpoint), lambda tmp, blob=blob: torch.save(blob, tmp))
     model.load_state_dict(best[1])
     model.eval()
-    return model, pd.DataFrame(history)
+    table = pd.DataFrame(history)
+    table.attrs["best_epoch"] = int(best[2])
+    return model, table
+
+
+def _sum_gradients(params) -> None:
+    import torch.distributed as dist
+
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+
+
+def _sum_tensor(t: torch.Tensor) -> None:
+    import torch.distributed as dist
+
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+
+
+def _plain_config(model: AlignmentModel) -> dict:
+    cfg = asdict(model.config)
+    cfg["modalities"] = list(cfg["modalities"])
+    cfg["pairs"] = [list(p) for p in cfg["pairs"]]
+    return {"config": cfg, "input_dims": model.input_dims}
+
+
+def _config_from_plain(cfg: dict) -> AlignConfig:
+    cfg = dict(cfg)
+    cfg["modalities"] = tuple(cfg["modalities"])
+    cfg["pairs"] = tuple(tuple(p) for p in cfg["pairs"])
+    return AlignConfig(**cfg)
+
+
+def _load_checkpoint(path, config: AlignConfig, device) -> dict | None:
+    path = Path(path)
+    if not path.exists():
+        return None
+    blob = torch.load(path, map_location=device, weights_only=True)
+    saved = _config_from_plain(blob["config"])
+    if saved != config:
+        raise ValueError(f"checkpoint {path} was trained with another config: {saved} (delete it to start over)")
+    return blob
 
 
 def save_alignment(model: AlignmentModel, path: str | Path) -> Path:
     """Save the heads with their config and input sizes (plain types: loads with ``weights_only``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    cfg = asdict(model.config)
-    cfg["modalities"] = list(cfg["modalities"])
-    cfg["pairs"] = [list(p) for p in cfg["pairs"]]
-    torch.save({"config": cfg, "input_dims": model.input_dims, "state_dict": model.state_dict()}, path)
+    torch.save({**_plain_config(model), "state_dict": model.state_dict()}, path)
     return path
 
 
 def load_alignment(path: str | Path, device: str = "cpu") -> AlignmentModel:
-    """Load what :func:`save_alignment` wrote (``torch.load(..., weights_only=True)``)."""
+    """Load what :func:`save_alignment` (or a training checkpoint) wrote, with
+    ``torch.load(..., weights_only=True)``; a checkpoint gives its last epoch's heads."""
     blob = torch.load(path, map_location=device, weights_only=True)
-    cfg = dict(blob["config"])
-    cfg["modalities"] = tuple(cfg["modalities"])
-    cfg["pairs"] = tuple(tuple(p) for p in cfg["pairs"])
-    model = AlignmentModel(blob["input_dims"], AlignConfig(**cfg))
+    model = AlignmentModel(blob["input_dims"], _config_from_plain(blob["config"]))
     model.load_state_dict(blob["state_dict"])
     return model.to(device).eval()
+
+
+# --- command line (single process or torchrun) -----------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m habitat_helpers.align --embeddings site_embeddings.npz --sites sites.parquet
+    --out heads.pt``; under ``torchrun --nproc_per_node=N`` the N processes share every batch
+    and gather the negatives. The split is :func:`habitat_helpers.spatial.train_val_test_split`
+    (test blocks are never used here)."""
+    import argparse
+    import json
+    import os
+    import sys
+    import time
+
+    import torch.distributed as dist
+
+    from . import datasets, runtime, spatial
+    from .embed import load_site_embeddings
+
+    defaults = AlignConfig()
+    parser = argparse.ArgumentParser(description="Train the contrastive projection heads on cached embeddings.")
+    parser.add_argument("--embeddings", required=True, help="site embeddings (.npz of hh.embed.save_site_embeddings)")
+    parser.add_argument("--sites", required=True, help="site table (GeoParquet, hh.datasets schema)")
+    parser.add_argument("--out", required=True, help="file for the trained heads")
+    parser.add_argument("--checkpoint", default=None, help="checkpoint file (resumed from when present)")
+    parser.add_argument("--modalities", default=",".join(defaults.modalities))
+    parser.add_argument("--radius-km", type=float, default=defaults.radius_km)
+    parser.add_argument("--soft-scale-km", type=float, default=None)
+    parser.add_argument("--per-anchor", type=int, default=defaults.per_anchor)
+    parser.add_argument("--dim", type=int, default=defaults.dim)
+    parser.add_argument("--hidden", type=int, default=defaults.hidden)
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--dropout", type=float, default=defaults.dropout)
+    parser.add_argument("--patience", type=int, default=defaults.patience)
+    parser.add_argument("--fixed-temperature", action="store_true")
+    parser.add_argument("--block-size-deg", type=float, default=2.0)
+    parser.add_argument("--test-fraction", type=float, default=0.2)
+    parser.add_argument("--val-fraction", type=float, default=0.15)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    device = runtime.resolve_device(args.device)
+    if world_size > 1:
+        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+        if device.startswith("cuda"):
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+            torch.cuda.set_device(device)
+    sites = datasets.read_sites(args.sites)
+    site_ids, embeddings = load_site_embeddings(args.embeddings)
+    if list(site_ids) != list(sites["site_id"]):
+        raise SystemExit(f"{args.embeddings} does not match the site table {args.sites} (site ids differ)")
+    config = AlignConfig(dim=args.dim, hidden=args.hidden, epochs=args.epochs, batch_size=args.batch_size,
+                         lr=args.lr, dropout=args.dropout, patience=args.patience, seed=args.seed,
+                         learn_temperature=not args.fixed_temperature,
+                         modalities=tuple(args.modalities.split(",")), radius_km=args.radius_km,
+                         soft_scale_km=args.soft_scale_km, per_anchor=args.per_anchor)
+    split = spatial.train_val_test_split(sites["lat"], sites["lon"], args.block_size_deg, args.test_fraction,
+                                         args.val_fraction, args.seed)
+    train_idx, val_idx = np.where(split == "train")[0], np.where(split == "val")[0]
+    start = time.perf_counter()
+    model, history = train_alignment(embeddings, train_idx, val_idx, config, sites["lat"].to_numpy(),
+                                     sites["lon"].to_numpy(), device=device, progress=not args.no_progress,
+                                     checkpoint=args.checkpoint)
+    if rank == 0:
+        save_alignment(model.cpu(), args.out)
+        report = {"out": args.out, "world_size": world_size, "best_epoch": history.attrs["best_epoch"],
+                  "epochs_run": int(history["epoch"].max()), "val_recall": float(history["val_recall"].max()),
+                  "wall_s": round(time.perf_counter() - start, 3)}
+        sys.stdout.write(json.dumps(report) + "\n")
+    if world_size > 1:
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
