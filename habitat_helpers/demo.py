@@ -63,7 +63,7 @@ from scipy import ndimage
 
 from . import datasets, paths, profiles
 
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 
 #: Level-3 habitats used by the demo: 6 formations x 2 groups x 2 habitats.
 DEMO_HABITATS = (
@@ -146,6 +146,34 @@ def sample_land_points(n: int, rng: np.random.Generator, bbox=DEMO_BBOX) -> tupl
         lons.append(lon[keep])
         have += int(keep.sum())
     return np.concatenate(lats)[:n], np.concatenate(lons)[:n]
+
+
+#: Sites come in survey clusters (real plots are clustered: LUCAS points on a 2 km grid, EVA
+#: relevés of one study area, EMBAL transects of one landscape): a cluster centre is a random
+#: land point, its sites lie around it with this spread (km, per axis), and a cluster holds
+#: 1 + Poisson(SITES_PER_CLUSTER - 1) sites.
+SITES_PER_CLUSTER = 4.0
+CLUSTER_SPREAD_KM = 2.5
+
+
+def sample_clustered_points(n: int, rng: np.random.Generator, bbox=DEMO_BBOX,
+                            per_cluster: float = SITES_PER_CLUSTER, spread_km: float = CLUSTER_SPREAD_KM
+                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``n`` land points in survey clusters; returns ``(lat, lon, cluster)``. A member that
+    falls in the sea is put back at its cluster's centre."""
+    sizes = []
+    while sum(sizes) < n:
+        sizes.append(1 + int(rng.poisson(per_cluster - 1)))
+    sizes[-1] -= sum(sizes) - n
+    c_lat, c_lon = sample_land_points(len(sizes), rng, bbox)
+    cluster = np.repeat(np.arange(len(sizes)), sizes)
+    dlat = rng.normal(0, spread_km / 111.2, n)
+    dlon = rng.normal(0, spread_km / 111.2, n) / np.cos(np.deg2rad(c_lat[cluster]))
+    lat, lon = c_lat[cluster] + dlat, c_lon[cluster] + dlon
+    sea = ~_in_europe(lat, lon)
+    lat[sea], lon[sea] = c_lat[cluster[sea]], c_lon[cluster[sea]]
+    order = rng.permutation(n)          # clusters are not contiguous in the site table
+    return lat[order], lon[order], cluster[order]
 
 
 # --- covariates ------------------------------------------------------------------------------
@@ -452,7 +480,7 @@ def make_demo(profile: str | profiles.Profile = "tiny", seed: int = 0, root: str
 
     rng = np.random.default_rng(seed)
     n = prof.n_sites
-    lat, lon = sample_land_points(n, rng)
+    lat, lon, cluster = sample_clustered_points(n, rng)
     cov = covariates(lat, lon)
     probs = habitat_probabilities(lat, lon, cov, rng)
     leaf = np.array([rng.choice(len(DEMO_HABITATS), p=p / p.sum()) for p in probs])
@@ -534,7 +562,7 @@ def make_demo(profile: str | profiles.Profile = "tiny", seed: int = 0, root: str
     truth = pd.DataFrame({"site_id": site_ids, "source": family, "eunis_l3": codes,
                           "eunis_l2": [c[:2] for c in codes], "eunis_l1": [c[:1] for c in codes]})
     truth.to_parquet(out / "truth.parquet", index=False)
-    generating = cov.assign(site_id=site_ids, koppen_name=cov["koppen"].map(KOPPEN_NAMES))
+    generating = cov.assign(site_id=site_ids, cluster=cluster, koppen_name=cov["koppen"].map(KOPPEN_NAMES))
     generating = pd.concat([generating, pd.DataFrame(probs, columns=[f"p_{c}" for c in DEMO_HABITATS])], axis=1)
     generating.to_parquet(out / "covariates.parquet", index=False)
     counts = {f: int((family == f).sum()) for f in FAMILIES}
