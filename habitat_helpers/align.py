@@ -273,8 +273,8 @@ def train_alignment(embeddings: dict[str, np.ndarray], train_idx: np.ndarray, va
     train_idx, val_idx : site rows for training and for early stopping (held-out blocks).
     lat, lon : site coordinates in degrees; needed when ``config.radius_km > 0``.
     checkpoint : a file written after every epoch (atomically); if it exists with the same
-        config, training resumes after its last epoch and ends with the same numbers as an
-        uninterrupted run.
+        config (``epochs`` may differ: train longer), training resumes after its last epoch and
+        ends with the same numbers as an uninterrupted run.
 
     The history has ``epoch, train_loss, val_loss, val_recall, temperature``; ``history.attrs
     ["best_epoch"]`` is the epoch kept (highest ``val_recall``, i.e. validation recall@k).
@@ -386,7 +386,7 @@ def _load_checkpoint(path, config: AlignConfig, device) -> dict | None:
         return None
     blob = torch.load(path, map_location=device, weights_only=True)
     saved = _config_from_plain(blob["config"])
-    if saved != config:
+    if asdict(saved) | {"epochs": 0} != asdict(config) | {"epochs": 0}:   # training longer is fine
         raise ValueError(f"checkpoint {path} was trained with another config: {saved} (delete it to start over)")
     return blob
 

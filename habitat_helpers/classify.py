@@ -125,3 +125,26 @@ def knn_probe(X: np.ndarray, labels: pd.DataFrame, train: np.ndarray, test: np.n
         out[f"level{level}"] = {"accuracy": float((knn.predict(X[te]) == y[te].astype(str)).mean()),
                                 "n": int(te.sum())}
     return out
+
+
+def linear_probe(X: np.ndarray, labels: pd.DataFrame, train: np.ndarray, test: np.ndarray,
+                 C: float = 0.5, levels=(1, 2, 3)) -> dict:
+    """Macro-F1 and accuracy per level of a logistic regression fitted on ``train`` rows and
+    scored on ``test`` rows (boolean masks): how linearly an embedding separates habitats.
+
+    Each level is fitted on its own (no hierarchy), on the rows labelled at that level and with
+    features; ``n`` counts the scored test rows. A test class never seen in training counts
+    as an error."""
+    ok = ~np.isnan(X).any(axis=1)
+    out = {}
+    for level in levels:
+        y = labels[LEVEL_COLUMNS[level]].to_numpy(dtype=object)
+        has = np.array([isinstance(v, str) for v in y]) & ok
+        tr, te = train & has, test & has
+        if len(set(y[tr])) < 2 or te.sum() == 0:
+            out[f"level{level}"] = {"accuracy": float("nan"), "macro_f1": float("nan"), "n": int(te.sum())}
+            continue
+        model = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000))
+        model.fit(X[tr], y[tr].astype(str))
+        out[f"level{level}"] = metrics.level_metrics(y[te].astype(str), model.predict(X[te]))
+    return out

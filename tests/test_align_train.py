@@ -1,0 +1,105 @@
+"""The alignment trainer: spatial positives, resume from a checkpoint, 2 processes == 1."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import habitat_helpers as hh
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _clustered(n=240, seed=0):
+    """Sites in clusters a few km wide; three modalities are noisy views of a latent that varies
+    smoothly in space, so neighbours look alike (as real neighbouring sites do)."""
+    rng = np.random.default_rng(seed)
+    centres = np.column_stack([rng.uniform(40, 55, n // 6), rng.uniform(-5, 20, n // 6)])
+    which = np.arange(n) % len(centres)
+    lat = centres[which, 0] + rng.normal(0, 0.02, n)
+    lon = centres[which, 1] + rng.normal(0, 0.02, n)
+    latent = np.column_stack([np.sin(lat / 2 + k) + np.cos(lon / 3 - k) for k in range(6)])
+    latent += 0.3 * rng.normal(size=latent.shape)
+    emb = {m: (latent @ rng.normal(size=(6, d)) + 0.3 * rng.normal(size=(n, d))).astype(np.float32)
+           for m, d in (("photo", 20), ("satellite", 16), ("gps", 10))}
+    emb["photo"][::3] = np.nan
+    return lat, lon, emb
+
+
+def _config(**kw):
+    base = dict(dim=16, hidden=32, epochs=6, batch_size=48, lr=3e-3, seed=0, patience=100, dropout=0.1)
+    return hh.align.AlignConfig(**{**base, **kw})
+
+
+def test_radius_positives_train_and_need_coordinates():
+    lat, lon, emb = _clustered()
+    idx = np.arange(len(lat))
+    cfg = _config(radius_km=5.0)
+    with pytest.raises(ValueError, match="lat and lon"):
+        hh.align.train_alignment(emb, idx[:200], idx[200:], cfg, progress=False)
+    model, history = hh.align.train_alignment(emb, idx[:200], idx[200:], cfg, lat, lon, progress=False)
+    assert history["val_recall"].iloc[-1] > history["val_recall"].iloc[0]
+    assert history.attrs["best_epoch"] == int(history.loc[history["val_recall"].idxmax(), "epoch"])
+    batches = hh.align.epoch_batches(cfg, idx[:200], hh.align._neighbour_graph(cfg, lat, lon), 1)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(200))
+
+
+def test_resume_from_checkpoint_gives_the_uninterrupted_numbers(tmp_path):
+    lat, lon, emb = _clustered()
+    idx = np.arange(len(lat))
+    full, h_full = hh.align.train_alignment(emb, idx[:200], idx[200:], _config(radius_km=5.0), lat, lon,
+                                            progress=False)
+    ckpt = tmp_path / "ckpt.pt"
+    hh.align.train_alignment(emb, idx[:200], idx[200:], _config(radius_km=5.0, epochs=3), lat, lon,
+                             progress=False, checkpoint=ckpt)
+    assert torch.load(ckpt, weights_only=True)["epoch"] == 3
+    with pytest.raises(ValueError, match="another config"):
+        hh.align.train_alignment(emb, idx[:200], idx[200:], _config(radius_km=1.0), lat, lon,
+                                 progress=False, checkpoint=ckpt)
+    # the run stopped after epoch 3; continuing it to epoch 6 gives the uninterrupted numbers
+    resumed, h_res = hh.align.train_alignment(emb, idx[:200], idx[200:], _config(radius_km=5.0), lat, lon,
+                                              progress=False, checkpoint=ckpt)
+    np.testing.assert_allclose(h_res["train_loss"], h_full["train_loss"], rtol=1e-6)
+    np.testing.assert_allclose(resumed.embed("gps", emb["gps"]), full.embed("gps", emb["gps"]), rtol=1e-5, atol=1e-6)
+    assert h_res.attrs["best_epoch"] == h_full.attrs["best_epoch"]
+
+
+def _inputs(tmp_path):
+    lat, lon, emb = _clustered(n=180, seed=1)
+    rows = [{"site_id": f"t:{i:04d}", "source": "test", "lat": lat[i], "lon": lon[i], "eunis_code": None,
+             "photos": [], "photo_views": [], "satellite": None} for i in range(len(lat))]
+    sites = hh.datasets.finalise(pd.DataFrame(rows), hh.datasets.LoadReport("test"), verbose=False)
+    table = hh.datasets.write_sites(sites, tmp_path / "sites.parquet")
+    npz = hh.embed.save_site_embeddings(tmp_path / "emb.npz", sites["site_id"], emb)
+    return table, npz
+
+
+def _run_cli(tmp_path, out, nproc):
+    table, npz = _inputs(tmp_path)
+    args = ["--embeddings", str(npz), "--sites", str(table), "--out", str(out), "--radius-km", "5",
+            "--epochs", "3", "--dim", "8", "--hidden", "16", "--batch-size", "40", "--dropout", "0",
+            "--block-size-deg", "3", "--no-progress", "--device", "cpu"]
+    base = [sys.executable, "-m"] if nproc == 1 else \
+        [str(ROOT / ".venv/bin/torchrun"), f"--nproc_per_node={nproc}", "--master_port=29533", "-m"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(base + ["habitat_helpers.align", *args], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_train_like_one(tmp_path):
+    one = _run_cli(tmp_path, tmp_path / "one.pt", 1)
+    two = _run_cli(tmp_path, tmp_path / "two.pt", 2)
+    assert two["world_size"] == 2 and one["best_epoch"] == two["best_epoch"]
+    a, b = hh.align.load_alignment(tmp_path / "one.pt"), hh.align.load_alignment(tmp_path / "two.pt")
+    for key, value in a.state_dict().items():
+        torch.testing.assert_close(b.state_dict()[key], value, rtol=1e-4, atol=1e-5)
+    assert one["val_recall"] == pytest.approx(two["val_recall"], abs=1e-6)
