@@ -57,6 +57,17 @@ def test_alignment_beats_chance_on_held_out_blocks(run):
     chance = 10 / pair["n"]
     assert pair["recall@10"] > 2 * chance
     assert pair["recall@10"] > m["retrieval_before"]["photo_to_satellite"]["recall@10"]
+    assert m["val_recall_best"] > m["val_recall_initial"]
+    ablation = {row["variant"]: row for row in m["ablation"]}
+    assert {"radius 0 km", f"radius {m['radius_km']:g} km", "no alignment: raw satellite"} <= set(ablation)
+    for row in ablation.values():
+        assert 0 <= row["macro-F1 level1"] <= 1 and 0 <= row["macro-F1 level3"] <= 1
+    # the sampler puts neighbours in the batch more often than random batches do (in `tiny` a batch
+    # holds a third of the sites, so random batches already catch most 25 km neighbours)
+    for row in m["neighbours"]:
+        assert row["neighbour in batch (sampler)"] >= row["neighbour in batch (random)"]
+        if row["sites with a neighbour"] > 0.5 and row["neighbour in batch (random)"] < 0.5:
+            assert row["neighbour in batch (sampler)"] > row["neighbour in batch (random)"] + 0.2
 
 
 def test_aligned_classifier_well_above_chance(run):
