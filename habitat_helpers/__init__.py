@@ -15,6 +15,7 @@ Import it as ``import habitat_helpers as hh`` and reach each stage by its module
 ``hh.align``       projection heads trained to align modalities
 ``hh.spatial``     spatial blocks and spatially blocked splits
 ``hh.classify``    hierarchical EUNIS classifier and baselines
+``hh.evaluation``  spatial block cross-validation: aligned model vs baselines
 ``hh.metrics``     per-level metrics, retrieval recall@k, ``metrics.json``
 ``hh.maps``        grid prediction, uncertainty, folium and static maps
 ``hh.viz``         UMAP projections and image galleries
@@ -33,7 +34,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = (
     "paths", "runtime", "profiles", "eunis", "demo", "encoders", "embed", "losses",
-    "datasets", "align", "spatial", "classify", "metrics", "maps", "viz", "notebooks",
+    "datasets", "align", "spatial", "classify", "evaluation", "metrics", "maps", "viz", "notebooks",
 )
 
 

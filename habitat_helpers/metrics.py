@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -64,3 +65,76 @@ def write_metrics(output_dir: str | Path, metrics: dict) -> Path:
 
 def read_metrics(output_dir: str | Path) -> dict:
     return json.loads((Path(output_dir) / "metrics.json").read_text())
+
+
+def probabilistic_metrics(y_true, y_pred, proba, n_bins: int = 10) -> dict:
+    """Metrics of one level from predictions and their class probabilities.
+
+    ``y_true``, ``y_pred``: codes (``None`` where the truth is unknown: skipped); ``proba``: a
+    DataFrame of probabilities with one column per code (same rows). Returns ``accuracy``
+    (top-1), ``top3_accuracy`` (the truth among the three most probable codes),
+    ``macro_f1``, ``balanced_accuracy`` (mean recall over the true classes), ``ece``
+    (expected calibration error: the gap between confidence, i.e. the probability given to the
+    predicted code, and accuracy, averaged over ``n_bins`` equal-width confidence bins weighted
+    by their size) and ``n``."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    y_true = np.asarray(y_true, dtype=object)
+    keep = np.array([isinstance(t, str) for t in y_true]) & np.array([isinstance(p, str) for p in y_pred])
+    keep &= ~proba.isna().any(axis=1).to_numpy()
+    if not keep.any():
+        return {"accuracy": math.nan, "top3_accuracy": math.nan, "macro_f1": math.nan,
+                "balanced_accuracy": math.nan, "ece": math.nan, "n": 0}
+    t = y_true[keep].astype(str)
+    p = np.asarray(y_pred, dtype=object)[keep].astype(str)
+    probs = proba.to_numpy()[keep]
+    columns = np.asarray(proba.columns, dtype=str)
+    top3 = columns[np.argsort(-probs, axis=1)[:, :3]]
+    col_index = {c: i for i, c in enumerate(columns)}
+    confidence = np.array([probs[i, col_index[c]] if c in col_index else 0.0 for i, c in enumerate(p)])
+    correct = t == p
+    out = level_metrics(t, p)
+    with warnings.catch_warnings():             # predicted codes absent from the truth are simply errors
+        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        balanced = float(balanced_accuracy_score(t, p))
+    out.update(top3_accuracy=float((top3 == t[:, None]).any(axis=1).mean()),
+               balanced_accuracy=balanced,
+               ece=expected_calibration_error(confidence, correct, n_bins))
+    return out
+
+
+def expected_calibration_error(confidence, correct, n_bins: int = 10) -> float:
+    """ECE = sum over confidence bins of (share of predictions) x |accuracy - mean confidence|."""
+    table = reliability(confidence, correct, n_bins)
+    return float((table["share"] * table["gap"].abs()).sum())
+
+
+def reliability(confidence, correct, n_bins: int = 10):
+    """Reliability table: per confidence bin, the share of predictions, their mean confidence,
+    their accuracy and the gap (accuracy - confidence). Empty bins are left out."""
+    import pandas as pd
+
+    confidence, correct = np.asarray(confidence, float), np.asarray(correct, bool)
+    edges = np.linspace(0, 1, n_bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, n_bins - 1)
+    rows = []
+    for b in range(n_bins):
+        sel = which == b
+        if sel.any():
+            rows.append({"bin_low": edges[b], "bin_high": edges[b + 1], "share": sel.mean(),
+                         "confidence": confidence[sel].mean(), "accuracy": correct[sel].mean()})
+    table = pd.DataFrame(rows, columns=["bin_low", "bin_high", "share", "confidence", "accuracy"])
+    table["gap"] = table["accuracy"] - table["confidence"]
+    return table
+
+
+def per_class_f1(y_true, y_pred) -> dict:
+    """F1 of every true class (``{code: f1}``), for the per-class table."""
+    from sklearn.metrics import f1_score
+
+    y_true = np.asarray(y_true, dtype=object)
+    keep = np.array([isinstance(t, str) for t in y_true])
+    t = y_true[keep].astype(str)
+    p = np.array([str(x) for x in np.asarray(y_pred, dtype=object)[keep]])
+    labels = sorted(set(t))
+    return dict(zip(labels, (float(v) for v in f1_score(t, p, labels=labels, average=None, zero_division=0))))
