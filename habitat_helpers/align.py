@@ -116,9 +116,28 @@ class AlignmentModel(nn.Module):
 
 
 def site_features(model: AlignmentModel, embeddings: dict[str, np.ndarray],
-                  modalities: tuple[str, ...] | None = None) -> np.ndarray:
-    """One aligned vector per site: the normalised mean of the aligned embeddings of the
-    modalities it has (among ``modalities``). Works with any subset of inputs; NaN if none."""
+                  modalities: tuple[str, ...] | None = None, fusion: str = "mean") -> np.ndarray:
+    """One aligned vector per site from the modalities it has (among ``modalities``); works
+    with any subset of inputs; NaN if a site has none.
+
+    ``fusion="mean"``: the normalised mean of the aligned embeddings (``dim`` columns).
+    ``fusion="concat"``: every head's aligned embedding side by side, zeros where a modality
+    is missing or not among ``modalities``, plus one 0/1 presence flag per head
+    (``n_heads x (dim + 1)`` columns): a classifier can then weigh the modalities."""
+    if fusion == "concat":
+        chosen = set(modalities or model.heads)
+        parts, any_present = [], None
+        for m in model.heads:
+            n = len(next(iter(embeddings.values())))
+            x = model.embed(m, embeddings[m]) if m in chosen else np.full((n, model.config.dim), np.nan, np.float32)
+            ok = ~np.isnan(x[:, 0])
+            any_present = ok if any_present is None else any_present | ok
+            parts += [np.nan_to_num(x), ok[:, None].astype(np.float32)]
+        out = np.hstack(parts)
+        out[~any_present] = np.nan
+        return out
+    if fusion != "mean":
+        raise ValueError("fusion must be 'mean' or 'concat'")
     modalities = modalities or tuple(model.heads)
     stacked = np.stack([model.embed(m, embeddings[m]) for m in modalities])  # (m, n, dim)
     present = ~np.isnan(stacked[:, :, 0])

@@ -58,6 +58,7 @@ class HierarchicalClassifier:
             model = self._new_model()
             with warnings.catch_warnings():          # a few iterations short of tol is fine for a probe
                 warnings.simplefilter("ignore", ConvergenceWarning)
+                warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%")
                 model.fit(X[keep], y[keep].astype(str))
             self.models[level] = model
             self.classes[level] = model.classes_

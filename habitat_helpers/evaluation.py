@@ -9,7 +9,7 @@ For every seed and every fold of geographic blocks (:func:`block_folds`):
    on the labelled training sites, only the features differ:
 
    ===========================  ============================================================
-   ``aligned``                  mean of the aligned vectors of the inputs a site has
+   ``aligned``                  the aligned vectors of the inputs a site has (side by side)
    ``raw <modality>``           one pre-trained embedding alone (the mono-scale baselines)
    ``raw concatenated``         all raw embeddings side by side (zeros and a flag if missing)
    ``k-NN on coordinates``      the labelled sites nearest by great-circle distance
@@ -187,7 +187,7 @@ class CVResult:
 def cross_validate(lat, lon, labels: pd.DataFrame, embeddings: dict[str, np.ndarray], *,
                    modalities=MODALITIES, folds: int = 5, block_size_deg: float = 0.5, seeds=(0,),
                    align_config=None, label_fractions=(1.0,), fraction_models=None,
-                   modality_dropout: bool = True, knn_k: int = 15, val_fraction: float = 0.15,
+                   modality_dropout: bool = True, fusion: str = "concat", knn_k: int = 15, val_fraction: float = 0.15,
                    device: str = "cpu", progress: bool = True) -> CVResult:
     """Spatial block cross-validation of the aligned model and the baselines (module docstring).
 
@@ -205,6 +205,8 @@ def cross_validate(lat, lon, labels: pd.DataFrame, embeddings: dict[str, np.ndar
         embeddings, raw concatenated).
     modality_dropout : train the aligned classifier on the vectors of every subset of a site's
         inputs too, so that it has seen what a site with fewer inputs looks like.
+    fusion : how the aligned model combines a site's inputs (:func:`habitat_helpers.align.site_features`):
+        ``"mean"`` of the aligned vectors, or ``"concat"`` (side by side, zeros where missing).
     """
     from tqdm.auto import tqdm
 
@@ -238,7 +240,7 @@ def cross_validate(lat, lon, labels: pd.DataFrame, embeddings: dict[str, np.ndar
                 cfg = dataclasses.replace(base, seed=seed)
                 heads, _ = align.train_alignment(embeddings, rest[~val_mask], rest[val_mask], cfg, lat, lon,
                                                  device=device, progress=False)
-                features["aligned"] = align.site_features(heads, embeddings, modalities)
+                features["aligned"] = align.site_features(heads, embeddings, modalities, fusion)
             for m in modalities:
                 features[f"raw {m}"] = embeddings[m]
             if aligned_on:
@@ -263,7 +265,7 @@ def cross_validate(lat, lon, labels: pd.DataFrame, embeddings: dict[str, np.ndar
                     usable = train & ~np.isnan(X).any(axis=1)
                     try:
                         clf = _fit(name, X, labels, usable, embeddings, heads if name == "aligned" else None,
-                                   modalities, modality_dropout, knn_k)
+                                   modalities, modality_dropout, knn_k, fusion)
                     except ValueError as err:       # e.g. a 1 % sample with a single habitat
                         for subset in subsets:
                             for level in LEVELS:
@@ -282,7 +284,7 @@ def cross_validate(lat, lon, labels: pd.DataFrame, embeddings: dict[str, np.ndar
                                 pooled.setdefault(name, {}).setdefault(level, []).append(raw[level])
                     if name == "aligned" and fraction >= 1:
                         any_rows += _any_modality(clf, heads, embeddings, labels, labelled & test, present,
-                                                  modalities, seed, fold)
+                                                  modalities, seed, fold, fusion)
                     if name.startswith("raw ") and name != "raw concatenated" and fraction >= 1:
                         m = name[4:]
                         complete = labelled & test & np.logical_and.reduce([present[k] for k in modalities])
@@ -298,13 +300,13 @@ def cross_validate(lat, lon, labels: pd.DataFrame, embeddings: dict[str, np.ndar
         if column not in scores:
             scores[column] = np.nan
     settings = {"modalities": list(modalities), "folds": folds, "block_size_deg": block_size_deg,
-                "seeds": list(seeds), "label_fractions": list(label_fractions), "modality_dropout": modality_dropout,
+                "seeds": list(seeds), "label_fractions": list(label_fractions), "modality_dropout": modality_dropout, "fusion": fusion,
                 "knn_k": knn_k, "n_sites": len(lat), "n_labelled": int(labelled.sum()),
                 "align_config": dataclasses.asdict(base) if aligned_on else None}
     return CVResult(scores, pd.DataFrame(any_rows), predictions, settings)
 
 
-def _fit(name, X, labels, usable, embeddings, heads, modalities, modality_dropout, knn_k):
+def _fit(name, X, labels, usable, embeddings, heads, modalities, modality_dropout, knn_k, fusion="mean"):
     from . import align
 
     if name == "majority":
@@ -317,20 +319,22 @@ def _fit(name, X, labels, usable, embeddings, heads, modalities, modality_dropou
         for subset in modality_subsets(modalities):
             rows = usable & np.logical_and.reduce([present[m] for m in subset])
             if rows.any():
-                blocks.append(align.site_features(heads, {m: embeddings[m][rows] for m in modalities}, subset))
+                blocks.append(align.site_features(heads, {m: embeddings[m][rows] for m in modalities}, subset,
+                                                  fusion))
                 ys.append(labels[rows])
         return classify.HierarchicalClassifier().fit(np.vstack(blocks), pd.concat(ys, ignore_index=True))
     return classify.HierarchicalClassifier().fit(X[usable], labels[usable])
 
 
-def _any_modality(clf, heads, embeddings, labels, rows, present, modalities, seed, fold) -> list[dict]:
+def _any_modality(clf, heads, embeddings, labels, rows, present, modalities, seed, fold,
+                  fusion="mean") -> list[dict]:
     """The aligned classifier fed each subset of inputs, on the test sites that have them all."""
     from . import align
 
     complete = rows & np.logical_and.reduce([present[m] for m in modalities])
     out = []
     for subset in modality_subsets(modalities):
-        X = align.site_features(heads, embeddings, subset)
+        X = align.site_features(heads, embeddings, subset, fusion)
         scores, _ = _score(clf, X, labels, complete)
         name = " + ".join(subset) if len(subset) > 1 else f"{subset[0]} only"
         out += [{"seed": seed, "fold": fold, "inputs": name, "model": "aligned", "level": level, **scores[level]}
