@@ -11,6 +11,7 @@ import base64
 import colorsys
 import html
 import io
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -232,3 +233,60 @@ def write_predictions_geoparquet(path, grid: pd.DataFrame, predictions: pd.DataF
     gdf = gpd.GeoDataFrame(table, geometry=gpd.points_from_xy(table.lon, table.lat), crs="EPSG:4326")
     gdf.to_parquet(path, index=False)
     return path
+
+
+def write_class_geotiff(path, grid: pd.DataFrame, codes, p_top=None, entropy=None) -> dict[str, Path]:
+    """Write a predicted-habitat map as Cloud-Optimised GeoTIFFs (EPSG:4326, the grid's cells).
+
+    ``<path>``: one uint8 band, 0 = no prediction (sea, outside), 1..K = the EUNIS codes in
+    sorted order, with a colour table (:func:`class_colours`) and the code and habitat name of
+    every value in the band's metadata (``class_<value>``), so GIS tools show a legend.
+    ``<path stem>_uncertainty.tif`` (when ``p_top`` or ``entropy`` is given): float32 bands
+    ``p_top`` (probability of the predicted code) and ``entropy`` (nats), NaN = no data.
+    Returns the paths written."""
+    import rasterio
+    import rasterio.shutil
+    from rasterio.transform import from_origin
+
+    from . import eunis
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lon_min, _, _, lat_max = grid.attrs["bbox"]
+    res = grid.attrs["resolution_deg"]
+    height, width = grid.attrs["shape"]
+    profile = {"driver": "GTiff", "height": height, "width": width, "crs": "EPSG:4326",
+               "transform": from_origin(lon_min, lat_max, res, res)}
+    codes = np.asarray(codes, dtype=object)
+    classes = sorted({c for c in codes if isinstance(c, str)})
+    if len(classes) > 254:
+        raise ValueError(f"{len(classes)} classes do not fit in one byte")
+    value = {c: i + 1 for i, c in enumerate(classes)}
+    raster = np.zeros((height, width), dtype=np.uint8)
+    raster[grid["row"].to_numpy(), grid["col"].to_numpy()] = [value.get(c, 0) for c in codes]
+    colours = class_colours(classes)
+    written = {}
+    tmp = path.with_name(path.name + ".tmp.tif")
+    with rasterio.open(tmp, "w", count=1, dtype="uint8", nodata=0, **profile) as dst:
+        dst.write(raster, 1)
+        dst.write_colormap(1, {0: (0, 0, 0, 0), **{value[c]: tuple(int(colours[c][i:i + 2], 16)
+                                                                  for i in (1, 3, 5)) + (255,)
+                                                for c in classes}})
+        dst.update_tags(1, **{f"class_{value[c]}": f"{c} {eunis.name(c)}" for c in classes})
+        dst.set_band_description(1, "EUNIS habitat")
+    rasterio.shutil.copy(tmp, path, driver="COG")
+    tmp.unlink()
+    written["classes"] = path
+    if p_top is not None or entropy is not None:
+        upath = path.with_name(path.stem + "_uncertainty.tif")
+        bands = [("p_top", p_top), ("entropy", entropy)]
+        bands = [(n, v) for n, v in bands if v is not None]
+        tmp = upath.with_name(upath.name + ".tmp.tif")
+        with rasterio.open(tmp, "w", count=len(bands), dtype="float32", nodata=np.nan, **profile) as dst:
+            for i, (name, values) in enumerate(bands, start=1):
+                dst.write(to_raster(grid, np.asarray(values, float)).astype(np.float32), i)
+                dst.set_band_description(i, name)
+        rasterio.shutil.copy(tmp, upath, driver="COG")
+        tmp.unlink()
+        written["uncertainty"] = upath
+    return written

@@ -86,3 +86,29 @@ def test_folium_popups_are_escaped():
     page = hh.maps.folium_sites_map(sites).get_root().render()
     assert "<script>alert(1)</script>" not in page
     assert html.escape("<script>alert(1)</script>") in page or "&amp;lt;script&amp;gt;" in page
+
+
+def test_class_geotiff_reopens_with_crs_transform_and_codes(tmp_path):
+    import rasterio
+
+    grid = hh.maps.make_grid((4.0, 44.0, 6.0, 46.0), 0.5, land_only=False)
+    codes = np.where(grid["lon"] < 5, "R2", "T1").astype(object)
+    codes[0] = None                                             # no prediction in one cell
+    p_top = np.linspace(0.3, 0.9, len(grid))
+    paths = hh.maps.write_class_geotiff(tmp_path / "l2.tif", grid, codes, p_top=p_top,
+                                        entropy=np.full(len(grid), 0.5))
+    with rasterio.open(paths["classes"]) as src:
+        assert src.crs.to_epsg() == 4326 and src.shape == grid.attrs["shape"]
+        assert src.transform.a == pytest.approx(0.5) and src.transform.c == pytest.approx(4.0)
+        assert src.transform.f == pytest.approx(46.0)
+        band = src.read(1)
+        tags = src.tags(1)
+        assert tags["class_1"].startswith("R2 ") and tags["class_2"].startswith("T1 ")
+        assert band[0, 0] == 0 and band[0, 1] == 1 and band[0, 3] == 2     # west R2, east T1
+        assert src.colormap(1)[1][:3] == tuple(int(hh.maps.class_colours(["R2", "T1"])["R2"][i:i + 2], 16)
+                                               for i in (1, 3, 5))
+        assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+    with rasterio.open(paths["uncertainty"]) as src:
+        assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+        assert src.descriptions == ("p_top", "entropy")
+        assert src.read(1)[0, 0] == pytest.approx(p_top[0]) and src.read(2)[1, 1] == pytest.approx(0.5)
