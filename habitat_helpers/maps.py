@@ -290,3 +290,68 @@ def write_class_geotiff(path, grid: pd.DataFrame, codes, p_top=None, entropy=Non
         tmp.unlink()
         written["uncertainty"] = upath
     return written
+
+
+def iter_grid(bbox: tuple[float, float, float, float], resolution_deg: float, chunk_rows: int = 64,
+              land_only: bool = True):
+    """The cells of :func:`make_grid`, a block of ``chunk_rows`` raster rows at a time, so a
+    country at 100 m never sits in memory as one table. Yields DataFrames ``row, col, lat,
+    lon``; ``grid_shape(bbox, resolution_deg)`` gives the raster's shape."""
+    lon_min, lat_min, lon_max, lat_max = bbox
+    height, width = grid_shape(bbox, resolution_deg)
+    lons = lon_min + resolution_deg * (np.arange(width) + 0.5)
+    for start in range(0, height, chunk_rows):
+        rows = np.arange(start, min(height, start + chunk_rows))
+        lats = lat_max - resolution_deg * (rows + 0.5)
+        r, c = np.meshgrid(rows, np.arange(width), indexing="ij")
+        chunk = pd.DataFrame({"row": r.ravel(), "col": c.ravel(), "lat": lats[r.ravel() - start],
+                              "lon": lons[c.ravel()]})
+        if land_only:
+            from global_land_mask import globe
+
+            chunk = chunk[globe.is_land(chunk.lat.to_numpy(), chunk.lon.to_numpy())].reset_index(drop=True)
+        yield chunk
+
+
+def grid_shape(bbox, resolution_deg: float) -> tuple[int, int]:
+    """``(rows, cols)`` of the raster :func:`make_grid` and :func:`iter_grid` cover."""
+    lon_min, lat_min, lon_max, lat_max = bbox
+    if not (lon_min < lon_max and lat_min < lat_max) or resolution_deg <= 0:
+        raise ValueError(f"bad bbox {bbox} or resolution {resolution_deg}")
+    return int(round((lat_max - lat_min) / resolution_deg)), int(round((lon_max - lon_min) / resolution_deg))
+
+
+def predict_rasters(bbox, resolution_deg: float, predict, classes: dict[int, list[str]], *,
+                    chunk_rows: int = 64, land_only: bool = True, progress: bool = True) -> dict:
+    """Predict every cell of a grid, streamed in blocks of rows, into preallocated rasters.
+
+    ``predict(chunk)`` gets a DataFrame of cells (``lat, lon``) and returns a DataFrame with
+    ``eunis_l1, eunis_l2, eunis_l3, p_l3, entropy_l3`` (e.g. a classifier's ``predict`` on the
+    cells' features). ``classes[level]`` lists the codes the model can predict: raster value
+    ``i + 1`` is ``classes[level][i]`` and 0 is no data. Memory holds one block of cells plus
+    the output rasters (3 bytes + 8 bytes per cell), whatever the grid's size.
+
+    Returns ``{"level1": uint8 raster, ..., "p_l3": float32, "entropy_l3": float32,
+    "classes": classes, "cells": n predicted}``."""
+    from tqdm.auto import tqdm
+
+    height, width = grid_shape(bbox, resolution_deg)
+    out = {f"level{k}": np.zeros((height, width), np.uint8) for k in (1, 2, 3)}
+    out.update(p_l3=np.full((height, width), np.nan, np.float32),
+               entropy_l3=np.full((height, width), np.nan, np.float32))
+    lookup = {k: {c: i + 1 for i, c in enumerate(codes)} for k, codes in classes.items()}
+    cells = 0
+    with tqdm(total=height, desc="map rows", unit="row", disable=not progress) as bar:
+        for chunk in iter_grid(bbox, resolution_deg, chunk_rows, land_only):
+            if len(chunk):
+                pred = predict(chunk)
+                r, c = chunk["row"].to_numpy(), chunk["col"].to_numpy()
+                for k in (1, 2, 3):
+                    out[f"level{k}"][r, c] = [lookup[k].get(v, 0) for v in pred[f"eunis_l{k}"]]
+                out["p_l3"][r, c] = pred["p_l3"].to_numpy(np.float32)
+                out["entropy_l3"][r, c] = pred["entropy_l3"].to_numpy(np.float32)
+                cells += len(chunk)
+            bar.update(min(chunk_rows, height - bar.n))
+    out["classes"] = classes
+    out["cells"] = cells
+    return out

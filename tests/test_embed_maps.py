@@ -112,3 +112,23 @@ def test_class_geotiff_reopens_with_crs_transform_and_codes(tmp_path):
         assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
         assert src.descriptions == ("p_top", "entropy")
         assert src.read(1)[0, 0] == pytest.approx(p_top[0]) and src.read(2)[1, 1] == pytest.approx(0.5)
+
+
+def test_streamed_prediction_equals_the_whole_grid():
+    bbox, res = (4.0, 43.0, 8.0, 46.0), 0.25
+    grid = hh.maps.make_grid(bbox, res)
+
+    def predict(cells):
+        code = np.where(cells["lon"].to_numpy() < 6, "R21", "T12").astype(object)
+        return pd.DataFrame({"eunis_l1": [c[:1] for c in code], "eunis_l2": [c[:2] for c in code],
+                             "eunis_l3": code, "p_l3": cells["lat"].to_numpy() / 100,
+                             "entropy_l3": np.ones(len(cells))})
+
+    out = hh.maps.predict_rasters(bbox, res, predict, {1: ["R", "T"], 2: ["R2", "T1"], 3: ["R21", "T12"]},
+                                  chunk_rows=3, progress=False)
+    assert out["cells"] == len(grid) and out["level1"].shape == grid.attrs["shape"]
+    whole = predict(grid)
+    np.testing.assert_array_equal(out["level3"][grid["row"], grid["col"]],
+                                  np.where(whole["eunis_l3"] == "R21", 1, 2))
+    np.testing.assert_allclose(out["p_l3"], hh.maps.to_raster(grid, whole["p_l3"]), rtol=1e-6)
+    assert (out["level1"] == 0).sum() == out["level1"].size - len(grid)          # sea cells: no data
