@@ -436,7 +436,6 @@ def main(argv: list[str] | None = None) -> int:
     (test blocks are never used here)."""
     import argparse
     import json
-    import os
     import sys
     import time
 
@@ -471,14 +470,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
 
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    device = runtime.resolve_device(args.device)
-    if world_size > 1:
-        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
-        if device.startswith("cuda"):
-            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-            torch.cuda.set_device(device)
+    rank, world_size, device = runtime.init_distributed(runtime.resolve_device(args.device))
     sites = datasets.read_sites(args.sites)
     site_ids, embeddings = load_site_embeddings(args.embeddings)
     if list(site_ids) != list(sites["site_id"]):

@@ -350,15 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
 
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    device = runtime.resolve_device(args.device)
-    if world_size > 1:
-        backend = "nccl" if device.startswith("cuda") else "gloo"
-        dist.init_process_group(backend=backend)
-        if device.startswith("cuda"):
-            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-            torch.cuda.set_device(device)
+    rank, world_size, device = runtime.init_distributed(runtime.resolve_device(args.device))
     # CPU threads: OMP_NUM_THREADS when set (torchrun sets 1), else the cores shared among the ranks
     threads = int(os.environ.get("OMP_NUM_THREADS") or 0) or max(1, (os.cpu_count() or 1) // world_size)
     torch.set_num_threads(threads)

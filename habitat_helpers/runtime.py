@@ -78,3 +78,22 @@ def require_hub(what: str, alternative: str) -> None:
         f"Offline alternative: {alternative}. "
         "To allow downloads, set HF_HUB_OFFLINE=0 on a machine with internet access."
     )
+
+
+def init_distributed(device: str) -> tuple[int, int, str]:
+    """Join the process group when run under ``torchrun`` (``WORLD_SIZE`` > 1): ``nccl`` on GPUs,
+    ``gloo`` on CPU, one GPU per local rank. Returns ``(rank, world_size, device)``; a single
+    process gets ``(0, 1, device)`` and nothing is initialised."""
+    import os
+
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if world_size > 1:
+        import torch
+        import torch.distributed as dist
+
+        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+        if device.startswith("cuda"):
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+            torch.cuda.set_device(device)
+    return rank, world_size, device
