@@ -50,11 +50,10 @@ def make_grid(bbox: tuple[float, float, float, float], resolution_deg: float, la
     Columns ``row, col, lat, lon`` (row 0 is the northern edge, as in a raster). With
     ``land_only`` the sea cells are dropped using the ``global-land-mask`` 1 km raster.
     """
-    lon_min, lat_min, lon_max, lat_max = bbox
-    if not (lon_min < lon_max and lat_min < lat_max) or resolution_deg <= 0:
-        raise ValueError(f"bad bbox {bbox} or resolution {resolution_deg}")
-    lats = lat_max - resolution_deg * (np.arange(int(round((lat_max - lat_min) / resolution_deg))) + 0.5)
-    lons = lon_min + resolution_deg * (np.arange(int(round((lon_max - lon_min) / resolution_deg))) + 0.5)
+    lon_min, _, _, lat_max = bbox
+    height, width = grid_shape(bbox, resolution_deg)
+    lats = lat_max - resolution_deg * (np.arange(height) + 0.5)
+    lons = lon_min + resolution_deg * (np.arange(width) + 0.5)
     rows, cols = np.meshgrid(np.arange(len(lats)), np.arange(len(lons)), indexing="ij")
     grid = pd.DataFrame({"row": rows.ravel(), "col": cols.ravel(),
                          "lat": lats[rows.ravel()], "lon": lons[cols.ravel()]})
