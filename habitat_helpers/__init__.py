@@ -18,6 +18,7 @@ Import it as ``import habitat_helpers as hh`` and reach each stage by its module
 ``hh.evaluation``  spatial block cross-validation: aligned model vs baselines
 ``hh.metrics``     per-level metrics, retrieval recall@k, ``metrics.json``
 ``hh.maps``        grid prediction, uncertainty, folium and static maps
+``hh.landmask``    land or sea at a coordinate (1 km GLOBE mask, memory-mapped)
 ``hh.viz``         UMAP projections and image galleries
 ``hh.notebooks``   run the numbered notebooks with papermill (``make book``, tests)
 ``hh.cli``         ``python -m habitat_helpers evaluate``: the harness on your own table
@@ -35,7 +36,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = (
     "paths", "runtime", "profiles", "eunis", "demo", "encoders", "embed", "losses",
-    "datasets", "align", "spatial", "classify", "evaluation", "metrics", "maps", "viz", "notebooks", "cli",
+    "datasets", "align", "spatial", "classify", "evaluation", "metrics", "maps", "landmask", "viz", "notebooks", "cli",
 )
 
 

@@ -118,7 +118,8 @@ def finalise(df: pd.DataFrame, report: LoadReport, sea: str = "flag", verbose: b
     the notes: coastal habitats sit on the shore line of a 1 km mask), ``sea="drop"`` skips them.
     """
     import geopandas as gpd
-    from global_land_mask import globe
+
+    from . import landmask
 
     if sea not in {"flag", "drop"}:
         raise ValueError("sea must be 'flag' or 'drop'")
@@ -139,7 +140,7 @@ def finalise(df: pd.DataFrame, report: LoadReport, sea: str = "flag", verbose: b
     dup = df["site_id"].duplicated()
     report.skip("duplicated site id", dup.sum())
     df = df[~dup]
-    df["on_land"] = globe.is_land(df["lat"].to_numpy(float), df["lon"].to_numpy(float)) if len(df) else []
+    df["on_land"] = landmask.is_land(df["lat"].to_numpy(float), df["lon"].to_numpy(float)) if len(df) else []
     if sea == "drop":
         report.skip("on the sea (land mask)", (~df["on_land"]).sum())
         df = df[df["on_land"]]

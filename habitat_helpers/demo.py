@@ -127,10 +127,10 @@ def habitat_table() -> pd.DataFrame:
 
 def _in_europe(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
     """Keep land points of Europe: drop North Africa (south of 37.5 N) and Anatolia."""
-    from global_land_mask import globe
+    from . import landmask
 
     europe = (lat >= 37.5) & ~((lon > 26.0) & (lat < 41.5))
-    return europe & globe.is_land(lat, lon)
+    return europe & landmask.is_land(lat, lon)
 
 
 def sample_land_points(n: int, rng: np.random.Generator, bbox=DEMO_BBOX) -> tuple[np.ndarray, np.ndarray]:
@@ -204,13 +204,13 @@ def koppen_class(lat, lon) -> np.ndarray:
 def coast_distance_km(lat, lon, resolution_deg: float = 0.05, bbox=DEMO_BBOX) -> np.ndarray:
     """Approximate distance to the sea (km) from the land mask on a ``resolution_deg`` grid
     (Euclidean distance transform with the grid's km spacing at 50° N)."""
-    from global_land_mask import globe
+    from . import landmask
 
     lon_min, lat_min, lon_max, lat_max = bbox
     lats = np.arange(lat_max, lat_min, -resolution_deg)
     lons = np.arange(lon_min, lon_max, resolution_deg)
     lon_g, lat_g = np.meshgrid(lons, lats)
-    land = globe.is_land(lat_g, lon_g)
+    land = landmask.is_land(lat_g, lon_g)
     km = ndimage.distance_transform_edt(land, sampling=(resolution_deg * 111.2,
                                                         resolution_deg * 111.2 * np.cos(np.deg2rad(50))))
     r = np.clip(((lat_max - np.asarray(lat, float)) / resolution_deg).astype(int), 0, len(lats) - 1)

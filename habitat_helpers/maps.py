@@ -58,9 +58,9 @@ def make_grid(bbox: tuple[float, float, float, float], resolution_deg: float, la
     grid = pd.DataFrame({"row": rows.ravel(), "col": cols.ravel(),
                          "lat": lats[rows.ravel()], "lon": lons[cols.ravel()]})
     if land_only:
-        from global_land_mask import globe
+        from . import landmask
 
-        grid = grid[globe.is_land(grid.lat.to_numpy(), grid.lon.to_numpy())].reset_index(drop=True)
+        grid = grid[landmask.is_land(grid.lat.to_numpy(), grid.lon.to_numpy())].reset_index(drop=True)
     grid.attrs.update(bbox=tuple(bbox), resolution_deg=resolution_deg, shape=(len(lats), len(lons)))
     return grid
 
@@ -181,13 +181,13 @@ def folium_sites_map(sites, colour_column: str = "eunis_l1", popup_columns=("sit
 
 def land_background(ax, bbox, resolution_deg: float = 0.05) -> None:
     """Shade land (light grey) and sea (white) on a matplotlib axis from the 1 km land mask."""
-    from global_land_mask import globe
+    from . import landmask
 
     lon_min, lat_min, lon_max, lat_max = bbox
     lats = np.arange(lat_max, lat_min, -resolution_deg)
     lons = np.arange(lon_min, lon_max, resolution_deg)
     lon_g, lat_g = np.meshgrid(lons, lats)
-    land = globe.is_land(lat_g, lon_g)
+    land = landmask.is_land(lat_g, lon_g)
     ax.imshow(np.where(land, 0.88, 1.0), cmap="gray", vmin=0, vmax=1,
               extent=(lon_min, lon_max, lat_min, lat_max), interpolation="nearest")
     ax.contour(lons, lats, land.astype(float), levels=[0.5], colors="#666666", linewidths=0.4)
@@ -306,9 +306,9 @@ def iter_grid(bbox: tuple[float, float, float, float], resolution_deg: float, ch
         chunk = pd.DataFrame({"row": r.ravel(), "col": c.ravel(), "lat": lats[r.ravel() - start],
                               "lon": lons[c.ravel()]})
         if land_only:
-            from global_land_mask import globe
+            from . import landmask
 
-            chunk = chunk[globe.is_land(chunk.lat.to_numpy(), chunk.lon.to_numpy())].reset_index(drop=True)
+            chunk = chunk[landmask.is_land(chunk.lat.to_numpy(), chunk.lon.to_numpy())].reset_index(drop=True)
         yield chunk
 
 
