@@ -19,7 +19,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import paths
+from . import paths, report
 
 NOTEBOOK_DIR = paths.PROJECT_ROOT / "notebooks"
 
@@ -49,6 +49,7 @@ def run_all(profile: str, seed: int, out: str | Path, notebooks: list[Path] | No
             timings[nb.stem] = _execute(pm, nb, out, profile, seed, extra_parameters, progress)
     timings["total"] = round(sum(timings.values()), 1)
     (out / "timings.json").write_text(json.dumps({"profile": profile, "seed": seed, "seconds": timings}, indent=2))
+    report.write_results(out / "outputs", out / "results")   # the tables book/results.md includes
     print(f"all notebooks: {timings['total']:.1f} s ({profile} profile)", flush=True)
     return timings
 

@@ -1,0 +1,364 @@
+"""The book's results chapter, written from the numbers the notebooks recorded.
+
+Each notebook writes ``<out>/outputs/<notebook>/metrics.json``; this module turns those files into
+small Markdown fragments (tables and one sentence of verdict, no headings) that ``book/results.md``
+includes, so no number in that chapter is typed by hand::
+
+    python -m habitat_helpers.report build/outputs build/results
+
+:func:`write_results` is also called at the end of :func:`habitat_helpers.notebooks.run_all`.
+A value that a run did not record (an older notebook, a metric that could not be computed) is
+shown as ``–`` instead of failing, so the book always builds and the gap is visible.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+MISSING = "–"
+LEVELS = (1, 2, 3)
+MODEL_ORDER = ("aligned", "aligned (all inputs)", "raw photo", "raw satellite", "raw gps", "raw GPS",
+               "raw concatenated", "k-NN on coordinates", "majority")
+METRIC_NAMES = {"accuracy": "accuracy", "top3_accuracy": "top-3 accuracy", "macro_f1": "macro-F1",
+                "balanced_accuracy": "balanced accuracy", "ece": "ECE"}
+NOTEBOOKS = ("01_explore_data", "02_extract_embeddings", "03_contrastive_alignment",
+             "04_classify_habitats", "05_map_habitats")
+
+
+# ---------------------------------------------------------------------------------------------
+# formatting
+
+
+def number(value, digits: int = 3) -> str:
+    """``value`` rounded to ``digits`` decimals, or ``–`` when it is missing, NaN or not a number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return MISSING
+    if math.isnan(value) or math.isinf(value):
+        return MISSING
+    return f"{value:.{digits}f}"
+
+
+def mean_std(mean, std=None, digits: int = 3) -> str:
+    """``0.804 ± 0.073``; the mean alone when there is no standard deviation; ``–`` without a mean."""
+    m = number(mean, digits)
+    if m == MISSING:
+        return MISSING
+    s = number(std, digits)
+    return m if s == MISSING else f"{m} ± {s}"
+
+
+def percent(value, digits: int = 0) -> str:
+    """A share as a percentage (``0.25`` -> ``25 %``), or ``–``."""
+    n = number(value * 100 if isinstance(value, (int, float)) and not isinstance(value, bool) else None, digits)
+    return MISSING if n == MISSING else f"{n} %"
+
+
+def markdown_table(header: list[str], rows: list[list[str]], align: list[str] | None = None) -> str:
+    """A GitHub/MyST pipe table. ``align`` holds ``"l"`` or ``"r"`` per column (default: first left, rest right)."""
+    align = align or ["l"] + ["r"] * (len(header) - 1)
+    rule = ["---:" if a == "r" else ":---" for a in align]
+
+    def line(cells):
+        return "| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in cells) + " |"
+
+    return "\n".join([line(header), line(rule), *(line(r) for r in rows)]) + "\n"
+
+
+def _ordered(names) -> list[str]:
+    names = list(names)
+    known = [m for m in MODEL_ORDER if m in names]
+    return known + [m for m in names if m not in known]
+
+
+def _not_recorded(what: str) -> str:
+    return (f"*{what}: not recorded in this run ({MISSING}). The metrics come from an older notebook "
+            "version or another profile; run `make book` to record them.*\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# reading
+
+
+def load_outputs(outputs_dir: str | Path) -> dict[str, dict]:
+    """``{notebook name: metrics}`` for the five notebooks; ``{}`` for a notebook that wrote nothing."""
+    outputs_dir = Path(outputs_dir)
+    found = {}
+    for name in NOTEBOOKS:
+        path = outputs_dir / name / "metrics.json"
+        found[name] = json.loads(path.read_text()) if path.exists() else {}
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# fragments
+
+
+def run_table(outputs: dict[str, dict]) -> str:
+    """What was run: profile, seed, data, sites, labels, folds."""
+    explore = outputs.get("01_explore_data", {})
+    classify = outputs.get("04_classify_habitats", {})
+    embed = outputs.get("02_extract_embeddings", {})
+    first = next((m for m in outputs.values() if m), {})
+    synthetic = first.get("synthetic")
+    labelled = explore.get("n_labelled", {})
+    seeds = classify.get("seeds")
+    rows = [
+        ["profile", str(first.get("profile", MISSING))],
+        ["seed", str(first.get("seed", MISSING))],
+        ["data", {True: "synthetic demo (generated habitats, photos and satellite patches over real land points)",
+                  False: "real data"}.get(synthetic, MISSING)],
+        ["sites", number(explore.get("n_sites"), 0)],
+        ["sites with ground photos", number(explore.get("n_with_photos"), 0)],
+        ["labelled sites at level 1 / 2 / 3", " / ".join(number(labelled.get(f"level{k}"), 0) for k in LEVELS)],
+        ["image encoder / location encoder",
+         f"{embed.get('image_encoder', MISSING)} / {embed.get('location_encoder', MISSING)}"],
+        ["spatial folds × seeds",
+         f"{number(classify.get('folds'), 0)} × {len(seeds) if isinstance(seeds, list) else MISSING}"],
+        ["spatial block size (degrees)", number(classify.get("block_size_deg"), 2)],
+        ["spatial-positive radius (km)", number(classify.get("radius_km"), 1)],
+    ]
+    return markdown_table(["", "this run"], rows, align=["l", "l"])
+
+
+def claim_rows(classify: dict) -> list[dict]:
+    """The claim records of notebook 4 with the verdict recomputed from their numbers.
+
+    A row *holds* when the aligned model's mean macro-F1 exceeds the best mono-scale baseline's by
+    more than the larger of the two fold-to-fold standard deviations; ``held`` is ``None`` when a
+    number is missing.
+    """
+    best = classify.get("best_mono_scale")
+    rows = []
+    for r in classify.get("claim") or []:
+        a, b = r.get("aligned"), r.get(best) if best else None
+        sa, sb = r.get("fold std of aligned"), r.get(f"fold std of {best}") if best else None
+        values = (a, b, sa, sb)
+        known = all(isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v) for v in values)
+        diff = a - b if known else None
+        margin = max(sa, sb) if known else None
+        rows.append({"fraction": r.get("labelled fraction"), "level": r.get("level"), "aligned": a, "baseline": b,
+                     "aligned_std": sa, "baseline_std": sb, "difference": diff, "margin": margin,
+                     "wins": r.get("folds aligned wins"), "held": (diff > margin) if known else None})
+    return rows
+
+
+def claim_verdict(classify: dict) -> bool | None:
+    """Whether the central claim held with all labels: at levels 2 and 3 the aligned model beats the
+    best mono-scale baseline by more than the fold std. ``None`` when the run did not record it."""
+    rows = [r for r in claim_rows(classify) if r["fraction"] == 1.0 and r["level"] in (2, 3)]
+    if {r["level"] for r in rows} != {2, 3} or any(r["held"] is None for r in rows):
+        return None
+    return all(r["held"] for r in rows)
+
+
+def claim_table(classify: dict) -> str:
+    """The central claim, per labelled fraction and level, with its verdict."""
+    rows = claim_rows(classify)
+    if not rows:
+        return _not_recorded("The comparison with the best mono-scale baseline")
+    best = classify.get("best_mono_scale", MISSING)
+    yes_no = {True: "yes", False: "no", None: MISSING}
+    table = markdown_table(
+        ["labelled fraction", "level", "aligned", best, "difference", "larger fold std", "folds aligned wins",
+         "beats by more than the std"],
+        [[percent(r["fraction"]), str(r["level"]), mean_std(r["aligned"], r["aligned_std"]),
+          mean_std(r["baseline"], r["baseline_std"]), number(r["difference"]), number(r["margin"]),
+          r["wins"] or MISSING, yes_no[r["held"]]] for r in rows])
+    verdict = claim_verdict(classify)
+    full = {r["level"]: r for r in rows if r["fraction"] == 1.0}
+    detail = "; ".join(f"level {lv}: difference {number(full[lv]['difference'])}, larger fold std "
+                       f"{number(full[lv]['margin'])}" for lv in (2, 3) if lv in full)
+    failed = [str(lv) for lv in (2, 3) if lv in full and full[lv]["held"] is False]
+    failed = f"level {failed[0]}" if len(failed) == 1 else "levels " + " and ".join(failed)
+    sentence = {
+        True: f"**With all labels the claim held in this run**: the aligned model beat {best} by more than the "
+              f"fold-to-fold standard deviation at both levels 2 and 3 ({detail}).",
+        False: f"**With all labels the claim did not hold in this run**: at {failed} the aligned model did "
+               f"not beat {best} by more than the fold-to-fold standard deviation ({detail}).",
+        None: "**The run did not record enough numbers to decide the claim with all labels.**",
+    }[verdict]
+    return table + "\n" + sentence + "\n"
+
+
+def scores_table(classify: dict, level: int, subset: str = "models") -> str:
+    """Every model at one EUNIS level: mean ± std over folds of each metric, and the test sites per fold."""
+    models = classify.get(subset) or {}
+    if not models:
+        return _not_recorded("Scores per model")
+    rows = []
+    for name in _ordered(models):
+        scores = models[name].get(f"level{level}", {})
+        rows.append([name] + [mean_std(scores.get(m), scores.get(f"{m}_std")) for m in METRIC_NAMES]
+                    + [number(scores.get("n"), 0)])
+    return markdown_table(["model", *METRIC_NAMES.values(), "test sites per fold"], rows)
+
+
+def macro_f1_table(classify: dict, subset: str = "models") -> str:
+    """Macro-F1 (mean ± std over folds) per model and level."""
+    models = classify.get(subset) or {}
+    if not models:
+        return _not_recorded("Macro-F1 per model")
+    rows = [[name] + [mean_std(models[name].get(f"level{k}", {}).get("macro_f1"),
+                               models[name].get(f"level{k}", {}).get("macro_f1_std")) for k in LEVELS]
+            for name in _ordered(models)]
+    return markdown_table(["model", "level 1", "level 2", "level 3"], rows)
+
+
+def reference_table(outputs: dict[str, dict]) -> str:
+    """Chance accuracy and the accuracy reachable from location alone (the demo's generating variables)."""
+    classify = outputs.get("04_classify_habitats", {})
+    ceiling = classify.get("ceiling_accuracy_from_location") or outputs.get("01_explore_data", {}).get(
+        "ceiling_accuracy", {})
+    classes = outputs.get("01_explore_data", {}).get("n_classes", {}) or classify.get("n_classes", {})
+    rows = [["classes with labelled sites"] + [number(classes.get(f"level{k}"), 0) for k in LEVELS],
+            ["best accuracy reachable from location (demo's generating variables)"]
+            + [number(ceiling.get(f"level{k}")) for k in LEVELS]]
+    return markdown_table(["", "level 1", "level 2", "level 3"], rows)
+
+
+def label_efficiency_table(classify: dict) -> str:
+    """Macro-F1 per model, level and fraction of the labelled training sites (mean over folds)."""
+    eff = classify.get("label_efficiency_macro_f1") or {}
+    if not eff:
+        return _not_recorded("Label efficiency")
+    parsed = {}
+    for key, value in eff.items():
+        model, level, fraction = (part.strip() for part in key.split("|"))
+        parsed[(model, level, float(fraction))] = value
+    fractions = sorted({f for _, _, f in parsed})
+    levels = sorted({lv for _, lv, _ in parsed})
+    header = ["model"] + [f"level {lv.removeprefix('level')}, {percent(f)}" for lv in levels for f in fractions]
+    rows = [[model] + [number(parsed.get((model, lv, f))) for lv in levels for f in fractions]
+            for model in _ordered({m for m, _, _ in parsed})]
+    return markdown_table(header, rows)
+
+
+def any_modality_table(classify: dict) -> str:
+    """Macro-F1 when only some inputs are given at prediction time."""
+    table = classify.get("any_modality_macro_f1") or {}
+    if not table:
+        return _not_recorded("Any-modality inference")
+    rows = []
+    for key, scores in table.items():
+        inputs, _, model = key.partition("|")
+        rows.append([inputs.strip(), model.strip() or MISSING] + [number(scores.get(f"level{k}")) for k in LEVELS])
+    rows.sort(key=lambda r: (-r[0].count("+"), r[0], r[1] != "aligned", r[1]))
+    return markdown_table(["inputs at prediction time", "model", "level 1", "level 2", "level 3"], rows,
+                          align=["l", "l", "r", "r", "r"])
+
+
+def ablation_table(align: dict) -> str:
+    """Notebook 3's ablations: radius, weights, temperature and modality pairs."""
+    rows = align.get("ablation") or []
+    if not rows:
+        return _not_recorded("Ablations")
+    recall = next((k for k in rows[0] if "recall" in k), None)
+    header = ["variant", "macro-F1 level 1", "macro-F1 level 2", "macro-F1 level 3"]
+    header += [recall, "best epoch"] if recall else ["best epoch"]
+    out = []
+    for r in rows:
+        line = [r.get("variant", MISSING)] + [number(r.get(f"macro-F1 level{k}")) for k in LEVELS]
+        line += ([number(r.get(recall))] if recall else []) + [number(r.get("best epoch"), 0)]
+        out.append(line)
+    return markdown_table(header, out)
+
+
+def retrieval_table(align: dict) -> str:
+    """Cross-modal retrieval on held-out blocks before and after alignment."""
+    before, after = align.get("retrieval_before") or {}, align.get("retrieval_after") or {}
+    if not after:
+        return _not_recorded("Retrieval")
+    rows = []
+    for pair in sorted(set(before) | set(after)):
+        b, a = before.get(pair, {}), after.get(pair, {})
+        n = a.get("n", b.get("n"))
+        rows.append([pair.replace("_to_", " → "), number(n, 0), number(10 / n if isinstance(n, (int, float)) and n
+                                                                       else None),
+                     number(b.get("recall@10")), number(a.get("recall@10")),
+                     number(b.get("recall@1")), number(a.get("recall@1"))])
+    return markdown_table(["query → gallery", "queries", "chance recall@10", "recall@10 before", "recall@10 after",
+                           "recall@1 before", "recall@1 after"], rows)
+
+
+def map_table(maps: dict) -> str:
+    """Notebook 5: the grid, its uncertainty and the GPS-only check on held-out sites."""
+    if not maps:
+        return _not_recorded("The habitat map")
+    held = maps.get("held_out_gps_only") or {}
+    shares = maps.get("level1_share") or {}
+    rows = [["grid cells", number(maps.get("n_cells"), 0)],
+            ["cell size (degrees)", number(maps.get("resolution_deg"), 2)],
+            ["mean probability of the level-3 prediction", number(maps.get("mean_p_l3"))],
+            ["mean entropy of the level-3 prediction (nats)", number(maps.get("mean_entropy_l3"))],
+            ["level-3 code always under the level-2 code", {True: "yes", False: "no"}.get(
+                maps.get("hierarchy_consistent"), MISSING)]]
+    rows += [[f"held-out sites, GPS only: macro-F1 level {k}", number(held.get(f"level{k}", {}).get("macro_f1"))]
+             for k in LEVELS]
+    rows += [[f"cells predicted as {_named(code)}", percent(share, 1)]
+             for code, share in sorted(shares.items(), key=lambda kv: -kv[1])]
+    return markdown_table(["", "this run"], rows)
+
+
+def _named(code: str) -> str:
+    """``T (Forests and other wooded land)``; the bare code when it is not a EUNIS 2021 code."""
+    from . import eunis
+
+    try:
+        return f"{code} ({eunis.name(code)})"
+    except (KeyError, ValueError):
+        return str(code)
+
+
+def results_fragments(outputs_dir: str | Path) -> dict[str, str]:
+    """Every fragment of the results chapter, ``{file stem: Markdown}``, from ``outputs_dir``."""
+    outputs = load_outputs(outputs_dir)
+    align = outputs["03_contrastive_alignment"]
+    classify = outputs["04_classify_habitats"]
+    fragments = {
+        "run": run_table(outputs),
+        "claim": claim_table(classify),
+        "macro_f1": macro_f1_table(classify),
+        "macro_f1_photo_sites": macro_f1_table(classify, "models_on_photo_sites"),
+        "reference": reference_table(outputs),
+        "label_efficiency": label_efficiency_table(classify),
+        "any_modality": any_modality_table(classify),
+        "ablation": ablation_table(align),
+        "retrieval": retrieval_table(align),
+        "map": map_table(outputs["05_map_habitats"]),
+    }
+    fragments |= {f"scores_level{k}": scores_table(classify, k) for k in LEVELS}
+    return fragments
+
+
+def results_markdown(outputs_dir: str | Path) -> str:
+    """All fragments in one Markdown document (with a heading per fragment), e.g. for a quick look."""
+    return "\n".join(f"## {name}\n\n{text}" for name, text in results_fragments(outputs_dir).items())
+
+
+def write_results(outputs_dir: str | Path, results_dir: str | Path) -> list[Path]:
+    """Write each fragment to ``results_dir/<name>.md``; return the paths written."""
+    results_dir = Path(results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in results_fragments(outputs_dir).items():
+        path = results_dir / f"{name}.md"
+        path.write_text(text, encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Write the results chapter's tables from the notebooks' metrics.")
+    parser.add_argument("outputs", nargs="?", default="build/outputs", help="folder of <notebook>/metrics.json")
+    parser.add_argument("results", nargs="?", default="build/results", help="folder for the Markdown fragments")
+    args = parser.parse_args(argv)
+    for path in write_results(args.outputs, args.results):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
