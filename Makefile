@@ -13,6 +13,8 @@ SEED ?= 0
 # failed lookup would retry for 20-50 s. The book's artefacts stay inside build/.
 export HF_HUB_OFFLINE ?= 1
 BOOK_CACHE ?= $(CURDIR)/build/cache
+# Student copies default to the small profile, which runs on any laptop.
+WORKSHOP_PROFILE ?= tiny
 
 .PHONY: help install test test-fast lint book notebooks html workshop lock clean
 
@@ -20,6 +22,7 @@ help:
 	@echo "make test       lint, unit tests and the five notebooks under the tiny profile"
 	@echo "make book       run the notebooks (PROFILE=$(PROFILE)) and build the HTML book in _build/html"
 	@echo "make test-fast  unit tests only (skips the slow notebook run)"
+	@echo "make workshop   student copies of the notebooks (solutions removed) in build/workshop"
 	@echo "make lock       re-pin constraints.txt from the current .venv"
 
 install: $(STAMP)
@@ -47,6 +50,11 @@ html: $(STAMP)
 
 book: notebooks
 	$(MAKE) html
+
+# Student copies: the notebooks without the solutions of their exercises (habitat_helpers/workshop.py).
+# A copy edited or run since it was made is never overwritten (add WORKSHOP_FLAGS=--force to do so).
+workshop: $(STAMP)
+	$(BIN)/python -m habitat_helpers.workshop --out build/workshop --profile $(WORKSHOP_PROFILE) $(WORKSHOP_FLAGS)
 
 lock: $(STAMP)
 	{ head -3 constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | grep -v '^-e'; } > constraints.new

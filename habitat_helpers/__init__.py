@@ -22,6 +22,7 @@ Import it as ``import habitat_helpers as hh`` and reach each stage by its module
 ``hh.viz``         UMAP projections and image galleries
 ``hh.notebooks``   run the numbered notebooks with papermill (``make book``, tests)
 ``hh.cli``         ``python -m habitat_helpers evaluate``: the harness on your own table
+``hh.workshop``    student copies of the notebooks, solutions removed (``make workshop``)
 =================  ===========================================================
 
 Submodules are imported on first use, so ``import habitat_helpers`` is cheap and has no
@@ -37,6 +38,7 @@ __version__ = "0.1.0"
 _SUBMODULES = (
     "paths", "runtime", "profiles", "eunis", "demo", "encoders", "embed", "losses",
     "datasets", "align", "spatial", "classify", "evaluation", "metrics", "maps", "landmask", "viz", "notebooks", "cli",
+    "workshop",
 )
 
 
