@@ -11,6 +11,7 @@ import base64
 import colorsys
 import html
 import io
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -101,22 +102,175 @@ def _scalar_rgba(raster: np.ndarray, cmap: str = "magma_r") -> np.ndarray:
     return rgba
 
 
-def _legend_html(title: str, colours: dict[str, str], names: dict[str, str]) -> str:
+def country_outlines(bbox=None, margin_deg: float = 2.0):
+    """Country polygons (Natural Earth 1:110m, public domain), optionally clipped to ``bbox``.
+
+    The shapes ship offline inside ``pyogrio`` (its test data, ``naturalearth_lowres``: 177
+    countries, EPSG:4326), so maps have a geographic frame without any download. Returns a
+    GeoDataFrame with ``name``, ``iso_a3``, ``continent`` and ``geometry``; with ``bbox = (lon_min,
+    lat_min, lon_max, lat_max)`` only the parts within ``margin_deg`` of it are kept."""
+    outlines = _natural_earth().copy()
+    if bbox is not None:
+        lon_min, lat_min, lon_max, lat_max = bbox
+        outlines = outlines.clip((lon_min - margin_deg, lat_min - margin_deg,
+                                  lon_max + margin_deg, lat_max + margin_deg))
+        outlines = outlines[~outlines.geometry.is_empty].reset_index(drop=True)
+    return outlines
+
+
+def _borders(bbox, margin_deg: float = 2.0):
+    """Country borders as lines, clipped to ``bbox`` (clipping the lines rather than the polygons
+    draws no false border along the clip box)."""
+    lines = _natural_earth()[["name", "geometry"]].copy()
+    lines["geometry"] = lines.geometry.boundary
+    lon_min, lat_min, lon_max, lat_max = bbox
+    lines = lines.clip((lon_min - margin_deg, lat_min - margin_deg, lon_max + margin_deg, lat_max + margin_deg))
+    return lines[~lines.geometry.is_empty].reset_index(drop=True)
+
+
+@lru_cache(maxsize=1)
+def _natural_earth():
+    import importlib.util
+
+    import geopandas as gpd
+
+    spec = importlib.util.find_spec("pyogrio")
+    path = (Path(spec.origin).parent / "tests" / "fixtures" / "naturalearth_lowres" / "naturalearth_lowres.shp"
+            if spec and spec.origin else None)
+    if path is None or not path.exists():
+        raise FileNotFoundError("Natural Earth country outlines not found: they ship with `pyogrio` "
+                                "(tests/fixtures/naturalearth_lowres); reinstall it (pip install pyogrio)")
+    return gpd.read_file(path)[["name", "iso_a3", "continent", "geometry"]]
+
+
+@lru_cache(maxsize=1)
+def leaflet_assets() -> tuple[str, str]:
+    """Leaflet's JavaScript and CSS as text, from the ``django-js-lib-leaflet`` package (Leaflet
+    1.9.4, BSD-2-Clause), with the CSS's icon images inlined as data URLs."""
+    from importlib.resources import files
+
+    try:
+        folder = files("js_lib_leaflet") / "static" / "js_lib_leaflet"
+    except ModuleNotFoundError as err:
+        raise ModuleNotFoundError("offline maps need Leaflet from the `django-js-lib-leaflet` package "
+                                  "(pip install django-js-lib-leaflet)") from err
+    js = (folder / "leaflet.js").read_text(encoding="utf-8")
+    css = (folder / "leaflet.css").read_text(encoding="utf-8")
+    for image in ("layers.png", "layers-2x.png", "marker-icon.png"):
+        data = base64.b64encode((folder / "images" / image).read_bytes()).decode()
+        css = css.replace(f"url(images/{image})", f"url(data:image/png;base64,{data})")
+    if "</script" in js.lower() or "</style" in css.lower():
+        raise ValueError("Leaflet's files contain a closing tag and cannot be inlined")
+    return js, css
+
+
+def bundle_leaflet(fmap):
+    """Make a folium map self-contained: Leaflet's JS and CSS go into the page itself instead of
+    folium's links to CDNs, so the map works in a book or file opened without internet.
+
+    folium also links jQuery, Bootstrap, Font Awesome and awesome-markers, which the maps of this
+    package do not use (they draw image overlays, GeoJSON, circle markers, popups and the layer
+    control, all plain Leaflet); those links are dropped. Only the background tiles still come
+    from the network (offline they stay grey; the country outlines layer does not need them)."""
+    from branca.element import Element
+
+    js, css = leaflet_assets()
+    fmap.default_js = []
+    fmap.default_css = []
+    header = fmap.get_root().header
+    header.add_child(Element(f"<style>{css}</style>"), name="leaflet_css_bundled")
+    header.add_child(Element(f"<script>{js}</script>"), name="leaflet_js_bundled")
+    header.add_child(Element(f"<script>{_DOLLAR_SHIM}</script>"), name="popup_html_shim")
+    return fmap
+
+
+# folium builds popup contents with jQuery, as ``$(`<div>...</div>`)[0]``: this stand-in parses
+# the markup into an element, which is all those calls need (used only when jQuery is absent).
+_DOLLAR_SHIM = """if (typeof window.$ === "undefined") {
+  window.$ = function (markup) {
+    var template = document.createElement("template");
+    template.innerHTML = String(markup).trim();
+    return [template.content.firstElementChild];
+  };
+}"""
+
+
+def _outline_layer(bbox):
+    import folium
+
+    borders = _borders(bbox).simplify(0.02)
+    return folium.GeoJson(borders.to_json(), name="Country outlines (Natural Earth)",
+                          style_function=lambda _: {"color": "#444444", "weight": 1, "fill": False},
+                          interactive=False, control=True)
+
+
+def _base_map(bbox, tiles: bool, offline: bool):
+    import folium
+
+    lon_min, lat_min, lon_max, lat_max = bbox
+    fmap = folium.Map(location=[(lat_min + lat_max) / 2, (lon_min + lon_max) / 2], zoom_start=4,
+                      tiles=None, control_scale=True)
+    if tiles:
+        folium.TileLayer("OpenStreetMap", name="OpenStreetMap (needs internet)").add_to(fmap)
+    _outline_layer(bbox).add_to(fmap)
+    fmap.fit_bounds([[lat_min, lon_min], [lat_max, lon_max]])
+    if offline:
+        bundle_leaflet(fmap)
+    return fmap
+
+
+def _legend_section(title: str, colours: dict[str, str], names: dict[str, str], open_: bool) -> str:
     items = "".join(
-        f'<div><span style="display:inline-block;width:12px;height:12px;background:{c};'
-        f'margin-right:4px"></span>{html.escape(code)} {html.escape(names.get(code, ""))}</div>'
+        f'<div><span style="display:inline-block;width:11px;height:11px;background:{c};'
+        f'margin-right:4px;vertical-align:middle"></span>{html.escape(code)} '
+        f'{html.escape(names.get(code, ""))}</div>'
         for code, c in colours.items())
-    return (f'<div style="position:absolute;bottom:20px;left:10px;z-index:9999;background:white;'
-            f'padding:6px;font-size:11px;max-height:45%;overflow:auto;border:1px solid #999">'
-            f'<b>{html.escape(title)}</b>{items}</div>')
+    return (f'<details{" open" if open_ else ""}><summary><b>{html.escape(title)}</b></summary>'
+            f'{items}</details>')
+
+
+def _scale_section(title: str, lo: float, hi: float, cmap: str = "magma_r") -> str:
+    import matplotlib
+
+    stops = ", ".join(matplotlib.colors.to_hex(matplotlib.colormaps[cmap](x)) for x in np.linspace(0, 1, 6))
+    return (f'<details><summary><b>{html.escape(title)}</b></summary>'
+            f'<div style="height:10px;width:160px;background:linear-gradient(to right, {stops})"></div>'
+            f'<div style="display:flex;justify-content:space-between;width:160px">'
+            f'<span>{lo:.2f}</span><span>{hi:.2f}</span></div></details>')
+
+
+def _legend_box(sections: list[str]) -> str:
+    return ('<div class="hh-legend" style="position:absolute;bottom:24px;left:10px;z-index:9999;'
+            'background:white;padding:6px 8px;font:11px sans-serif;max-height:50%;max-width:45%;'
+            'overflow:auto;border:1px solid #999;border-radius:3px">' + "".join(sections) + "</div>")
+
+
+def _popup_text(row, columns) -> str:
+    from . import eunis
+
+    lines = []
+    for column in columns:
+        value = row.get(column)
+        text = "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
+        if column.startswith("eunis") and text:
+            try:
+                text = f"{text} {eunis.name(text)}"
+            except (KeyError, ValueError):
+                pass
+        lines.append(f"<b>{html.escape(str(column))}</b>: {html.escape(text)}")
+    return "<br>".join(lines)
 
 
 def folium_prediction_map(grid: pd.DataFrame, predictions: pd.DataFrame, sites=None,
-                          levels=(1, 2, 3), uncertainty_column: str = "entropy_l3", title: str = ""):
-    """Interactive map: one overlay per EUNIS level, an uncertainty overlay, optional site markers.
+                          levels=(1, 2, 3), uncertainty_column: str = "entropy_l3", title: str = "",
+                          popup_columns=("site_id", "eunis_code"), tiles: bool = True, offline: bool = True):
+    """Interactive map: one overlay per EUNIS level, an uncertainty overlay, country outlines,
+    optional labelled-site markers, a layer control and a legend (a section per layer).
 
     ``predictions`` has one row per grid cell (``eunis_l1..3`` and the uncertainty column).
-    Popups and legend text are HTML-escaped.
+    Popups show ``popup_columns`` of ``sites``, HTML-escaped (a site named ``<script>`` is shown,
+    not run). With ``offline`` (default) Leaflet is written into the page (:func:`bundle_leaflet`);
+    the OpenStreetMap background (``tiles``) is the only thing that needs the internet.
     """
     import folium
 
@@ -124,63 +278,72 @@ def folium_prediction_map(grid: pd.DataFrame, predictions: pd.DataFrame, sites=N
 
     lon_min, lat_min, lon_max, lat_max = grid.attrs["bbox"]
     bounds = [[lat_min, lon_min], [lat_max, lon_max]]
-    fmap = folium.Map(location=[(lat_min + lat_max) / 2, (lon_min + lon_max) / 2], zoom_start=4,
-                      tiles="OpenStreetMap", control_scale=True)
-    names = {}
+    fmap = _base_map(grid.attrs["bbox"], tiles, offline)
+    sections = []
     for level in levels:
         col = f"eunis_l{level}"
         raster = to_raster(grid, predictions[col].to_numpy(object))
         colours = class_colours(predictions[col].dropna())
-        names.update({c: eunis.name(c) for c in colours})
         folium.raster_layers.ImageOverlay(
             _png_data_url(_rgba(raster, colours)), bounds=bounds, name=f"Predicted EUNIS level {level}",
             show=(level == 1), interactive=False).add_to(fmap)
-    unc = to_raster(grid, predictions[uncertainty_column].to_numpy(float))
+        sections.append(_legend_section(f"EUNIS level {level}", colours, {c: eunis.name(c) for c in colours},
+                                        open_=(level == 1)))
+    values = predictions[uncertainty_column].to_numpy(float)
+    unc = to_raster(grid, values)
     folium.raster_layers.ImageOverlay(_png_data_url(_scalar_rgba(unc)), bounds=bounds,
                                       name=f"Uncertainty ({uncertainty_column}, dark = uncertain)",
                                       show=False).add_to(fmap)
+    finite = values[np.isfinite(values)]
+    if finite.size:
+        sections.append(_scale_section(f"Uncertainty ({uncertainty_column})", finite.min(), finite.max()))
     if sites is not None:
         group = folium.FeatureGroup(name="Labelled sites", show=False)
-        colours = class_colours(sites["eunis_l1"].dropna())
-        for _, s in sites[sites["eunis_l1"].notna()].iterrows():
+        labelled = sites[sites["eunis_l1"].notna()]
+        colours = class_colours(labelled["eunis_l1"])
+        for _, s in labelled.iterrows():
             folium.CircleMarker([s["lat"], s["lon"]], radius=3, color=colours[s["eunis_l1"]], fill=True,
-                                popup=folium.Popup(html.escape(f"{s['site_id']}: {s['eunis_code']}"))).add_to(group)
+                                popup=folium.Popup(_popup_text(s, popup_columns), max_width=280)).add_to(group)
         group.add_to(fmap)
-    level1 = class_colours(predictions["eunis_l1"].dropna())
-    fmap.get_root().html.add_child(folium.Element(
-        _legend_html(title or "EUNIS level 1", level1, {c: eunis.name(c) for c in level1})))
+    if title:
+        sections.insert(0, f"<div><b>{html.escape(title)}</b></div>")
+    fmap.get_root().html.add_child(folium.Element(_legend_box(sections)))
     folium.LayerControl(collapsed=False).add_to(fmap)
     return fmap
 
 
-def folium_sites_map(sites, colour_column: str = "eunis_l1", popup_columns=("site_id", "eunis_code")):
-    """Interactive map of sites coloured by ``colour_column`` (grey where unlabelled)."""
+def folium_sites_map(sites, colour_column: str = "eunis_l1", popup_columns=("site_id", "eunis_code"),
+                     tiles: bool = True, offline: bool = True):
+    """Interactive map of sites coloured by ``colour_column`` (grey where unlabelled), one layer
+    per class, country outlines, a legend, and HTML-escaped popups of ``popup_columns``."""
     import folium
 
     from . import eunis
 
-    fmap = folium.Map(location=[float(sites["lat"].mean()), float(sites["lon"].mean())], zoom_start=4,
-                      tiles="OpenStreetMap", control_scale=True)
+    pad = 0.5
+    bbox = (float(sites["lon"].min()) - pad, float(sites["lat"].min()) - pad,
+            float(sites["lon"].max()) + pad, float(sites["lat"].max()) + pad)
+    fmap = _base_map(bbox, tiles, offline)
     codes = sites[colour_column].dropna()
     colours = class_colours(codes)
     layers = {code: folium.FeatureGroup(name=f"{code} {eunis.name(code)}") for code in colours}
     layers[None] = folium.FeatureGroup(name="unlabelled", show=False)
     for _, s in sites.iterrows():
         code = s[colour_column] if isinstance(s[colour_column], str) else None
-        text = "<br>".join(f"{html.escape(str(c))}: {html.escape(str(s[c]))}" for c in popup_columns)
         folium.CircleMarker([s["lat"], s["lon"]], radius=3, weight=1,
                             color=colours.get(code, "#777777"), fill=True, fill_opacity=0.8,
-                            popup=folium.Popup(text, max_width=250)).add_to(layers[code])
+                            popup=folium.Popup(_popup_text(s, popup_columns), max_width=280)).add_to(layers[code])
     for layer in layers.values():
         layer.add_to(fmap)
-    fmap.get_root().html.add_child(folium.Element(
-        _legend_html(f"EUNIS ({colour_column})", colours, {c: eunis.name(c) for c in colours})))
+    fmap.get_root().html.add_child(folium.Element(_legend_box([_legend_section(
+        f"EUNIS ({colour_column})", colours, {c: eunis.name(c) for c in colours}, open_=True)])))
     folium.LayerControl(collapsed=True).add_to(fmap)
     return fmap
 
 
-def land_background(ax, bbox, resolution_deg: float = 0.05) -> None:
-    """Shade land (light grey) and sea (white) on a matplotlib axis from the 1 km land mask."""
+def land_background(ax, bbox, resolution_deg: float = 0.05, outlines: bool = True) -> None:
+    """Shade land (light grey) and sea (white) on a matplotlib axis from the 1 km land mask,
+    and draw the country borders (Natural Earth, :func:`country_outlines`)."""
     from . import landmask
 
     lon_min, lat_min, lon_max, lat_max = bbox
@@ -191,6 +354,10 @@ def land_background(ax, bbox, resolution_deg: float = 0.05) -> None:
     ax.imshow(np.where(land, 0.88, 1.0), cmap="gray", vmin=0, vmax=1,
               extent=(lon_min, lon_max, lat_min, lat_max), interpolation="nearest")
     ax.contour(lons, lats, land.astype(float), levels=[0.5], colors="#666666", linewidths=0.4)
+    if outlines:
+        _borders(bbox).plot(ax=ax, color="#333333", linewidth=0.5, zorder=3)
+        ax.set_xlim(lon_min, lon_max)
+        ax.set_ylim(lat_min, lat_max)
 
 
 def static_prediction_map(ax, grid: pd.DataFrame, predictions: pd.DataFrame, level: int = 1,
