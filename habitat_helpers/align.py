@@ -288,15 +288,23 @@ def train_alignment(embeddings: dict[str, np.ndarray], train_idx: np.ndarray, va
 
     Parameters
     ----------
-    embeddings : per modality, an ``n_sites x d`` array (NaN rows where a site lacks it).
-    train_idx, val_idx : site rows for training and for early stopping (held-out blocks).
-    lat, lon : site coordinates in degrees; needed when ``config.radius_km > 0``.
-    checkpoint : a file written after every epoch (atomically); if it exists with the same
+    embeddings
+        per modality, an ``n_sites x d`` array (NaN rows where a site lacks it).
+    train_idx, val_idx
+        site rows for training and for early stopping (held-out blocks).
+    lat, lon
+        site coordinates in degrees; needed when ``config.radius_km > 0``.
+    checkpoint
+        a file written after every epoch (atomically); if it exists with the same
         config (``epochs`` may differ: train longer), training resumes after its last epoch and
         ends with the same numbers as an uninterrupted run.
 
-    The history has ``epoch, train_loss, val_loss, val_recall, temperature``; ``history.attrs
-    ["best_epoch"]`` is the epoch kept (highest ``val_recall``, i.e. validation recall@k).
+    Returns
+    -------
+    model, history
+        The kept model, and the history with ``epoch, train_loss, val_loss, val_recall,
+        temperature``; ``history.attrs["best_epoch"]`` is the epoch kept (highest ``val_recall``,
+        i.e. validation recall@k).
     """
     from tqdm.auto import tqdm
 

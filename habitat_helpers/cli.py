@@ -72,32 +72,44 @@ def read_table(path, *, lat: str = "lat", lon: str = "lon", label: str = "eunis_
 
     Parameters
     ----------
-    path : the table. ``.parquet`` / ``.geoparquet`` files are read as (Geo)Parquet; anything
+    path
+        the table. ``.parquet`` / ``.geoparquet`` files are read as (Geo)Parquet; anything
         else as delimited text whose separator (comma, semicolon, tab or ``|``) is the one that
         occurs most often in the header line (``.tsv`` files: tab; ``sep`` forces one).
-    lat, lon, label : the columns holding latitude and longitude (WGS84 degrees; a decimal comma
+    lat, lon, label
+        the columns holding latitude and longitude (WGS84 degrees; a decimal comma
         as in ``48,25`` is accepted) and the EUNIS label. When the default name is absent, the
         names in :data:`COLUMN_ALIASES` are tried (``latitude``/``Latitude``,
         ``longitude``/``Longitude``, ``EUNIS``, EVA's ``Expert System``). A GeoParquet file
         without latitude and longitude columns gives them from its point geometry.
-    site_id : the column with a unique id per site; by default ``site_id``, ``PlotObservationID``
+    site_id
+        the column with a unique id per site; by default ``site_id``, ``PlotObservationID``
         or ``id`` if present, else the line number in the file (``line12``; ``row12`` for Parquet).
-    photo_columns : columns holding ground-photo files, one view per column (e.g. LUCAS's
+    photo_columns
+        columns holding ground-photo files, one view per column (e.g. LUCAS's
         N, E, S, W). Paths may be relative to the table's folder.
-    satellite : the column holding a satellite patch file (GeoTIFF, band folder or PNG/JPEG).
-    esy : read the labels as EVA ``Expert System`` (EUNIS-ESy) strings such as ``"R22, R23!"``
+    satellite
+        the column holding a satellite patch file (GeoTIFF, band folder or PNG/JPEG).
+    esy
+        read the labels as EVA ``Expert System`` (EUNIS-ESy) strings such as ``"R22, R23!"``
         or ``"Sb"``. Switched on automatically when the column is called ``Expert System`` or
         its cells use that syntax (commas, ``!`` flags, groupings such as ``Qa``).
 
-    Returns the site table of :mod:`habitat_helpers.datasets` (a GeoDataFrame). Nothing is
-    dropped silently: the :class:`~habitat_helpers.datasets.LoadReport` counts, by reason, rows
-    skipped (malformed lines; missing, unreadable or out-of-range coordinates; duplicated ids)
-    and notes on kept rows (unknown EUNIS codes, which leave the site unlabelled; missing photo
-    files ...). It is printed and stored in ``sites.attrs["load_report"]``, with the columns
-    used in ``sites.attrs["columns"]`` and a few unknown codes in
-    ``sites.attrs["unknown_codes"]`` (for finding typos).
+    Returns
+    -------
+    sites
+        The site table of :mod:`habitat_helpers.datasets` (a GeoDataFrame). Nothing is
+        dropped silently: the :class:`~habitat_helpers.datasets.LoadReport` counts, by reason, rows
+        skipped (malformed lines; missing, unreadable or out-of-range coordinates; duplicated ids)
+        and notes on kept rows (unknown EUNIS codes, which leave the site unlabelled; missing photo
+        files ...). It is printed and stored in ``sites.attrs["load_report"]``, with the columns
+        used in ``sites.attrs["columns"]`` and a few unknown codes in
+        ``sites.attrs["unknown_codes"]`` (for finding typos).
 
-    Raises :class:`UsageError` when a column is missing (naming the columns the table has).
+    Raises
+    ------
+    UsageError
+        When a column is missing (naming the columns the table has).
     """
     path = Path(path)
     if not path.exists():

@@ -193,19 +193,28 @@ def cross_validate(lat, lon, labels: pd.DataFrame, embeddings: dict[str, np.ndar
 
     Parameters
     ----------
-    lat, lon : site coordinates in degrees.
-    labels : ``eunis_l1, eunis_l2, eunis_l3`` per site (``None`` where unknown; a site labelled
+    lat, lon
+        site coordinates in degrees.
+    labels
+        ``eunis_l1, eunis_l2, eunis_l3`` per site (``None`` where unknown; a site labelled
         at level 2 trains and is scored at levels 1 and 2).
-    embeddings : per modality, ``n_sites x d`` (NaN rows where a site lacks it).
-    modalities : the inputs to use; with two or more, the aligned model is trained.
-    align_config : :class:`habitat_helpers.align.AlignConfig` (its ``seed`` is replaced by each
+    embeddings
+        per modality, ``n_sites x d`` (NaN rows where a site lacks it).
+    modalities
+        the inputs to use; with two or more, the aligned model is trained.
+    align_config
+        :class:`habitat_helpers.align.AlignConfig` (its ``seed`` is replaced by each
         seed; its ``modalities`` by ``modalities``).
-    label_fractions : fractions of the labelled training sites for the label-efficiency curve.
-    fraction_models : models refitted at fractions below 1 (default: aligned, the raw
+    label_fractions
+        fractions of the labelled training sites for the label-efficiency curve.
+    fraction_models
+        models refitted at fractions below 1 (default: aligned, the raw
         embeddings, raw concatenated).
-    modality_dropout : train the aligned classifier on the vectors of every subset of a site's
+    modality_dropout
+        train the aligned classifier on the vectors of every subset of a site's
         inputs too, so that it has seen what a site with fewer inputs looks like.
-    fusion : how the aligned model combines a site's inputs (:func:`habitat_helpers.align.site_features`):
+    fusion
+        how the aligned model combines a site's inputs (:func:`habitat_helpers.align.site_features`):
         ``"mean"`` of the aligned vectors, or ``"concat"`` (side by side, zeros where missing).
     """
     from tqdm.auto import tqdm

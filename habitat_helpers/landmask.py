@@ -93,7 +93,7 @@ def is_land(lat, lon) -> np.ndarray:
     """Whether each ``(lat, lon)`` (WGS84 degrees) falls on land in the 1 km GLOBE mask.
 
     Same answers as ``global_land_mask.globe.is_land`` (most lakes count as land), a boolean
-    array of the inputs' broadcast shape. Raises ``ValueError`` for |lat| > 90 or |lon| > 180,
+    array of the inputs' broadcast shape. Raises ``ValueError`` for ``|lat| > 90`` or ``|lon| > 180``,
     and for NaN coordinates (they have no cell)."""
     lat = np.asarray(lat, dtype=float)
     lon = np.asarray(lon, dtype=float)

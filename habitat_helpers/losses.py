@@ -97,13 +97,20 @@ def spatial_info_nce(z: torch.Tensor, site: torch.Tensor, modality: torch.Tensor
 
     Parameters
     ----------
-    z : ``N x d`` embeddings (any modality; L2-normalised here).
-    site, modality : ``N`` integer codes (same site -> same code).
-    lat, lon : ``N`` degrees; needed when ``radius_km > 0`` or ``soft_scale_km`` is set.
-    radius_km : positives also include candidates within this distance (0: same site only).
-    soft_scale_km : weight positives by ``exp(-distance / soft_scale_km)`` instead of equally.
-    pairs : ``M x M`` boolean table of contrasted modality pairs (default: all different pairs).
-    reduction : ``"mean"`` over anchors with positives, or ``"none"`` for the ``N`` per-anchor
+    z
+        ``N x d`` embeddings (any modality; L2-normalised here).
+    site, modality
+        ``N`` integer codes (same site -> same code).
+    lat, lon
+        ``N`` degrees; needed when ``radius_km > 0`` or ``soft_scale_km`` is set.
+    radius_km
+        positives also include candidates within this distance (0: same site only).
+    soft_scale_km
+        weight positives by ``exp(-distance / soft_scale_km)`` instead of equally.
+    pairs
+        ``M x M`` boolean table of contrasted modality pairs (default: all different pairs).
+    reduction
+        ``"mean"`` over anchors with positives, or ``"none"`` for the ``N`` per-anchor
         losses (NaN where an anchor has no positive).
     """
     if z.ndim != 2 or not (len(site) == len(modality) == len(z)):
