@@ -21,6 +21,7 @@ Import it as ``import habitat_helpers as hh`` and reach each stage by its module
 ``hh.landmask``    land or sea at a coordinate (1 km GLOBE mask, memory-mapped)
 ``hh.viz``         UMAP projections and image galleries
 ``hh.notebooks``   run the numbered notebooks with papermill (``make book``, tests)
+``hh.report``      the results chapter's tables from the notebooks' ``metrics.json``
 ``hh.cli``         ``python -m habitat_helpers evaluate``: the harness on your own table
 ``hh.workshop``    student copies of the notebooks, solutions removed (``make workshop``)
 =================  ===========================================================
@@ -38,7 +39,7 @@ __version__ = "0.1.0"
 _SUBMODULES = (
     "paths", "runtime", "profiles", "eunis", "demo", "encoders", "embed", "losses",
     "datasets", "align", "spatial", "classify", "evaluation", "metrics", "maps", "landmask", "viz", "notebooks", "cli",
-    "workshop",
+    "workshop", "report",
 )
 
 
