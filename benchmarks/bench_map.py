@@ -10,8 +10,9 @@ rasters. Sea cells are predicted too (``land_only=False``) so the cell count is 
 
 Last line: ``cells=... seconds=... cells_per_s=... peak_rss_gib=... rss_before_gib=...
 streaming_increment_gib=...`` (goal: peak_rss_gib <= 2 for 1M cells). ``rss_before_gib`` is what
-the process holds before mapping (torch, the encoder, and the 1 km land mask that the demo's
-loader reads: about 0.9 GiB as a boolean array); the increment is what mapping adds.
+the process holds before mapping (torch, the encoder, the classifier and the demo's site table; the
+1 km land mask is memory-mapped by ``hh.landmask``, so only the rows looked up are resident); the
+increment is what mapping adds.
 """
 
 from __future__ import annotations

@@ -45,12 +45,68 @@ def class_colours(codes) -> dict[str, str]:
     return out
 
 
-def make_grid(bbox: tuple[float, float, float, float], resolution_deg: float, land_only: bool = True) -> pd.DataFrame:
+EUROPE_BBOX = (-25.0, 34.0, 45.0, 72.0)  # lon_min, lat_min, lon_max, lat_max: the EUNIS area, roughly
+
+
+def country_shape(country: str, clip_bbox=EUROPE_BBOX):
+    """A country's outline (shapely geometry, EPSG:4326) by English name or ISO 3166-1 alpha-3 code,
+    from Natural Earth 1:110m (:func:`country_outlines`), clipped to ``clip_bbox`` (default
+    Europe, which drops overseas parts such as French Guiana; ``None`` keeps them).
+
+    At 1:110m borders are generalised by several km: for exact borders pass your own polygon as
+    ``within=`` to :func:`make_grid` or :func:`predict_rasters`."""
+    import shapely
+
+    world = _natural_earth()
+    hit = world[(world["name"].str.casefold() == country.casefold()) | (world["iso_a3"] == country.upper())]
+    if hit.empty:
+        close = sorted(n for n in world["name"] if n.casefold().startswith(country.casefold()[:3]))
+        raise ValueError(f"unknown country {country!r} (Natural Earth names or ISO alpha-3 codes"
+                         + (f"; did you mean {', '.join(close)}?)" if close else ")"))
+    shape = shapely.union_all(hit.geometry.to_numpy())
+    if clip_bbox is not None:
+        shape = shapely.clip_by_rect(shape, *clip_bbox)
+    if shape.is_empty:
+        raise ValueError(f"{country!r} has no land inside {clip_bbox}")
+    return shape
+
+
+def region_bbox(shape, resolution_deg: float) -> tuple[float, float, float, float]:
+    """The bounding box of ``shape`` snapped outward to multiples of ``resolution_deg``, so grids
+    of the same resolution over different regions share cell edges."""
+    lon_min, lat_min, lon_max, lat_max = shape.bounds
+    snap = resolution_deg
+    return (float(np.floor(lon_min / snap) * snap), float(np.floor(lat_min / snap) * snap),
+            float(np.ceil(lon_max / snap) * snap), float(np.ceil(lat_max / snap) * snap))
+
+
+def _keep(cells: pd.DataFrame, land_only: bool, within) -> pd.DataFrame:
+    keep = np.ones(len(cells), dtype=bool)
+    if land_only and len(cells):
+        from . import landmask
+
+        keep &= landmask.is_land(cells["lat"].to_numpy(), cells["lon"].to_numpy())
+    if within is not None and len(cells):
+        import shapely
+
+        keep &= shapely.contains_xy(within, cells["lon"].to_numpy(), cells["lat"].to_numpy())
+    return cells if keep.all() else cells[keep].reset_index(drop=True)
+
+
+def make_grid(bbox: tuple[float, float, float, float] | None, resolution_deg: float, land_only: bool = True,
+              within=None) -> pd.DataFrame:
     """Cell centres of a regular lat/lon grid over ``bbox = (lon_min, lat_min, lon_max, lat_max)``.
 
     Columns ``row, col, lat, lon`` (row 0 is the northern edge, as in a raster). With
-    ``land_only`` the sea cells are dropped using the ``global-land-mask`` 1 km raster.
+    ``land_only`` the sea cells are dropped using the 1 km GLOBE land mask (:mod:`habitat_helpers.landmask`).
+    ``within`` (a shapely geometry in EPSG:4326, e.g. ``country_shape("Austria")``) keeps only the
+    cells whose centre lies inside it; with ``bbox=None`` the grid covers its bounding box
+    (:func:`region_bbox`).
     """
+    if bbox is None:
+        if within is None:
+            raise ValueError("give a bbox, a region (within=), or both")
+        bbox = region_bbox(within, resolution_deg)
     lon_min, _, _, lat_max = bbox
     height, width = grid_shape(bbox, resolution_deg)
     lats = lat_max - resolution_deg * (np.arange(height) + 0.5)
@@ -58,10 +114,7 @@ def make_grid(bbox: tuple[float, float, float, float], resolution_deg: float, la
     rows, cols = np.meshgrid(np.arange(len(lats)), np.arange(len(lons)), indexing="ij")
     grid = pd.DataFrame({"row": rows.ravel(), "col": cols.ravel(),
                          "lat": lats[rows.ravel()], "lon": lons[cols.ravel()]})
-    if land_only:
-        from . import landmask
-
-        grid = grid[landmask.is_land(grid.lat.to_numpy(), grid.lon.to_numpy())].reset_index(drop=True)
+    grid = _keep(grid, land_only, within)
     grid.attrs.update(bbox=tuple(bbox), resolution_deg=resolution_deg, shape=(len(lats), len(lons)))
     return grid
 
@@ -401,56 +454,84 @@ def write_predictions_geoparquet(path, grid: pd.DataFrame, predictions: pd.DataF
     return path
 
 
+def class_legend(codes) -> pd.DataFrame:
+    """The legend of a class raster: ``value`` (1..K in sorted code order, 0 = no data), ``code``,
+    ``name`` (EUNIS 2021) and ``colour`` (hex, :func:`class_colours`), one row per code."""
+    from . import eunis
+
+    classes = sorted({c for c in codes if isinstance(c, str)})
+    colours = class_colours(classes)
+    return pd.DataFrame({"value": np.arange(1, len(classes) + 1), "code": classes,
+                         "name": [eunis.name(c) for c in classes], "colour": [colours[c] for c in classes]})
+
+
 def write_class_geotiff(path, grid: pd.DataFrame, codes, p_top=None, entropy=None) -> dict[str, Path]:
     """Write a predicted-habitat map as Cloud-Optimised GeoTIFFs (EPSG:4326, the grid's cells).
 
     ``<path>``: one uint8 band, 0 = no prediction (sea, outside), 1..K = the EUNIS codes in
     sorted order, with a colour table (:func:`class_colours`) and the code and habitat name of
     every value in the band's metadata (``class_<value>``), so GIS tools show a legend.
+    ``<path stem>_legend.csv``: the same legend as a table (:func:`class_legend`).
     ``<path stem>_uncertainty.tif`` (when ``p_top`` or ``entropy`` is given): float32 bands
     ``p_top`` (probability of the predicted code) and ``entropy`` (nats), NaN = no data.
-    Returns the paths written."""
+    Returns the paths written (``classes``, ``legend``, ``uncertainty``)."""
+    codes = np.asarray(codes, dtype=object)
+    legend = class_legend(codes)
+    value = dict(zip(legend["code"], legend["value"].tolist()))
+    raster = np.zeros(grid.attrs["shape"], dtype=np.uint8)
+    raster[grid["row"].to_numpy(), grid["col"].to_numpy()] = [value.get(c, 0) for c in codes]
+    bands = {name: to_raster(grid, np.asarray(values, float))
+             for name, values in (("p_top", p_top), ("entropy", entropy)) if values is not None}
+    return _write_cogs(path, raster, legend, grid.attrs["bbox"], grid.attrs["resolution_deg"], bands)
+
+
+def write_rasters_geotiffs(folder, rasters: dict, stem: str = "habitat") -> dict[int, dict[str, Path]]:
+    """Write the output of :func:`predict_rasters` as ``<stem>_level{1,2,3}.tif`` (+ legends), the
+    level-3 file with ``<stem>_level3_uncertainty.tif`` (bands ``p_top`` and ``entropy``), in the
+    same format as :func:`write_class_geotiff`. Returns the paths written per level."""
+    written = {}
+    for level in (1, 2, 3):
+        legend = class_legend(rasters["classes"][level])
+        bands = ({"p_top": rasters["p_l3"], "entropy": rasters["entropy_l3"]} if level == 3 else {})
+        written[level] = _write_cogs(Path(folder) / f"{stem}_level{level}.tif", rasters[f"level{level}"], legend,
+                                     rasters["bbox"], rasters["resolution_deg"], bands)
+    return written
+
+
+def _write_cogs(path, raster: np.ndarray, legend: pd.DataFrame, bbox, res: float,
+                bands: dict[str, np.ndarray]) -> dict[str, Path]:
     import rasterio
     import rasterio.shutil
     from rasterio.transform import from_origin
 
-    from . import eunis
-
+    if len(legend) > 254:
+        raise ValueError(f"{len(legend)} classes do not fit in one byte")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    lon_min, _, _, lat_max = grid.attrs["bbox"]
-    res = grid.attrs["resolution_deg"]
-    height, width = grid.attrs["shape"]
+    height, width = raster.shape
     profile = {"driver": "GTiff", "height": height, "width": width, "crs": "EPSG:4326",
-               "transform": from_origin(lon_min, lat_max, res, res)}
-    codes = np.asarray(codes, dtype=object)
-    classes = sorted({c for c in codes if isinstance(c, str)})
-    if len(classes) > 254:
-        raise ValueError(f"{len(classes)} classes do not fit in one byte")
-    value = {c: i + 1 for i, c in enumerate(classes)}
-    raster = np.zeros((height, width), dtype=np.uint8)
-    raster[grid["row"].to_numpy(), grid["col"].to_numpy()] = [value.get(c, 0) for c in codes]
-    colours = class_colours(classes)
+               "transform": from_origin(bbox[0], bbox[3], res, res)}
+    colours = {int(v): tuple(int(c[i:i + 2], 16) for i in (1, 3, 5)) + (255,)
+               for v, c in zip(legend["value"], legend["colour"])}
     written = {}
     tmp = path.with_name(path.name + ".tmp.tif")
     with rasterio.open(tmp, "w", count=1, dtype="uint8", nodata=0, **profile) as dst:
-        dst.write(raster, 1)
-        dst.write_colormap(1, {0: (0, 0, 0, 0), **{value[c]: tuple(int(colours[c][i:i + 2], 16)
-                                                                  for i in (1, 3, 5)) + (255,)
-                                                for c in classes}})
-        dst.update_tags(1, **{f"class_{value[c]}": f"{c} {eunis.name(c)}" for c in classes})
+        dst.write(raster.astype(np.uint8, copy=False), 1)
+        dst.write_colormap(1, {0: (0, 0, 0, 0), **colours})
+        dst.update_tags(1, **{f"class_{v}": f"{c} {n}"
+                              for v, c, n in legend[["value", "code", "name"]].itertuples(index=False)})
         dst.set_band_description(1, "EUNIS habitat")
     rasterio.shutil.copy(tmp, path, driver="COG")
     tmp.unlink()
     written["classes"] = path
-    if p_top is not None or entropy is not None:
+    written["legend"] = path.with_name(path.stem + "_legend.csv")
+    legend.to_csv(written["legend"], index=False)
+    if bands:
         upath = path.with_name(path.stem + "_uncertainty.tif")
-        bands = [("p_top", p_top), ("entropy", entropy)]
-        bands = [(n, v) for n, v in bands if v is not None]
         tmp = upath.with_name(upath.name + ".tmp.tif")
         with rasterio.open(tmp, "w", count=len(bands), dtype="float32", nodata=np.nan, **profile) as dst:
-            for i, (name, values) in enumerate(bands, start=1):
-                dst.write(to_raster(grid, np.asarray(values, float)).astype(np.float32), i)
+            for i, (name, values) in enumerate(bands.items(), start=1):
+                dst.write(np.asarray(values, dtype=np.float32), i)
                 dst.set_band_description(i, name)
         rasterio.shutil.copy(tmp, upath, driver="COG")
         tmp.unlink()
@@ -459,10 +540,11 @@ def write_class_geotiff(path, grid: pd.DataFrame, codes, p_top=None, entropy=Non
 
 
 def iter_grid(bbox: tuple[float, float, float, float], resolution_deg: float, chunk_rows: int = 64,
-              land_only: bool = True):
+              land_only: bool = True, within=None):
     """The cells of :func:`make_grid`, a block of ``chunk_rows`` raster rows at a time, so a
     country at 100 m never sits in memory as one table. Yields DataFrames ``row, col, lat,
-    lon``; ``grid_shape(bbox, resolution_deg)`` gives the raster's shape."""
+    lon``; ``grid_shape(bbox, resolution_deg)`` gives the raster's shape. ``land_only`` and ``within``
+    filter cells as in :func:`make_grid`."""
     lon_min, lat_min, lon_max, lat_max = bbox
     height, width = grid_shape(bbox, resolution_deg)
     lons = lon_min + resolution_deg * (np.arange(width) + 0.5)
@@ -472,11 +554,7 @@ def iter_grid(bbox: tuple[float, float, float, float], resolution_deg: float, ch
         r, c = np.meshgrid(rows, np.arange(width), indexing="ij")
         chunk = pd.DataFrame({"row": r.ravel(), "col": c.ravel(), "lat": lats[r.ravel() - start],
                               "lon": lons[c.ravel()]})
-        if land_only:
-            from . import landmask
-
-            chunk = chunk[landmask.is_land(chunk.lat.to_numpy(), chunk.lon.to_numpy())].reset_index(drop=True)
-        yield chunk
+        yield _keep(chunk, land_only, within)
 
 
 def grid_shape(bbox, resolution_deg: float) -> tuple[int, int]:
@@ -488,27 +566,34 @@ def grid_shape(bbox, resolution_deg: float) -> tuple[int, int]:
 
 
 def predict_rasters(bbox, resolution_deg: float, predict, classes: dict[int, list[str]], *,
-                    chunk_rows: int = 64, land_only: bool = True, progress: bool = True) -> dict:
+                    chunk_rows: int = 64, land_only: bool = True, within=None, progress: bool = True) -> dict:
     """Predict every cell of a grid, streamed in blocks of rows, into preallocated rasters.
 
     ``predict(chunk)`` gets a DataFrame of cells (``lat, lon``) and returns a DataFrame with
     ``eunis_l1, eunis_l2, eunis_l3, p_l3, entropy_l3`` (e.g. a classifier's ``predict`` on the
     cells' features). ``classes[level]`` lists the codes the model can predict: raster value
-    ``i + 1`` is ``classes[level][i]`` and 0 is no data. Memory holds one block of cells plus
-    the output rasters (3 bytes + 8 bytes per cell), whatever the grid's size.
+    ``i + 1`` is the ``i``-th code in sorted order (as in :func:`class_legend`) and 0 is no data. Memory holds one block of cells plus
+    the output rasters (3 bytes + 8 bytes per cell), whatever the grid's size. ``within`` (e.g.
+    ``country_shape("Austria")``, with ``bbox=None`` for its bounding box) limits the cells to a region.
 
     Returns ``{"level1": uint8 raster, ..., "p_l3": float32, "entropy_l3": float32,
-    "classes": classes, "cells": n predicted}``."""
+    "classes": sorted codes per level, "cells": n predicted, "bbox", "resolution_deg"}``, which
+    :func:`write_rasters_geotiffs` writes as GeoTIFFs."""
     from tqdm.auto import tqdm
 
+    if bbox is None:
+        if within is None:
+            raise ValueError("give a bbox, a region (within=), or both")
+        bbox = region_bbox(within, resolution_deg)
     height, width = grid_shape(bbox, resolution_deg)
     out = {f"level{k}": np.zeros((height, width), np.uint8) for k in (1, 2, 3)}
     out.update(p_l3=np.full((height, width), np.nan, np.float32),
                entropy_l3=np.full((height, width), np.nan, np.float32))
+    classes = {k: sorted(set(codes)) for k, codes in classes.items()}
     lookup = {k: {c: i + 1 for i, c in enumerate(codes)} for k, codes in classes.items()}
     cells = 0
     with tqdm(total=height, desc="map rows", unit="row", disable=not progress) as bar:
-        for chunk in iter_grid(bbox, resolution_deg, chunk_rows, land_only):
+        for chunk in iter_grid(bbox, resolution_deg, chunk_rows, land_only, within):
             if len(chunk):
                 pred = predict(chunk)
                 r, c = chunk["row"].to_numpy(), chunk["col"].to_numpy()
@@ -518,6 +603,5 @@ def predict_rasters(bbox, resolution_deg: float, predict, classes: dict[int, lis
                 out["entropy_l3"][r, c] = pred["entropy_l3"].to_numpy(np.float32)
                 cells += len(chunk)
             bar.update(min(chunk_rows, height - bar.n))
-    out["classes"] = classes
-    out["cells"] = cells
+    out.update(classes=classes, cells=cells, bbox=tuple(bbox), resolution_deg=resolution_deg)
     return out

@@ -112,6 +112,10 @@ def test_class_geotiff_reopens_with_crs_transform_and_codes(tmp_path):
         assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
         assert src.descriptions == ("p_top", "entropy")
         assert src.read(1)[0, 0] == pytest.approx(p_top[0]) and src.read(2)[1, 1] == pytest.approx(0.5)
+    legend = pd.read_csv(paths["legend"])           # the same legend for people and other tools
+    assert legend["value"].tolist() == [1, 2] and legend["code"].tolist() == ["R2", "T1"]
+    assert legend["name"].tolist() == [hh.eunis.name("R2"), hh.eunis.name("T1")]
+    assert legend["colour"].tolist() == [hh.maps.class_colours(["R2", "T1"])[c] for c in ("R2", "T1")]
 
 
 def test_streamed_prediction_equals_the_whole_grid():
@@ -132,3 +136,51 @@ def test_streamed_prediction_equals_the_whole_grid():
                                   np.where(whole["eunis_l3"] == "R21", 1, 2))
     np.testing.assert_allclose(out["p_l3"], hh.maps.to_raster(grid, whole["p_l3"]), rtol=1e-6)
     assert (out["level1"] == 0).sum() == out["level1"].size - len(grid)          # sea cells: no data
+
+
+def test_streamed_rasters_write_the_same_geotiffs_as_the_grid(tmp_path):
+    import rasterio
+
+    bbox, res = (4.0, 43.0, 8.0, 46.0), 0.25
+    grid = hh.maps.make_grid(bbox, res)
+
+    def predict(cells):
+        code = np.where(cells["lon"].to_numpy() < 6, "T12", "R21").astype(object)
+        return pd.DataFrame({"eunis_l1": [c[:1] for c in code], "eunis_l2": [c[:2] for c in code],
+                             "eunis_l3": code, "p_l3": np.full(len(cells), 0.7), "entropy_l3": np.ones(len(cells))})
+
+    # classes given unsorted: raster values still follow the sorted legend
+    out = hh.maps.predict_rasters(bbox, res, predict, {1: ["T", "R"], 2: ["T1", "R2"], 3: ["T12", "R21"]},
+                                  chunk_rows=4, progress=False)
+    streamed = hh.maps.write_rasters_geotiffs(tmp_path / "s", out)
+    pred = predict(grid)
+    whole = hh.maps.write_class_geotiff(tmp_path / "w" / "habitat_level3.tif", grid, pred["eunis_l3"],
+                                        p_top=pred["p_l3"], entropy=pred["entropy_l3"])
+    with rasterio.open(streamed[3]["classes"]) as a, rasterio.open(whole["classes"]) as b:
+        assert a.transform == b.transform and a.crs == b.crs
+        np.testing.assert_array_equal(a.read(1), b.read(1))
+        assert a.tags(1)["class_1"].startswith("R21 ") and a.colormap(1)[2] == b.colormap(1)[2]
+    with rasterio.open(streamed[3]["uncertainty"]) as a, rasterio.open(whole["uncertainty"]) as b:
+        np.testing.assert_allclose(a.read(), b.read(), equal_nan=True)
+    assert set(streamed) == {1, 2, 3} and "uncertainty" not in streamed[1]
+
+
+def test_country_grid_keeps_only_its_cells():
+    austria = hh.maps.country_shape("Austria")
+    assert hh.maps.country_shape("AUT").equals(austria)
+    grid = hh.maps.make_grid(None, 0.1, within=austria)
+    lon_min, lat_min, lon_max, lat_max = grid.attrs["bbox"]
+    x0, y0, x1, y1 = austria.bounds                           # Natural Earth 1:110m: about 9.5-17.0 E, 46.4-49.0 N
+    assert 9.3 < x0 < 9.7 and 16.8 < x1 < 17.3 and 46.2 < y0 < 46.6 and 48.8 < y1 < 49.1
+    for edge, bound in [(lon_min, x0), (lat_min, y0)]:       # snapped outward to the 0.1 degree grid
+        assert bound - 0.1 < edge <= bound
+    for edge, bound in [(lon_max, x1), (lat_max, y1)]:
+        assert bound <= edge < bound + 0.1
+    # Austria is about 84,000 km2; a 0.1 degree cell at 47.5 N is about 8.2 x 11.1 km
+    assert 84_000 / 91 * 0.85 < len(grid) < 84_000 / 91 * 1.15
+    france = hh.maps.country_shape("France")                   # clipped to Europe: no French Guiana
+    assert france.bounds[1] > 40
+    with pytest.raises(ValueError, match="unknown country"):
+        hh.maps.country_shape("Atlantis")
+    with pytest.raises(ValueError, match="bbox"):
+        hh.maps.make_grid(None, 0.1)

@@ -103,7 +103,7 @@ def test_map(run):
     assert 0 < m["mean_entropy_l3"] < 3.2  # log(24) = 3.18 is the maximum
     assert (run[0] / "outputs" / "05_map_habitats" / "habitat_map_points.parquet").exists()
     assert profile.map_resolution_deg == m["resolution_deg"]
-    assert m["geotiffs"]["level3"] == ["habitat_level3.tif", "habitat_level3_uncertainty.tif"]
+    assert m["geotiffs"]["level3"] == ["habitat_level3.tif", "habitat_level3_legend.csv", "habitat_level3_uncertainty.tif"]
     import rasterio
 
     with rasterio.open(run[0] / "outputs" / "05_map_habitats" / "habitat_level1.tif") as src:
