@@ -21,6 +21,12 @@ A markdown cell ``### Exercise 4.1: Score one fold yourself`` with a sentence of
 before the ``exercise`` cell (untagged; it is kept in both copies). Open questions without code stay
 in a markdown list (``### More to try``). Number the exercises ``<chapter>.<n>``, unique per notebook.
 
+Adding one, e.g. to notebook 05: after its ``write_metrics`` cell, add ``## Exercises`` (the same
+two-sentence introduction as in notebooks 01-04), then four cells with the ids ``exercise-5-1-title``
+(markdown), ``exercise-5-1`` (tag ``exercise``), ``solution-5-1`` (tags ``solution``, ``hide-input``)
+and ``exercise-call-5-1`` (tag ``exercise-call``); keep the outputs stripped. ``tests/test_workshop.py``
+checks the cells (``WITH_EXERCISES`` lists the notebooks that must have one) and runs the student copies.
+
 So the full notebook runs top to bottom under papermill (``make test``, ``make book``), and
 
     **student copy = source notebook minus its ``solution`` cells, with outputs cleared.**
@@ -252,8 +258,9 @@ def _readme(sources: list[Path], exercises: dict[Path, list[Exercise]], profile:
         "Made by `make workshop` (`python -m habitat_helpers.workshop`) from `notebooks/`: the same notebooks",
         "with the solutions of the exercises left out. Do not edit `notebooks/`; edit these copies.",
         "",
-        "- Open them with `.venv/bin/jupyter lab build/workshop` (from the project folder) and run them **in order**:",
-        "  notebooks 02-05 read what the earlier ones wrote into the run folder for the same `PROFILE` and `SEED`.",
+        "- Open them from the project folder with `HF_HUB_OFFLINE=1 .venv/bin/jupyter lab build/workshop` (no",
+        "  model-hub lookups: everything the notebooks need is installed) and run them **in order**: notebooks",
+        "  02-05 read what the earlier ones wrote into the run folder for the same `PROFILE` and `SEED`.",
         "- Run each one top to bottom (*Run → Run All Cells*). It stops at its first exercise with",
         "  `NotImplementedError`: write that function, run its cell and the one below it, and go on.",
         "- Stuck? The solution is in the book, folded under the same exercise (click to show it).",
