@@ -21,10 +21,10 @@ A markdown cell ``### Exercise 4.1: Score one fold yourself`` with a sentence of
 before the ``exercise`` cell (untagged; it is kept in both copies). Open questions without code stay
 in a markdown list (``### More to try``). Number the exercises ``<chapter>.<n>``, unique per notebook.
 
-Adding one, e.g. to notebook 05: after its ``write_metrics`` cell, add ``## Exercises`` (the same
-two-sentence introduction as in notebooks 01-04), then four cells with the ids ``exercise-5-1-title``
-(markdown), ``exercise-5-1`` (tag ``exercise``), ``solution-5-1`` (tags ``solution``, ``hide-input``)
-and ``exercise-call-5-1`` (tag ``exercise-call``); keep the outputs stripped. ``tests/test_workshop.py``
+Adding one, e.g. a third to notebook 04: after the last exercise (in any case after the
+``write_metrics`` cell), add four cells, e.g. with the ids ``exercise-4-3-title`` (markdown),
+``exercise-4-3`` (tag ``exercise``), ``solution-4-3`` (tags ``solution``, ``hide-input``) and
+``exercise-call-4-3`` (tag ``exercise-call``); keep the outputs stripped. ``tests/test_workshop.py``
 checks the cells (``WITH_EXERCISES`` lists the notebooks that must have one) and runs the student copies.
 
 So the full notebook runs top to bottom under papermill (``make test``, ``make book``), and

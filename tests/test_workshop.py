@@ -8,8 +8,8 @@ import pytest
 
 import habitat_helpers as hh
 
-# Notebooks that must have at least one exercise (05 follows once its exercise is written).
-WITH_EXERCISES = ("01", "02", "03", "04")
+# Notebooks that must have at least one exercise.
+WITH_EXERCISES = ("01", "02", "03", "04", "05")
 
 
 def _code(cid, source, tags=None):
