@@ -450,15 +450,14 @@ def _sample_grid(grid: _Grid, x: np.ndarray, y: np.ndarray, bands: Sequence[int]
     finite = np.isfinite(fc) & np.isfinite(fr)
     fc, fr = np.where(finite, fc, -1e9), np.where(finite, fr, -1e9)
     rn, cn = np.floor(fr + 0.5).astype(np.int64), np.floor(fc + 0.5).astype(np.int64)
+    corners = [(rn, cn, None)]                  # the nearest cell first (also the bilinear fallback)
+    base = rn
     if method == "bilinear":
         r0, c0 = np.floor(fr).astype(np.int64), np.floor(fc).astype(np.int64)
         wr, wc = fr - r0, fc - c0
-        corners = [(r0, c0, (1 - wr) * (1 - wc)), (r0, c0 + 1, (1 - wr) * wc),
-                   (r0 + 1, c0, wr * (1 - wc)), (r0 + 1, c0 + 1, wr * wc)]
+        corners += [(r0, c0, (1 - wr) * (1 - wc)), (r0, c0 + 1, (1 - wr) * wc),
+                    (r0 + 1, c0, wr * (1 - wc)), (r0 + 1, c0 + 1, wr * wc)]
         base = r0
-    else:
-        corners, base = [], rn
-    corners = [(rn, cn, None)] + corners            # the nearest cell first (also the fallback)
 
     def locate(r, c):
         c = c % grid.width if grid.cyclic else c
@@ -467,56 +466,59 @@ def _sample_grid(grid: _Grid, x: np.ndarray, y: np.ndarray, bands: Sequence[int]
 
     located = [locate(r, c) for r, c, _ in corners]
     inside = located[0][2]
-    acc = np.zeros((n, nb)) if method == "bilinear" else None      # weighted sum of the 4 corners
-    near = np.full((n, nb), np.nan)
-    valid = np.zeros((len(corners), n), dtype=bool)
-
     needed = np.zeros(n, dtype=bool)
     for _, _, ok in located:
         needed |= ok
+    # work on the sites that touch the raster, sorted by row so a strip of rows is a slice
     idx = np.flatnonzero(needed)
-    if idx.size:
-        base_row = np.clip(base[idx], 0, grid.height - 1)
-        order = np.argsort(base_row, kind="stable")
-        idx, base_row = idx[order], base_row[order]
-        all_cols = np.concatenate([c[idx][ok[idx]] for _, c, ok in located])
+    base_row = np.clip(base[idx], 0, grid.height - 1)
+    order = np.argsort(base_row, kind="stable")
+    idx, base_row = idx[order], base_row[order]
+    m = idx.size
+    located = [(r[idx], c[idx], ok[idx]) for r, c, ok in located]
+    weights = [w[idx, None] for _, _, w in corners[1:]]
+    near = np.full((m, nb), np.nan)
+    acc = np.zeros((m, nb)) if method == "bilinear" else None   # weighted sum of the 4 corners
+    valid = np.zeros((len(corners), m), dtype=bool)
+    if m:
+        all_cols = np.concatenate([c[ok] for _, c, ok in located])
         _, span = _column_span(all_cols, grid.width, grid.cyclic)
         strip = max(1, max_cells // max(span, 1) - 1)
-        first = int(base_row[0])
-        while True:
-            lo = np.searchsorted(base_row, first, side="left")
-            if lo >= idx.size:
-                break
-            first = int(base_row[lo])
-            hi = np.searchsorted(base_row, first + strip, side="left")
-            part = idx[lo:hi]
-            row_a, row_b = first, min(first + strip + 1, grid.height)
-            cols = np.concatenate([c[part][ok[part]] for _, c, ok in located])
+        lo = 0
+        while lo < m:
+            row_a = int(base_row[lo])
+            hi = int(np.searchsorted(base_row, row_a + strip, side="left"))
+            row_b = min(row_a + strip + 1, grid.height)
+            cols = np.concatenate([c[lo:hi][ok[lo:hi]] for _, c, ok in located])
             c_start, c_count = _column_span(cols, grid.width, grid.cyclic)
             block = _read_wrapped(grid, bands, row_a, row_b, c_start, c_count)
-            bad = grid.invalid(block, bands).any(axis=0)
+            bad = grid.invalid(block, bands).any(axis=0).ravel()
+            cells = np.ascontiguousarray(np.moveaxis(block, 0, -1)).reshape(-1, nb)   # (cell, band)
             for k, (r, c, ok) in enumerate(located):
-                sel = part[ok[part]]
-                lr = r[sel] - row_a
-                lc = (c[sel] - c_start) % grid.width if grid.cyclic else c[sel] - c_start
-                good = ~bad[lr, lc]
-                vals = block[:, lr, lc].T
+                rk, ck, okk = r[lo:hi], c[lo:hi], ok[lo:hi]
+                lc = (ck - c_start) % grid.width if grid.cyclic else ck - c_start
+                flat = np.where(okk, (rk - row_a) * block.shape[2] + lc, 0)
+                vals = cells[flat]
+                valid[k, lo:hi] = okk & ~bad[flat]
                 if k == 0:
-                    near[sel] = vals
+                    near[lo:hi] = vals
                 else:
-                    acc[sel] += vals * corners[k][2][sel, None]
-                valid[k, sel] = good
-            first += strip
+                    acc[lo:hi] += vals * weights[k - 1][lo:hi]
+            lo = hi
     ok_near = valid[0]
-    status = np.where(inside, np.where(ok_near, 0, 2), 1).astype(np.int8)
     fell_back = np.zeros(n, dtype=bool)
     if method == "nearest":
-        out = np.where(ok_near[:, None], near, np.nan)
-        return out, status, fell_back
-    all4 = valid[1:].all(axis=0)
-    fell_back = ~all4 & ok_near
-    out = np.where(all4[:, None], acc, np.where(ok_near[:, None], near, np.nan))
-    status = np.where(all4 | ok_near, 0, status).astype(np.int8)
+        good, result = ok_near, np.where(ok_near[:, None], near, np.nan)
+    else:
+        all4 = valid[1:].all(axis=0)
+        good = all4 | ok_near
+        result = np.where(all4[:, None], acc, np.where(ok_near[:, None], near, np.nan))
+        fell_back[idx] = ~all4 & ok_near
+    out = np.full((n, nb), np.nan)
+    out[idx] = result
+    ok_all = np.zeros(n, dtype=bool)
+    ok_all[idx] = good
+    status = np.where(ok_all, 0, np.where(inside, 2, 1)).astype(np.int8)
     return out, status, fell_back
 
 
