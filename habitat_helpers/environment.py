@@ -64,7 +64,9 @@ for global grids), and gathers the values with NumPy indexing: no Python loop ov
   ``ValueError``.
 
 Any GeoTIFF (rasterio) or NetCDF (xarray) is sampled the same way through
-:func:`user_covariate`. :func:`standardise` turns the sampled table into the float matrix an
+:func:`user_covariate`: a GeoTIFF's nodata value (and NaN) marks missing cells and its scale and
+offset are applied; a NetCDF is decoded by xarray (``_FillValue`` and ``missing_value`` become
+NaN, ``scale_factor`` and ``add_offset`` are applied), and its grid must be regular. :func:`standardise` turns the sampled table into the float matrix an
 encoder takes (mean and standard deviation from training rows only, one-hot categories, missing
 values filled with the training mean plus a 0/1 indicator column by default).
 """
@@ -84,7 +86,8 @@ import pandas as pd
 from . import paths
 
 EARTH_RADIUS_KM = 6371.0
-#: The most cells read at once per raster window (16 MB of the uint8 Köppen raster, 64 MB of float32).
+#: The most values (cells x bands) read at once per raster window (16 MB of the uint8 Köppen raster,
+#: 64 MB of float32).
 MAX_CELLS = 16_000_000
 
 _ERA5_FILE = "data/era5_global_climatology_2000_2025.nc"
@@ -290,6 +293,8 @@ class _Grid:
 
     crs = None
     nodata: tuple = ()
+    scales: tuple = ()
+    offsets: tuple = ()
 
     def _setup(self, x0, dx, y0, dy, width, height, crs):
         from pyproj import CRS
@@ -327,6 +332,7 @@ class _TiffGrid(_Grid):
                     else crs)
         self.nodata = tuple(self.src.nodatavals)
         self.count = self.src.count
+        self.scales, self.offsets = tuple(self.src.scales), tuple(self.src.offsets)
 
     def read(self, bands, r0, r1, c0, c1):
         from rasterio.windows import Window
@@ -487,7 +493,7 @@ def _sample_grid(grid: _Grid, x: np.ndarray, y: np.ndarray, bands: Sequence[int]
     if m:
         all_cols = np.concatenate([c[ok] for _, c, ok in located])
         _, span = _column_span(all_cols, grid.width, grid.cyclic)
-        strip = max(1, max_cells // max(span, 1) - 1)
+        strip = max(1, max_cells // (max(span, 1) * nb) - 1)       # rows per window, all bands counted
         lo = 0
         while lo < m:
             row_a = int(base_row[lo])
@@ -694,6 +700,11 @@ def sample(lat, lon, covariates: Iterable[str | Covariate] | None = None,
                     raise ValueError(f"{group[0].name}: band {b} not in 1..{grid.count}")
             x, y = _to_grid_xy(grid, lat, lon)
             values, status, fell = _sample_grid(grid, x, y, [b - 1 for b in bands], group[0].method, max_cells)
+            for k, b in enumerate(bands):      # a GeoTIFF's scale and offset (xarray decodes NetCDF's)
+                scale = grid.scales[b - 1] if b <= len(grid.scales) else 1.0
+                offset = grid.offsets[b - 1] if b <= len(grid.offsets) else 0.0
+                if (scale, offset) != (1.0, 0.0):
+                    values[:, k] = values[:, k] * scale + offset
         finally:
             grid.close()
         for cov in group:

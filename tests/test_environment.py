@@ -259,3 +259,13 @@ def test_plot_covariate(tmp_path):
     image = env.plot_covariate(ax, "koppen_main", bbox=(0.0, 45.0, 4.0, 48.0), resolution=0.5)
     assert image.get_array().shape == (6, 8)
     plt.close(fig)
+
+
+def test_geotiff_scale_and_offset_are_applied(tmp_path):
+    path = tmp_path / "scaled.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=4, height=4, count=1, dtype="int16", crs="EPSG:4326",
+                       transform=from_origin(0.0, 50.0, 1.0, 1.0), nodata=-1) as dst:
+        dst.write(np.full((4, 4), 300, dtype=np.int16), 1)
+        dst.scales, dst.offsets = (0.1,), (-5.0,)
+    table, report = env.sample([48.5, 47.5], [1.5, 1.5], [env.user_covariate(path, method="nearest", name="s")])
+    assert table.s.tolist() == pytest.approx([25.0, 25.0]) and report.missing["s"] == 0
