@@ -451,6 +451,16 @@ def embed_for_evaluation(sites, modalities, *, cache_dir, image_encoder: str | N
     return out
 
 
+def env_features(lat, lon, covariates=None, rasters=None):
+    """The env modality for :func:`habitat_helpers.evaluation.cross_validate`: the covariates
+    sampled at the sites (:func:`habitat_helpers.environment.features`): matrix, column names,
+    sampling report."""
+    from . import environment
+
+    covariates = environment.DEFAULT_COVARIATES if covariates is None else covariates
+    return environment.features(lat, lon, list(covariates), rasters)
+
+
 def _mean_per_site(per_item: np.ndarray, site_row: np.ndarray, n_sites: int, dim: int) -> np.ndarray:
     """Average the items (photo views, patches) of each site; NaN rows for sites without any."""
     sums = np.zeros((n_sites, dim))
@@ -584,9 +594,17 @@ def _add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     table.add_argument("--sep", default=None, help="force the CSV separator (e.g. ';' or '\\t')")
 
     cv = parser.add_argument_group("the evaluation")
-    cv.add_argument("--modalities", type=_comma_list(str, ("photo", "satellite", "gps")), default=["gps"],
-                    help="comma list from photo, satellite, gps (default: gps); with two or more the "
-                         "aligned model is trained and compared with the baselines")
+    cv.add_argument("--modalities", type=_comma_list(str, ("photo", "satellite", "gps", "env")), default=["gps"],
+                    help="comma list from photo, satellite, gps, env (default: gps); with two or more the "
+                         "aligned model is trained and compared with the baselines. env = environmental "
+                         "covariates sampled at the sites (climate, climate zone, land, coast distance)")
+    cv.add_argument("--covariates", type=_comma_list(str), default=None,
+                    help="built-in covariates of the env modality (default: all; see "
+                         "hh.environment.describe()), e.g. t_mean_annual,p_annual,koppen_main; "
+                         "--env-raster adds to them")
+    cv.add_argument("--env-raster", action="append", default=[], metavar="NAME=PATH[:BAND]",
+                    help="one more env covariate from your own GeoTIFF or NetCDF (any CRS, bilinear), e.g. "
+                         "dem=/data/eu_dem.tif or bio1=/data/wc2.1_30s_bio_1.tif:1; repeat for several")
     cv.add_argument("--levels", type=_comma_list(int, (1, 2, 3)), default=[1, 2, 3],
                     help="EUNIS levels reported in results.json (default: 1,2,3)")
     cv.add_argument("--folds", type=int, default=5, help="spatial cross-validation folds (default: 5)")
@@ -645,9 +663,17 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     device = runtime.resolve_device(args.device)
     cache = Path(args.cache) if args.cache else paths.cache_dir() / "embeddings"
-    embeddings = embed_for_evaluation(sites, args.modalities, cache_dir=cache, image_encoder=args.image_encoder,
-                                      image_size=args.image_size, device=device, batch_size=args.batch_size,
-                                      num_workers=args.num_workers, progress=not args.no_progress)
+    embeddings = embed_for_evaluation(sites, [m for m in args.modalities if m != "env"], cache_dir=cache,
+                                      image_encoder=args.image_encoder, image_size=args.image_size, device=device,
+                                      batch_size=args.batch_size, num_workers=args.num_workers,
+                                      progress=not args.no_progress)
+    env_info = None
+    if "env" in args.modalities:
+        embeddings["env"], env_columns, env_report = env_features(lat, lon, args.covariates, args.env_rasters)
+        print(env_report, file=sys.stderr)
+        env_info = {"encoder": "environmental covariates (hh.environment), standardised, missing -> 0 + indicator",
+                    "covariates": list(env_report.missing), "features": env_columns,
+                    "missing_per_covariate": dict(env_report.missing)}
 
     align_settings = {"radius_km": args.radius_km}
     if args.align_epochs is not None:
@@ -667,6 +693,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         "load_report": {**sites.attrs["load_report"], "unknown_codes": sites.attrs["unknown_codes"]},
         "levels": list(args.levels),
         "embeddings": {m: {"encoder": "geoclip-location" if m == "gps" else args.image_encoder,
+                           **(env_info if m == "env" else {}),
                            "sites_with_input": int((~np.isnan(a).any(axis=1)).sum())}
                        for m, a in embeddings.items()},
         **keep_levels(result.to_json(), args.levels),
@@ -692,6 +719,37 @@ def _check_evaluate_arguments(args) -> None:
         raise UsageError("--modalities photo needs --photo-cols naming the photo column(s)")
     if "satellite" in args.modalities and not args.satellite_col:
         raise UsageError("--modalities satellite needs --satellite-col naming the patch column")
+    if (args.covariates or args.env_raster) and "env" not in args.modalities:
+        raise UsageError("--covariates and --env-raster describe the env modality: add env to --modalities")
+    args.env_rasters = env_rasters(args.env_raster)
+    if args.covariates:
+        from . import environment
+
+        unknown = [c for c in args.covariates if c not in environment.COVARIATES]
+        if unknown:
+            raise UsageError(f"unknown covariate(s) {', '.join(unknown)}; built-in: "
+                             f"{', '.join(environment.COVARIATES)}")
+
+
+def env_rasters(specs: list[str]) -> dict:
+    """``NAME=PATH[:BAND]`` options -> ``{name: Covariate}`` (files checked to exist)."""
+    from . import environment
+
+    out = {}
+    for spec in specs:
+        name, sep, target = spec.partition("=")
+        if not sep or not name or not target:
+            raise UsageError(f"--env-raster {spec!r}: expected NAME=PATH or NAME=PATH:BAND")
+        path, band = target, 1
+        head, colon, tail = target.rpartition(":")
+        if colon and tail.isdigit():
+            path, band = head, int(tail)
+        if not Path(path).exists():
+            raise UsageError(f"--env-raster {name}: no file {path}")
+        if name in out or name in environment.COVARIATES:
+            raise UsageError(f"--env-raster {name}: the name is already used")
+        out[name] = environment.user_covariate(path, band=band, name=name)
+    return out
 
 
 def _check_sites(sites, labels: pd.DataFrame, args, seeds) -> None:

@@ -851,3 +851,21 @@ def plot_covariate(ax, name: str | Covariate, bbox=(-10.0, 36.0, 30.0, 62.0), re
     ax.set_ylabel("latitude (°)")
     ax.set_title(cov.name)
     return image
+
+
+# --- the env modality ----------------------------------------------------------------------------
+
+def features(lat, lon, covariates: Iterable[str | Covariate] | None = None,
+             rasters: Mapping[str, str | Path | Covariate] | None = None,
+             ) -> tuple[np.ndarray, list[str], SampleReport]:
+    """The ``env`` modality's input: covariates sampled at the sites as one float32 row per site.
+
+    :func:`sample`, then :func:`standardise` over all the given sites (no labels are involved:
+    the means and standard deviations are those of the covariates themselves), with missing
+    values as 0 plus a ``<name>:missing`` indicator, so a site with a missing covariate keeps its
+    other values and the row is never NaN. The classifiers and projection heads standardise again
+    on their training rows. Returns the matrix, its column names and the sampling report (counts
+    of missing values per covariate, to be printed or saved)."""
+    table, report = sample(lat, lon, covariates, rasters)
+    matrix, fitted = standardise(table, missing="indicator")
+    return matrix, list(fitted.columns), report

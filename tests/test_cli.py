@@ -311,3 +311,47 @@ def test_evaluate_photos_and_gps_trains_the_aligned_model(tmp_path):
     assert results["embeddings"]["photo"]["sites_with_input"] == 144 - len(range(0, 144, 5))
     assert "test sites with photos" in results["results"]
     assert scores["raw photo"]["level1"]["macro_f1"]["mean"] > 0.9      # the colour gives the formation away
+
+
+def test_evaluate_gps_and_env_reports_both_beside_each_other(sites_csv, folder, tmp_path):
+    """The env modality (covariates sampled offline) next to GPS; a user raster in another CRS adds a
+    covariate. The three regions differ in climate, so env alone must separate the level-1 habitats."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    # a user covariate in EPSG:3035 (metres): its value grows eastwards, like the level-2 split
+    x0, y0, res = 2_500_000, 4_200_000, 20_000
+    grid = np.tile(np.arange(150, dtype=np.float32), (150, 1))
+    grid[:5] = -9999                                          # a nodata strip in the far north
+    raster = tmp_path / "eastness_3035.tif"
+    with rasterio.open(raster, "w", driver="GTiff", height=150, width=150, count=1, dtype="float32",
+                       crs="EPSG:3035", transform=from_origin(x0, y0, res, res), nodata=-9999) as dst:
+        dst.write(grid, 1)
+    out = tmp_path / "results.json"
+    args = _evaluate(sites_csv, out, folder / "cache", "--modalities", "gps,env", "--levels", "1,2",
+                     "--align-epochs", "3", "--covariates", "t_mean_annual,p_annual,koppen_main,coast_km",
+                     "--env-raster", f"eastness={raster}:1")
+    assert cli.main(args) == 0
+    results = json.loads(out.read_text())
+    scores = results["results"]["all labelled test sites"]
+    assert {"aligned", "raw gps", "raw env", "raw concatenated", "k-NN on coordinates", "majority"} <= set(scores)
+    env = results["embeddings"]["env"]
+    assert env["covariates"] == ["t_mean_annual", "p_annual", "koppen_main", "coast_km", "eastness"]
+    assert "eastness" in env["features"] and "koppen_main=3" in env["features"]
+    assert env["sites_with_input"] == results["load_report"]["kept"]       # never a NaN row
+    assert set(env["missing_per_covariate"]) == set(env["covariates"])
+    majority = scores["majority"]["level1"]["macro_f1"]["mean"]
+    assert scores["raw env"]["level1"]["macro_f1"]["mean"] > majority + 0.3
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--modalities", "gps,env", "--covariates", "t_mean_annual,altitude"], "unknown covariate(s) altitude"),
+    (["--modalities", "gps,env", "--env-raster", "dem=/no/such/file.tif"], "no file /no/such/file.tif"),
+    (["--modalities", "gps,env", "--env-raster", "just-a-path.tif"], "expected NAME=PATH"),
+    (["--covariates", "t_mean_annual"], "add env to --modalities"),
+])
+def test_env_usage_problems_exit_with_code_2(sites_csv, folder, capsys, extra, message):
+    out = folder / "never-env" / "results.json"
+    assert cli.main(_evaluate(sites_csv, out, folder / "cache", *extra)) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()

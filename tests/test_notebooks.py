@@ -94,6 +94,25 @@ def test_classification_cross_validation(run):
     assert "aligned | level2 | 1" in m["label_efficiency_macro_f1"]
 
 
+def test_environment_comparison(run):
+    """Notebook 04 compares GPS, env and both, and the images with and without env, on the same folds."""
+    m = metrics(run, "04_classify_habitats")
+    assert set(m["env_covariates"]) == set(hh.environment.COVARIATES)
+    assert "koppen_main=3" in m["env_features"] and "coast_km:missing" in m["env_features"]
+    assert all(count == 0 for count in m["env_missing"].values())       # demo sites lie on land, inside ERA5
+    env = m["env_comparison_macro_f1"]
+    assert list(env) == ["GPS alone (raw GeoCLIP)", "k-NN on coordinates", "env alone (raw covariates)",
+                         "GPS + env, raw concatenated", "GPS + env, aligned",
+                         "photo + satellite + GPS, raw concatenated",
+                         "photo + satellite + GPS + env, raw concatenated", "photo + satellite + GPS, aligned (above)"]
+    majority = m["models"]["majority"]["level1"]["macro_f1"]
+    assert env["env alone (raw covariates)"]["level1"]["mean"] > majority + 0.1   # climate says something
+    # the same folds and model: the rows taken from the main run equal its numbers
+    assert env["photo + satellite + GPS, aligned (above)"]["level2"]["mean"] == pytest.approx(
+        m["models"]["aligned"]["level2"]["macro_f1"])
+    assert env["GPS alone (raw GeoCLIP)"]["level1"]["mean"] == pytest.approx(m["models"]["raw gps"]["level1"]["macro_f1"])
+
+
 def test_map(run):
     m = metrics(run, "05_map_habitats")
     profile = hh.profiles.get("tiny")
