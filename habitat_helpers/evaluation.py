@@ -8,13 +8,15 @@ For every seed and every fold of geographic blocks (:func:`block_folds`):
 2. every model is the same :class:`~habitat_helpers.classify.HierarchicalClassifier` fitted
    on the labelled training sites, only the features differ:
 
-   ===========================  ============================================================
-   ``aligned``                  the aligned vectors of the inputs a site has (side by side)
-   ``raw <modality>``           one pre-trained embedding alone (the mono-scale baselines)
-   ``raw concatenated``         all raw embeddings side by side (zeros and a flag if missing)
-   ``k-NN on coordinates``      the labelled sites nearest by great-circle distance
-   ``majority``                 training frequencies of the habitats
-   ===========================  ============================================================
+   ====================================  ====================================================
+   ``aligned``                           the aligned vectors of the inputs a site has (side by side)
+   ``raw <modality>``                    one pre-trained embedding alone (the mono-scale baselines)
+   ``raw concatenated``                  all raw embeddings side by side (zeros and a flag if missing)
+   ``raw concatenated without env``      the same without the ``env`` covariates, when ``env`` is one
+                                         of three or more modalities (inputs with and without env)
+   ``k-NN on coordinates``               the labelled sites nearest by great-circle distance
+   ``majority``                          training frequencies of the habitats
+   ====================================  ====================================================
 
 3. each model is scored per level on the labelled test sites it has inputs for: top-1 and
    top-3 accuracy, macro-F1, balanced accuracy and expected calibration error.
@@ -36,6 +38,7 @@ import pandas as pd
 from . import classify, metrics, spatial
 
 MODALITIES = ("photo", "satellite", "gps")
+ENV = "env"   # the environmental covariates (hh.environment.features), a modality like the others
 LEVELS = (1, 2, 3)
 METRICS = ("accuracy", "top3_accuracy", "macro_f1", "balanced_accuracy", "ece")
 ALL_SITES = "all labelled test sites"
@@ -129,7 +132,7 @@ class CVResult:
         full = n.groupby(level="level").max()
         means = {}
         for model in f1.index.get_level_values(0).unique():
-            if not model.startswith("raw ") or model == "raw concatenated":
+            if not model.startswith("raw ") or model.startswith("raw concatenated"):
                 continue
             coverage = min(n.loc[(model, lv)] / full.loc[lv] for lv in levels)
             value = f1.loc[model].loc[list(levels)].mean()
@@ -254,6 +257,9 @@ def cross_validate(lat, lon, labels: pd.DataFrame, embeddings: dict[str, np.ndar
                 features[f"raw {m}"] = embeddings[m]
             if aligned_on:
                 features["raw concatenated"] = raw_concatenated(embeddings, modalities)
+            if ENV in modalities and len(modalities) >= 3:     # the other inputs with and without env
+                features["raw concatenated without env"] = raw_concatenated(
+                    embeddings, tuple(m for m in modalities if m != ENV))
             features["k-NN on coordinates"] = classify.coordinates_radians(lat, lon)
             features["majority"] = np.zeros((len(lat), 1))
 
@@ -294,7 +300,7 @@ def cross_validate(lat, lon, labels: pd.DataFrame, embeddings: dict[str, np.ndar
                     if name == "aligned" and fraction >= 1:
                         any_rows += _any_modality(clf, heads, embeddings, labels, labelled & test, present,
                                                   modalities, seed, fold, fusion)
-                    if name.startswith("raw ") and name != "raw concatenated" and fraction >= 1:
+                    if name.startswith("raw ") and not name.startswith("raw concatenated") and fraction >= 1:
                         m = name[4:]
                         complete = labelled & test & np.logical_and.reduce([present[k] for k in modalities])
                         scores, _ = _score(clf, X, labels, complete)

@@ -120,3 +120,26 @@ def test_cross_validation_same_seed_same_numbers():
     b = hh.evaluation.cross_validate(lat, lon, labels, emb, **kwargs).scores
     pd.testing.assert_frame_equal(a, b)
     assert "aligned" not in set(a["model"])                        # one modality: nothing to align
+
+
+def test_env_with_other_inputs_adds_the_concatenation_without_env():
+    """With env among three or more modalities, the harness also scores the other inputs without env,
+    on the same folds; the best mono-scale baseline is never a concatenation."""
+    lat, lon, labels, emb = _synthetic(n=240)
+    rng = np.random.default_rng(3)
+    emb["env"] = np.column_stack([lat / 10, rng.normal(size=len(lat))]).astype(np.float32)  # "climate" + noise
+    cfg = hh.align.AlignConfig(dim=8, hidden=16, epochs=2, batch_size=64, lr=3e-3)
+    res = hh.evaluation.cross_validate(lat, lon, labels, emb, modalities=("satellite", "gps", "env"), folds=3,
+                                       block_size_deg=1.0, seeds=(0,), align_config=cfg, modality_dropout=False,
+                                       progress=False)
+    models = set(res.summary().index.get_level_values(0))
+    assert {"raw env", "raw concatenated", "raw concatenated without env", "aligned"} <= models
+    without = hh.evaluation.cross_validate(lat, lon, labels, {k: emb[k] for k in ("satellite", "gps")},
+                                           modalities=("satellite", "gps"), folds=3, block_size_deg=1.0, seeds=(0,),
+                                           align_config=cfg, modality_dropout=False, progress=False)
+    f1 = res.summary()["macro_f1"]["mean"]
+    f1_without = without.summary()["macro_f1"]["mean"]
+    for level in (1, 2, 3):   # same folds, same features: the same numbers as the run without env
+        assert f1.loc[("raw concatenated without env", level)] == pytest.approx(f1_without.loc[("raw concatenated", level)])
+    assert not res.best_mono_scale().startswith("raw concatenated")
+    assert {"env only", "satellite + gps + env"} <= set(res.any_modality["inputs"])
