@@ -250,6 +250,24 @@ def any_modality_table(classify: dict) -> str:
                           align=["l", "l", "r", "r", "r"])
 
 
+ENV_ROWS = ("GPS alone (raw GeoCLIP)", "k-NN on coordinates", "env alone (raw covariates)",
+            "GPS + env, raw concatenated", "GPS + env, aligned", "photo + satellite + GPS, raw concatenated",
+            "photo + satellite + GPS + env, raw concatenated", "photo + satellite + GPS, aligned (above)")
+
+
+def environment_table(classify: dict) -> str:
+    """Notebook 4's comparison with and without the environmental covariates (macro-F1, mean ± std
+    over the same spatial folds), in the notebook's row order, then any other rows."""
+    table = classify.get("env_comparison_macro_f1") or {}
+    if not table:
+        return _not_recorded("The comparison with the environmental covariates")
+    order = [r for r in ENV_ROWS if r in table] + sorted(r for r in table if r not in ENV_ROWS)
+    rows = [[name] + [mean_std((table[name].get(f"level{k}") or {}).get("mean"),
+                               (table[name].get(f"level{k}") or {}).get("std")) for k in LEVELS]
+            for name in order]
+    return markdown_table(["inputs, model", "level 1", "level 2", "level 3"], rows)
+
+
 def ablation_table(align: dict) -> str:
     """Notebook 3's ablations: radius, weights, temperature and modality pairs."""
     rows = align.get("ablation") or []
@@ -325,6 +343,7 @@ def results_fragments(outputs_dir: str | Path) -> dict[str, str]:
         "reference": reference_table(outputs),
         "label_efficiency": label_efficiency_table(classify),
         "any_modality": any_modality_table(classify),
+        "environment": environment_table(classify),
         "ablation": ablation_table(align),
         "retrieval": retrieval_table(align),
         "map": map_table(outputs["05_map_habitats"]),

@@ -138,7 +138,7 @@ def test_write_results_from_an_outputs_folder(tmp_path):
     written = report.write_results(outputs, tmp_path / "results")
     names = {p.stem for p in written}
     assert {"run", "claim", "macro_f1", "scores_level2", "label_efficiency", "any_modality", "ablation",
-            "retrieval", "map", "reference"} <= names
+            "retrieval", "map", "reference", "environment"} <= names
     assert "claim held in this run" in (tmp_path / "results" / "claim.md").read_text()
     run = dict((r[0], r[1]) for r in rows((tmp_path / "results" / "run.md").read_text()))
     assert run["profile"] == "tiny" and run["sites"] == "–" and run["spatial folds × seeds"] == "5 × 1"
@@ -151,3 +151,14 @@ def test_write_results_from_an_outputs_folder(tmp_path):
 def test_fragments_have_no_headings(tmp_path, name):
     text = report.results_fragments(tmp_path)[name]           # no metrics at all: every table says so
     assert not any(line.startswith("#") for line in text.splitlines())
+
+
+def test_environment_table_keeps_the_notebook_order_and_shows_gaps():
+    cell = {"level1": {"mean": 0.4, "std": 0.02}, "level2": {"mean": 0.25, "std": None}, "level3": {}}
+    m = {"env_comparison_macro_f1": {"GPS + env, aligned": cell, "GPS alone (raw GeoCLIP)": cell,
+                                     "something new": cell}}
+    assert rows(report.environment_table(m)) == [
+        ["GPS alone (raw GeoCLIP)", "0.400 ± 0.020", "0.250", "–"],
+        ["GPS + env, aligned", "0.400 ± 0.020", "0.250", "–"],
+        ["something new", "0.400 ± 0.020", "0.250", "–"]]
+    assert "not recorded" in report.environment_table({})
