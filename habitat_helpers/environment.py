@@ -73,7 +73,6 @@ values filled with the training mean plus a 0/1 indicator column by default).
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -84,6 +83,7 @@ import numpy as np
 import pandas as pd
 
 from . import paths
+from .paths import package_file
 
 EARTH_RADIUS_KM = 6371.0
 #: The most values (cells x bands) read at once per raster window (16 MB of the uint8 Köppen raster,
@@ -103,17 +103,6 @@ GLOBE_LICENCE = "public domain (NOAA); global-land-mask package: MIT"
 
 #: Names of the Köppen-Geiger main classes of ``koppen_main``.
 KOPPEN_CLASSES = {1: "A tropical", 2: "B arid", 3: "C temperate", 4: "D cold", 5: "E polar"}
-
-
-def package_file(package: str, relative: str) -> Path:
-    """A data file inside an installed package, found without importing the package."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError(f"the covariate needs the {package!r} package (pip install {package})")
-    path = Path(next(iter(spec.submodule_search_locations))) / relative
-    if not path.exists():
-        raise FileNotFoundError(f"{package}'s data file is missing: {path}")
-    return path
 
 
 def era5_path() -> Path:

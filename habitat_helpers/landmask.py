@@ -26,15 +26,7 @@ _ROWS_PER_BLOCK = 540  # 540 x 43,200 booleans = 23 MB per block while packing
 
 
 def _source() -> Path:
-    import importlib.util
-
-    spec = importlib.util.find_spec("global_land_mask")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError("the land mask needs the `global-land-mask` package (pip install global-land-mask)")
-    path = Path(next(iter(spec.submodule_search_locations))) / "globe_combined_mask_compressed.npz"
-    if not path.exists():
-        raise FileNotFoundError(f"global-land-mask's data file is missing: {path}")
-    return path
+    return paths.package_file("global_land_mask", "globe_combined_mask_compressed.npz")
 
 
 def _read_member(archive: zipfile.ZipFile, name: str) -> np.ndarray:

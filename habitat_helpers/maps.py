@@ -103,20 +103,22 @@ def make_grid(bbox: tuple[float, float, float, float] | None, resolution_deg: fl
     cells whose centre lies inside it; with ``bbox=None`` the grid covers its bounding box
     (:func:`region_bbox`).
     """
-    if bbox is None:
-        if within is None:
-            raise ValueError("give a bbox, a region (within=), or both")
-        bbox = region_bbox(within, resolution_deg)
-    lon_min, _, _, lat_max = bbox
+    bbox = _grid_bbox(bbox, within, resolution_deg)
     height, width = grid_shape(bbox, resolution_deg)
-    lats = lat_max - resolution_deg * (np.arange(height) + 0.5)
-    lons = lon_min + resolution_deg * (np.arange(width) + 0.5)
-    rows, cols = np.meshgrid(np.arange(len(lats)), np.arange(len(lons)), indexing="ij")
-    grid = pd.DataFrame({"row": rows.ravel(), "col": cols.ravel(),
-                         "lat": lats[rows.ravel()], "lon": lons[cols.ravel()]})
-    grid = _keep(grid, land_only, within)
-    grid.attrs.update(bbox=tuple(bbox), resolution_deg=resolution_deg, shape=(len(lats), len(lons)))
+    # the whole grid is iter_grid's one block (none when the box is under half a cell high)
+    blocks = list(iter_grid(bbox, resolution_deg, chunk_rows=max(height, 1), land_only=land_only, within=within))
+    grid = blocks[0] if blocks else pd.DataFrame({"row": [], "col": [], "lat": [], "lon": []})
+    grid.attrs.update(bbox=tuple(bbox), resolution_deg=resolution_deg, shape=(height, width))
     return grid
+
+
+def _grid_bbox(bbox, within, resolution_deg: float):
+    """``bbox``, or the snapped bounding box of ``within`` when ``bbox`` is None."""
+    if bbox is not None:
+        return bbox
+    if within is None:
+        raise ValueError("give a bbox, a region (within=), or both")
+    return region_bbox(within, resolution_deg)
 
 
 def to_raster(grid: pd.DataFrame, values) -> np.ndarray:
@@ -163,12 +165,14 @@ def country_outlines(bbox=None, margin_deg: float = 2.0):
     GeoDataFrame with ``name``, ``iso_a3``, ``continent`` and ``geometry``; with ``bbox = (lon_min,
     lat_min, lon_max, lat_max)`` only the parts within ``margin_deg`` of it are kept."""
     outlines = _natural_earth().copy()
-    if bbox is not None:
-        lon_min, lat_min, lon_max, lat_max = bbox
-        outlines = outlines.clip((lon_min - margin_deg, lat_min - margin_deg,
-                                  lon_max + margin_deg, lat_max + margin_deg))
-        outlines = outlines[~outlines.geometry.is_empty].reset_index(drop=True)
-    return outlines
+    return outlines if bbox is None else _clip(outlines, bbox, margin_deg)
+
+
+def _clip(table, bbox, margin_deg: float):
+    """``table``'s geometries within ``margin_deg`` of ``bbox``, empty ones dropped."""
+    lon_min, lat_min, lon_max, lat_max = bbox
+    table = table.clip((lon_min - margin_deg, lat_min - margin_deg, lon_max + margin_deg, lat_max + margin_deg))
+    return table[~table.geometry.is_empty].reset_index(drop=True)
 
 
 def _borders(bbox, margin_deg: float = 2.0):
@@ -176,23 +180,20 @@ def _borders(bbox, margin_deg: float = 2.0):
     draws no false border along the clip box)."""
     lines = _natural_earth()[["name", "geometry"]].copy()
     lines["geometry"] = lines.geometry.boundary
-    lon_min, lat_min, lon_max, lat_max = bbox
-    lines = lines.clip((lon_min - margin_deg, lat_min - margin_deg, lon_max + margin_deg, lat_max + margin_deg))
-    return lines[~lines.geometry.is_empty].reset_index(drop=True)
+    return _clip(lines, bbox, margin_deg)
 
 
 @lru_cache(maxsize=1)
 def _natural_earth():
-    import importlib.util
-
     import geopandas as gpd
 
-    spec = importlib.util.find_spec("pyogrio")
-    path = (Path(spec.origin).parent / "tests" / "fixtures" / "naturalearth_lowres" / "naturalearth_lowres.shp"
-            if spec and spec.origin else None)
-    if path is None or not path.exists():
+    from . import paths
+
+    try:
+        path = paths.package_file("pyogrio", "tests/fixtures/naturalearth_lowres/naturalearth_lowres.shp")
+    except (ImportError, FileNotFoundError) as err:
         raise FileNotFoundError("Natural Earth country outlines not found: they ship with `pyogrio` "
-                                "(tests/fixtures/naturalearth_lowres); reinstall it (pip install pyogrio)")
+                                "(tests/fixtures/naturalearth_lowres); reinstall it (pip install pyogrio)") from err
     return gpd.read_file(path)[["name", "iso_a3", "continent", "geometry"]]
 
 
@@ -539,12 +540,13 @@ def _write_cogs(path, raster: np.ndarray, legend: pd.DataFrame, bbox, res: float
     return written
 
 
-def iter_grid(bbox: tuple[float, float, float, float], resolution_deg: float, chunk_rows: int = 64,
+def iter_grid(bbox: tuple[float, float, float, float] | None, resolution_deg: float, chunk_rows: int = 64,
               land_only: bool = True, within=None):
     """The cells of :func:`make_grid`, a block of ``chunk_rows`` raster rows at a time, so a
     country at 100 m never sits in memory as one table. Yields DataFrames ``row, col, lat,
     lon``; ``grid_shape(bbox, resolution_deg)`` gives the raster's shape. ``land_only`` and ``within``
-    filter cells as in :func:`make_grid`."""
+    filter cells as in :func:`make_grid` (``bbox=None``: the box of ``within``)."""
+    bbox = _grid_bbox(bbox, within, resolution_deg)
     lon_min, lat_min, lon_max, lat_max = bbox
     height, width = grid_shape(bbox, resolution_deg)
     lons = lon_min + resolution_deg * (np.arange(width) + 0.5)
@@ -581,10 +583,7 @@ def predict_rasters(bbox, resolution_deg: float, predict, classes: dict[int, lis
     :func:`write_rasters_geotiffs` writes as GeoTIFFs."""
     from tqdm.auto import tqdm
 
-    if bbox is None:
-        if within is None:
-            raise ValueError("give a bbox, a region (within=), or both")
-        bbox = region_bbox(within, resolution_deg)
+    bbox = _grid_bbox(bbox, within, resolution_deg)
     height, width = grid_shape(bbox, resolution_deg)
     out = {f"level{k}": np.zeros((height, width), np.uint8) for k in (1, 2, 3)}
     out.update(p_l3=np.full((height, width), np.nan, np.float32),

@@ -7,6 +7,7 @@ into the git checkout except the build folders ``build/`` and ``_build/``.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -46,4 +47,16 @@ def resource(name: str) -> Path:
     path = Path(__file__).parent / "resources" / name
     if not path.exists():
         raise FileNotFoundError(f"package resource missing: {path}")
+    return path
+
+
+def package_file(package: str, relative: str) -> Path:
+    """A data file inside an installed package, found without importing the package
+    (``ImportError`` if the package is absent, ``FileNotFoundError`` if the file is)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(f"this needs the {package!r} package (pip install {package})")
+    path = Path(next(iter(spec.submodule_search_locations))) / relative
+    if not path.exists():
+        raise FileNotFoundError(f"{package}'s data file is missing: {path}")
     return path
