@@ -8,6 +8,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROFILE ?= book
 SEED ?= 0
+# The notebooks' DATA parameter: the synthetic demo, or the path of your data spec (book/running.md).
+DATA ?= demo
 
 # No model-hub lookups unless the user opts in (HF_HUB_OFFLINE=0 make book): offline, a
 # failed lookup would retry for 20-50 s. The book's artefacts stay inside build/.
@@ -20,7 +22,7 @@ WORKSHOP_PROFILE ?= tiny
 
 help:
 	@echo "make test       lint, unit tests and the five notebooks under the tiny profile"
-	@echo "make book       run the notebooks (PROFILE=$(PROFILE)) and build the HTML book in _build/html"
+	@echo "make book       run the notebooks (PROFILE=$(PROFILE), DATA=$(DATA)) and build the HTML book in _build/html"
 	@echo "make test-fast  unit tests only (skips the slow notebook run)"
 	@echo "make workshop   student copies of the notebooks (solutions removed) in build/workshop"
 	@echo "make lock       re-pin constraints.txt from the current .venv"
@@ -42,8 +44,8 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -ra -m "not slow"
 
 notebooks: $(STAMP)
-	HABITAT_HELPERS_CACHE=$(BOOK_CACHE) $(BIN)/python -m habitat_helpers.notebooks \
-		--profile $(PROFILE) --seed $(SEED) --out build --no-progress
+	HABITAT_HELPERS_CACHE=$(BOOK_CACHE) $(BIN)/python -m habitat_helpers notebooks \
+		--profile $(PROFILE) --seed $(SEED) --data $(DATA) --out build --no-progress
 
 html: $(STAMP)
 	$(BIN)/jupyter-book build . --warningiserror --nitpick --keep-going
@@ -54,7 +56,7 @@ book: notebooks
 # Student copies: the notebooks without the solutions of their exercises (habitat_helpers/workshop.py).
 # A copy edited or run since it was made is never overwritten (add WORKSHOP_FLAGS=--force to do so).
 workshop: $(STAMP)
-	$(BIN)/python -m habitat_helpers.workshop --out build/workshop --profile $(WORKSHOP_PROFILE) $(WORKSHOP_FLAGS)
+	$(BIN)/python -m habitat_helpers workshop --out build/workshop --profile $(WORKSHOP_PROFILE) $(WORKSHOP_FLAGS)
 
 lock: $(STAMP)
 	{ head -3 constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | grep -v '^-e'; } > constraints.new

@@ -7,6 +7,7 @@ Import it as ``import habitat_helpers as hh`` and reach each stage by its module
 ``hh.runtime``      device choice, seeding, hub (online/offline) checks
 ``hh.profiles``     the ``tiny`` / ``book`` / ``full`` run sizes
 ``hh.eunis``        the EUNIS 2021 habitat hierarchy (levels 1-3)
+``hh.labels``       label hierarchies: EUNIS 2021, LUCAS LC1, CORINE, your own CSV
 ``hh.demo``         the synthetic demo dataset over real European land points
 ``hh.datasets``     loaders for LUCAS, EVA, EMBAL and satellite patches; the site table
 ``hh.encoders``     pre-trained encoders by name (GeoCLIP location, timm images)
@@ -38,7 +39,7 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "paths", "runtime", "profiles", "eunis", "demo", "encoders", "embed", "losses",
+    "paths", "runtime", "profiles", "eunis", "labels", "demo", "encoders", "embed", "losses",
     "datasets", "align", "spatial", "classify", "evaluation", "metrics", "maps", "landmask", "environment", "viz", "notebooks", "cli",
     "workshop", "report",
 )

@@ -435,25 +435,87 @@ def load_alignment(path: str | Path, device: str = "cpu") -> AlignmentModel:
     return model.to(device).eval()
 
 
+# --- the stage: chapter 3's main model for the later chapters ----------------------------------
+
+MODALITIES = ("photo", "satellite", "gps")
+
+
+def site_alignment(data, embeddings: dict[str, np.ndarray], profile, seed: int, *, radius_km: float = 5.0,
+                   device: str = "cpu", recompute: bool = False, progress: bool = True, checkpoint: bool = True):
+    """Chapter 3's stage: the heads aligning photo, satellite and GPS embeddings of ``data`` (a
+    :class:`habitat_helpers.datasets.Data`), trained on the profile's spatial split.
+
+    The split is :func:`habitat_helpers.spatial.train_val_test_split` with the profile's block
+    size and test share and 15 % validation blocks (test blocks are never used); the heads
+    follow the profile's sizes. The model, its training history and the settings are kept in
+    the run folder; a later chapter reads them back when the sites, the embeddings' settings
+    and the training settings match, and otherwise trains here (with a one-line note saying why,
+    and a progress bar). ``recompute=True`` always trains (from the epoch checkpoint if one with
+    the same settings exists, so an interrupted run resumes).
+
+    Returns ``model, history, split`` (``split``: ``"train"``, ``"val"`` or ``"test"`` per site).
+    """
+    import json
+
+    from . import profiles, spatial
+
+    prof = profiles.get(profile) if isinstance(profile, str) else profile
+    sites = data.sites
+    lat, lon = sites["lat"].to_numpy(float), sites["lon"].to_numpy(float)
+    split = spatial.train_val_test_split(lat, lon, prof.block_size_deg, prof.test_fraction, 0.15, seed)
+    config = config_for(prof, seed, radius_km=radius_km)
+    settings = {"sites": len(sites), "first_site": str(sites["site_id"].iloc[0]) if len(sites) else "",
+                "embedding_settings": str(embeddings.get("settings", "")), "config": _plain_config_of(config)}
+    run = data.run_dir(prof.name, seed)
+    model_path, history_path, settings_path = (run / "alignment.pt", run / "alignment_history.csv",
+                                               run / "alignment_settings.json")
+    if not recompute and model_path.exists() and settings_path.exists() and history_path.exists():
+        if json.loads(settings_path.read_text()) == json.loads(json.dumps(settings)):
+            print(f"alignment: read from {model_path} (trained earlier on these sites and settings)")
+            history = pd.read_csv(history_path)
+            history.attrs["best_epoch"] = int(history["epoch"][history["val_recall"].idxmax()])
+            return load_alignment(model_path, device), history, split
+        print("alignment: the heads in the run folder were trained on other sites or settings: training again")
+    elif not recompute:
+        print("alignment: no trained heads in the run folder yet (chapter 3 trains them): training them now")
+    for name in ("train", "val"):
+        if not (split == name).any():
+            raise ValueError(f"no {name} blocks: {len(sites)} sites in blocks of {prof.block_size_deg}° are too "
+                             "few to train the alignment")
+    missing = [m for m in MODALITIES if m not in embeddings or np.isnan(embeddings[m]).all()]
+    if missing:
+        raise ValueError(f"no site has {', '.join(missing)}: the alignment needs every one of {MODALITIES}")
+    model, history = train_alignment(embeddings, np.where(split == "train")[0], np.where(split == "val")[0],
+                                     config, lat, lon, device=device, progress=progress,
+                                     checkpoint=run / "alignment_checkpoint.pt" if checkpoint else None)
+    save_alignment(model.cpu(), model_path)
+    history.to_csv(history_path, index=False)
+    settings_path.write_text(json.dumps(settings, indent=2))
+    return model.to(device), history, split
+
+
+def config_for(profile, seed: int, *, radius_km: float = 5.0, modalities=MODALITIES) -> AlignConfig:
+    """The :class:`AlignConfig` of a profile's sizes (heads, epochs, batch, learning rate)."""
+    from . import profiles
+
+    prof = profiles.get(profile) if isinstance(profile, str) else profile
+    return AlignConfig(dim=prof.align_dim, hidden=prof.align_hidden, epochs=prof.align_epochs,
+                       batch_size=prof.align_batch_size, lr=prof.align_lr, seed=seed,
+                       modalities=tuple(modalities), radius_km=radius_km)
+
+
+def _plain_config_of(config: AlignConfig) -> dict:
+    import json
+
+    return json.loads(json.dumps(asdict(config), default=list))
+
+
 # --- command line (single process or torchrun) -----------------------------------------------
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m habitat_helpers.align --embeddings site_embeddings.npz --sites sites.parquet
-    --out heads.pt``; under ``torchrun --nproc_per_node=N`` the N processes share every batch
-    and gather the negatives. The split is :func:`habitat_helpers.spatial.train_val_test_split`
-    (test blocks are never used here)."""
-    import argparse
-    import json
-    import sys
-    import time
-
-    import torch.distributed as dist
-
-    from . import datasets, runtime, spatial
-    from .embed import load_site_embeddings
-
+def add_arguments(parser) -> None:
+    """The options of ``python -m habitat_helpers align`` (:data:`habitat_helpers.cli.COMMANDS`);
+    the defaults are :class:`AlignConfig`'s."""
     defaults = AlignConfig()
-    parser = argparse.ArgumentParser(description="Train the contrastive projection heads on cached embeddings.")
     parser.add_argument("--embeddings", required=True, help="site embeddings (.npz of hh.embed.save_site_embeddings)")
     parser.add_argument("--sites", required=True, help="site table (GeoParquet, hh.datasets schema)")
     parser.add_argument("--out", required=True, help="file for the trained heads")
@@ -476,13 +538,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
 
-    rank, world_size, device = runtime.init_distributed(runtime.resolve_device(args.device))
+
+def run(args) -> int:
+    """``python -m habitat_helpers align --embeddings site_embeddings.npz --sites sites.parquet
+    --out heads.pt``; under ``torchrun --nproc_per_node=N`` the N processes share every batch
+    and gather the negatives. The split is :func:`habitat_helpers.spatial.train_val_test_split`
+    (test blocks are never used here). Rank 0 prints one JSON line."""
+    import json
+    import sys
+    import time
+
+    import torch.distributed as dist
+
+    from . import datasets, runtime, spatial
+    from .cli import UsageError
+    from .embed import load_site_embeddings
+
     sites = datasets.read_sites(args.sites)
     site_ids, embeddings = load_site_embeddings(args.embeddings)
     if list(site_ids) != list(sites["site_id"]):
-        raise SystemExit(f"{args.embeddings} does not match the site table {args.sites} (site ids differ)")
+        raise UsageError(f"{args.embeddings} does not match the site table {args.sites} (site ids differ)")
+    rank, world_size, device = runtime.init_distributed(runtime.resolve_device(args.device))
     config = AlignConfig(dim=args.dim, hidden=args.hidden, epochs=args.epochs, batch_size=args.batch_size,
                          lr=args.lr, dropout=args.dropout, patience=args.patience, seed=args.seed,
                          learn_temperature=not args.fixed_temperature,
@@ -504,7 +581,3 @@ def main(argv: list[str] | None = None) -> int:
     if world_size > 1:
         dist.destroy_process_group()
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

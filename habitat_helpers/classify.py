@@ -1,11 +1,20 @@
-"""Hierarchical EUNIS classification (levels 1-3) on any feature matrix.
+"""Hierarchical classification (levels 1-3 of EUNIS or any label scheme) on any feature matrix.
 
 :class:`HierarchicalClassifier` fits one multinomial logistic regression per level on the
 sites labelled at that level (a site labelled only ``R2`` trains levels 1 and 2). Its
-predictions respect the hierarchy: every level-3 habitat seen in training is a path
-``L1 -> L2 -> L3`` scored by the sum of the three levels' log-probabilities, and the best
-path gives the predictions at all three levels (so the level-2 prediction always lies under
-the level-1 one).
+predictions respect the hierarchy: every habitat of the deepest fitted level seen in training
+is a path (``L1 -> L2 -> L3`` when all three levels are fitted) scored by the sum of the
+fitted levels' log-probabilities along it, and the best path gives the predictions at every
+level down to that one (so the level-2 prediction always lies under the level-1 one).
+
+Labels that stop at level 1 or 2 (EVA exports, LUCAS and EMBAL labels, crosswalks) are
+fine: a level without labels, or with a single habitat, is skipped (``skipped_`` says why,
+``levels_`` lists the levels fitted), and the levels below the deepest fitted one are not
+predicted (``None``).
+
+The hierarchy is a :class:`habitat_helpers.labels.LabelScheme` (``scheme=``, EUNIS 2021 by
+default): a code's ancestors come from the scheme's parent table, never from how the code is
+spelt, so LUCAS land cover, CORINE or a hierarchy of your own decode the same way.
 
 The same class serves the aligned model and the baselines, so they are compared in one
 harness: only the features differ.
@@ -22,9 +31,24 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from . import labels as label_schemes
 from . import metrics
 
-LEVEL_COLUMNS = {1: "eunis_l1", 2: "eunis_l2", 3: "eunis_l3"}
+LEVEL_COLUMNS = label_schemes.LEVEL_COLUMNS
+
+
+def _ancestors(scheme, codes, level: int) -> list:
+    """The ancestor at ``level`` of each code (the code itself at its own level, ``None`` for a
+    missing code): the one place that knows how codes nest, through ``scheme``'s parents."""
+    lookup = {c: scheme.ancestor(c, level) for c in set(codes) if isinstance(c, str)}
+    return [lookup.get(c) if isinstance(c, str) else None for c in codes]
+
+
+def _not_fitted(level: int, habitats: set) -> str:
+    """Why a level cannot be fitted (the same words in every fold, so they can be counted)."""
+    if not habitats:
+        return f"level {level}: no training site is labelled at this level"
+    return f"level {level}: a single habitat among the training labels (a classifier needs two)"
 
 
 class HierarchicalClassifier:
@@ -33,15 +57,28 @@ class HierarchicalClassifier:
     By default each level is a standardised multinomial logistic regression (``C``; ``tol``
     1e-3 converges to the same macro-F1 as 1e-4 within about 0.01 on the demo, 3-4 times
     faster). ``estimator`` replaces it with any scikit-learn classifier factory, e.g.
-    :func:`coordinate_knn` for the k-NN on coordinates baseline."""
+    :func:`coordinate_knn` for the k-NN on coordinates baseline.
 
-    def __init__(self, C: float = 0.5, max_iter: int = 500, tol: float = 1e-3, estimator=None):
+    After :meth:`fit`: ``levels_`` lists the levels fitted, ``skipped_`` maps each other
+    level to the reason, and ``depth_`` is the deepest fitted level (the level of the paths)."""
+
+    def __init__(self, C: float = 0.5, max_iter: int = 500, tol: float = 1e-3, estimator=None, scheme="eunis"):
         self.C = C
         self.max_iter = max_iter
         self.tol = tol
         self.estimator = estimator
+        self.scheme = label_schemes.get(scheme)
         self.models: dict[int, object] = {}
         self.classes: dict[int, np.ndarray] = {}
+        self.levels_: list[int] = []
+        self.skipped_: dict[int, str] = {}
+
+    @property
+    def depth_(self) -> int:
+        """The deepest fitted level: predictions stop there."""
+        if not self.levels_:
+            raise ValueError("the classifier is not fitted")
+        return max(self.levels_)
 
     def _new_model(self):
         if self.estimator is not None:
@@ -49,12 +86,19 @@ class HierarchicalClassifier:
         return make_pipeline(StandardScaler(), LogisticRegression(C=self.C, max_iter=self.max_iter, tol=self.tol))
 
     def fit(self, X: np.ndarray, labels: pd.DataFrame) -> HierarchicalClassifier:
-        """``labels`` has ``eunis_l1, eunis_l2, eunis_l3`` columns (``None`` where unknown)."""
+        """``labels`` has ``eunis_l1, eunis_l2, eunis_l3`` columns (``None`` where unknown).
+
+        Every level with at least two habitats among the training sites labelled at it (and
+        with features) is fitted; the others are skipped. Raises ``ValueError``, saying why
+        for each level, only when no level can be fitted."""
+        self.models, self.classes, self.skipped_ = {}, {}, {}
         for level, col in LEVEL_COLUMNS.items():
             y = labels[col].to_numpy(dtype=object)
-            keep = np.array([isinstance(v, str) for v in y]) & ~np.isnan(X).any(axis=1)
-            if len(set(y[keep])) < 2:
-                raise ValueError(f"level {level} needs at least two habitats among the training labels")
+            keep = np.array([isinstance(v, str) for v in y], dtype=bool) & ~np.isnan(X).any(axis=1)
+            habitats = set(y[keep])
+            if len(habitats) < 2:
+                self.skipped_[level] = _not_fitted(level, habitats)
+                continue
             model = self._new_model()
             with warnings.catch_warnings():          # a few iterations short of tol is fine for a probe
                 warnings.simplefilter("ignore", ConvergenceWarning)
@@ -62,10 +106,14 @@ class HierarchicalClassifier:
                 model.fit(X[keep], y[keep].astype(str))
             self.models[level] = model
             self.classes[level] = model.classes_
+        self.levels_ = sorted(self.models)
+        if not self.levels_:
+            raise ValueError("no level can be fitted: " + "; ".join(self.skipped_.values()))
         return self
 
     def predict_proba(self, X: np.ndarray) -> dict[int, pd.DataFrame]:
-        """Per level, a ``(n, n_classes)`` table of probabilities (NaN rows where X is NaN)."""
+        """Per fitted level, a ``(n, n_classes)`` table of probabilities (NaN rows where X is
+        NaN), each level on its own (not hierarchy-consistent: see :meth:`level_proba`)."""
         ok = ~np.isnan(X).any(axis=1)
         out = {}
         for level, model in self.models.items():
@@ -76,16 +124,20 @@ class HierarchicalClassifier:
         return out
 
     def path_proba(self, X: np.ndarray) -> pd.DataFrame:
-        """Probability of each EUNIS path (level-3 habitat seen in training) per row: the three
-        levels' probabilities multiplied along the path, renormalised over the paths. NaN rows
+        """Probability of each path per row. The paths are the habitats of the deepest fitted
+        level seen in training (level 3 when all levels are labelled); each is scored by the
+        fitted levels' probabilities multiplied along it, renormalised over the paths. NaN rows
         where ``X`` is NaN."""
         probs = self.predict_proba(X)
         eps = 1e-9
-        leaves = list(self.classes[3])
-        score = np.log(probs[3].to_numpy() + eps)
-        for level in (1, 2):
+        depth = self.depth_
+        leaves = list(self.classes[depth])
+        score = np.log(probs[depth].to_numpy() + eps)
+        for level in self.levels_:
+            if level == depth:
+                continue
             p = probs[level]
-            cols = [leaf[:level] for leaf in leaves]
+            cols = _ancestors(self.scheme, leaves, level)
             score = score + np.log(np.column_stack(
                 [p[c].to_numpy() if c in p.columns else np.full(len(X), eps) for c in cols]) + eps)
         ok = ~np.isnan(score).any(axis=1)
@@ -96,51 +148,70 @@ class HierarchicalClassifier:
         return pd.DataFrame(out, columns=leaves)
 
     def level_proba(self, X: np.ndarray, paths: pd.DataFrame | None = None) -> dict[int, pd.DataFrame]:
-        """Per level, probabilities consistent with the hierarchy: the path probabilities summed
-        over the paths under each code (so a level-2 code's probability is the sum of its
-        level-3 children's)."""
+        """Per level down to the deepest fitted one, probabilities consistent with the
+        hierarchy: the path probabilities summed over the paths under each code (so a level-2
+        code's probability is the sum of its level-3 children's). Deeper levels have no table."""
         paths = self.path_proba(X) if paths is None else paths
         out = {}
-        for level in (1, 2, 3):
-            prefix = pd.Index([c[:level] for c in paths.columns])
-            out[level] = paths.T.groupby(prefix.to_numpy()).sum(min_count=1).T
+        for level in range(1, self.depth_ + 1):
+            ancestors = pd.Index(_ancestors(self.scheme, list(paths.columns), level))
+            out[level] = paths.T.groupby(ancestors.to_numpy()).sum(min_count=1).T
         return out
 
     def predict(self, X: np.ndarray) -> pd.DataFrame:
         """Hierarchy-consistent predictions ``eunis_l1, eunis_l2, eunis_l3`` (the most probable
-        path), plus ``p_l3`` (its probability) and ``entropy_l3`` (entropy of the path
-        probabilities, in nats)."""
+        path; ``None`` below the deepest fitted level), plus ``p_l3`` (the path's probability)
+        and ``entropy_l3`` (entropy of the path probabilities, in nats). The paths are level-3
+        habitats when level 3 is fitted, else those of the deepest fitted level."""
         paths = self.path_proba(X)
         values = paths.to_numpy()
         ok = ~np.isnan(values).any(axis=1)
         best = np.full(len(X), None, dtype=object)
         best[ok] = np.array(paths.columns, dtype=object)[np.nanargmax(values[ok], axis=1)]
         safe = np.nan_to_num(values, nan=1.0)
-        out = pd.DataFrame({
-            "eunis_l1": [b[:1] if b else None for b in best],
-            "eunis_l2": [b[:2] if b else None for b in best],
-            "eunis_l3": best,
-        })
+        depth = self.depth_
+        out = pd.DataFrame({col: _ancestors(self.scheme, best, level) if level <= depth else [None] * len(best)
+                            for level, col in LEVEL_COLUMNS.items()})
         out["p_l3"] = np.where(ok, safe.max(axis=1), np.nan)
         out["entropy_l3"] = np.where(ok, -(safe * np.log(safe + 1e-12)).sum(axis=1), np.nan)
         return out
 
 
 class MajorityClassifier(HierarchicalClassifier):
-    """Predicts the training frequencies of the level-3 habitats for every site (the floor any
-    model must beat): its top-1 prediction is the most frequent habitat at every level."""
+    """Predicts the training frequencies of the habitats of the deepest labelled level (level 3
+    when there are level-3 labels) for every site (the floor any model must beat): its top-1
+    prediction is the most frequent habitat at every level down to that one."""
 
     def fit(self, X, labels: pd.DataFrame) -> MajorityClassifier:
-        counts = labels[LEVEL_COLUMNS[3]].dropna().value_counts()
-        if counts.empty:
-            raise ValueError("the majority baseline needs level-3 labels")
+        self.skipped_ = {}
+        for level in sorted(LEVEL_COLUMNS, reverse=True):
+            counts = labels[LEVEL_COLUMNS[level]].dropna().value_counts()
+            if not counts.empty:
+                break
+            self.skipped_[level] = _not_fitted(level, set())
+        else:
+            raise ValueError("the majority baseline needs labelled training sites")
         self.frequencies = counts.sort_index() / counts.sum()
-        self.classes = {3: self.frequencies.index.to_numpy()}
+        self.classes = {level: self.frequencies.index.to_numpy()}
+        self.levels_ = [level]
         return self
 
     def path_proba(self, X) -> pd.DataFrame:
         n = len(X)
         return pd.DataFrame(np.tile(self.frequencies.to_numpy(), (n, 1)), columns=list(self.frequencies.index))
+
+
+def is_consistent(predictions: pd.DataFrame, scheme="eunis") -> bool:
+    """True when every prediction lies under the one of the level above it in ``scheme``
+    (``predictions`` has ``eunis_l1 .. eunis_l3``; rows without a finer prediction pass)."""
+    scheme = label_schemes.get(scheme)
+    for level in (2, 3):
+        finer = predictions[LEVEL_COLUMNS[level]].to_numpy(object)
+        coarser = predictions[LEVEL_COLUMNS[level - 1]].to_numpy(object)
+        above = _ancestors(scheme, finer, level - 1)
+        if any(isinstance(f, str) and a != c for f, a, c in zip(finer, above, coarser)):
+            return False
+    return True
 
 
 def coordinate_knn(k: int = 15):
@@ -166,9 +237,10 @@ def coordinates_radians(lat, lon) -> np.ndarray:
 
 
 def evaluate(predictions: pd.DataFrame, truth: pd.DataFrame) -> dict:
-    """Per-level accuracy and macro-F1 of ``predictions`` against ``truth`` (same rows)."""
+    """Per-level accuracy and macro-F1 of ``predictions`` against ``truth`` (same rows), for
+    the levels that were predicted (a classifier fitted on coarser labels predicts none below)."""
     return {f"level{level}": metrics.level_metrics(truth[col].to_numpy(object), predictions[col].to_numpy(object))
-            for level, col in LEVEL_COLUMNS.items()}
+            for level, col in LEVEL_COLUMNS.items() if predictions[col].notna().any()}
 
 
 def knn_probe(X: np.ndarray, labels: pd.DataFrame, train: np.ndarray, test: np.ndarray, k: int = 10) -> dict:
@@ -183,7 +255,7 @@ def knn_probe(X: np.ndarray, labels: pd.DataFrame, train: np.ndarray, test: np.n
     out = {}
     for level, col in LEVEL_COLUMNS.items():
         y = labels[col].to_numpy(dtype=object)
-        has = np.array([isinstance(v, str) for v in y]) & ok
+        has = np.array([isinstance(v, str) for v in y], dtype=bool) & ok
         tr, te = train & has, test & has
         if tr.sum() <= k or te.sum() == 0:
             out[f"level{level}"] = {"accuracy": float("nan"), "n": int(te.sum())}
@@ -206,7 +278,7 @@ def linear_probe(X: np.ndarray, labels: pd.DataFrame, train: np.ndarray, test: n
     out = {}
     for level in levels:
         y = labels[LEVEL_COLUMNS[level]].to_numpy(dtype=object)
-        has = np.array([isinstance(v, str) for v in y]) & ok
+        has = np.array([isinstance(v, str) for v in y], dtype=bool) & ok
         tr, te = train & has, test & has
         if len(set(y[tr])) < 2 or te.sum() == 0:
             out[f"level{level}"] = {"accuracy": float("nan"), "macro_f1": float("nan"), "n": int(te.sum())}

@@ -7,418 +7,66 @@ command        what it does
                of any table of sites you have: it reads the table, embeds what the chosen
                modalities need, and writes the per-level metrics of the aligned model and of the
                baselines to ``results.json``
+``embed``      image embeddings of a site table into sharded, resumable cache files
+               (:mod:`habitat_helpers.embed`); under ``torchrun`` the ranks share the shards
+``align``      trains the contrastive projection heads on cached site embeddings
+               (:mod:`habitat_helpers.align`); under ``torchrun`` the ranks share every batch
+``notebooks``  executes the book's notebooks with papermill, with one profile, seed and data
+               (:mod:`habitat_helpers.notebooks`; ``make book``)
+``report``     writes the results chapter's tables from the notebooks' ``metrics.json``
+               (:mod:`habitat_helpers.report`)
+``workshop``   student copies of the notebooks, exercises kept and solutions removed
+               (:mod:`habitat_helpers.workshop`; ``make workshop``)
 =============  ===================================================================================
 
-Why a command line at all: to evaluate your own plots you should not need to write Python or to
+``python -m habitat_helpers COMMAND --help`` shows a command's options. The multi-process
+commands run under ``torchrun`` the same way, e.g.
+``torchrun --nproc_per_node=4 -m habitat_helpers embed ...``.
+
+Why ``evaluate`` is a command: to evaluate your own plots you should not need to write Python or to
 reshape your table into the book's format first. ``evaluate`` accepts a plain CSV (or GeoParquet)
 with a latitude, a longitude and a EUNIS code per row, whatever the columns are called, and says
-row by row what it could not use instead of quietly dropping it.
+row by row what it could not use instead of quietly dropping it (the reader is
+:func:`habitat_helpers.datasets.read_table`, also usable from Python).
 
-Adding a command: write ``_add_<name>_arguments(parser)`` and ``run_<name>(args) -> int`` and list
-them in :data:`COMMANDS`; ``python -m habitat_helpers --help`` picks it up.
+Adding a command: in the module it belongs to, write ``add_arguments(parser)`` (its options) and
+``run(args) -> int`` (the work; returns the exit code, raises :class:`UsageError` for what the
+user can fix), and add one line to :data:`COMMANDS`; ``python -m habitat_helpers --help`` picks
+it up. The module is imported only when its command runs.
+
+Labels that stop at level 1 or 2 are evaluated at the levels they have: the summary and
+``results.json`` say which levels no site is labelled at and which models could not be fitted in
+which folds, and why (:meth:`habitat_helpers.evaluation.CVResult.failures`). The fold-level
+scores are written first (``<out stem>_folds.csv``, and ``<out stem>_failures.csv`` when a fit
+failed), so a failure while building the report loses nothing.
 
 Exit codes: 0 when the command worked; 2 for a problem with what was asked (a column that is not
-in the table, no labelled sites, fewer spatial blocks than folds ...), with a message saying what
-to change. Anything else is a bug: it raises with a full traceback.
+in the table, no labelled sites, fewer spatial blocks than folds, no model fitted in any fold ...),
+with a message saying what to change. Anything else is a bug: it raises with a full traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
+import importlib
 import json
 import math
 import re
 import sys
-from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
-from . import datasets, eunis
-
-#: Other names accepted when the default column name is absent (compared ignoring case, so
-#: ``Latitude`` and ``LATITUDE`` are found too). A name you give yourself is only searched as is,
-#: unless it is one of these.
-COLUMN_ALIASES = {
-    "lat": ("lat", "latitude"),
-    "lon": ("lon", "longitude"),
-    "label": ("eunis_code", "eunis", "Expert System"),
-    "site_id": ("site_id", "PlotObservationID", "id"),
-}
-
-#: Label cells that mean "no label" (the site is kept, unlabelled).
-NO_LABEL = {"", "?", "nan", "none", "na", "n/a", "-"}
-
-#: Separators looked for in a CSV header line; the most frequent one wins.
-SEPARATORS = (",", ";", "\t", "|")
-
-MALFORMED = "malformed row (wrong number of fields)"
-UNKNOWN_CODE = "unknown EUNIS code (site kept unlabelled)"
+from . import datasets
 
 
 class UsageError(Exception):
-    """Something in the command or the table that the user can fix (exit code 2, no traceback)."""
-
-
-# --- reading a table of sites -----------------------------------------------------------------
-
-def read_table(path, *, lat: str = "lat", lon: str = "lon", label: str = "eunis_code",
-               site_id: str | None = None, photo_columns=None, satellite: str | None = None,
-               esy: bool = False, sep: str | None = None, verbose: bool = True):
-    """Read your own table of sites (CSV, TSV or (Geo)Parquet) into the project's site table.
-
-    Parameters
-    ----------
-    path
-        the table. ``.parquet`` / ``.geoparquet`` files are read as (Geo)Parquet; anything
-        else as delimited text whose separator (comma, semicolon, tab or ``|``) is the one that
-        occurs most often in the header line (``.tsv`` files: tab; ``sep`` forces one).
-    lat, lon, label
-        the columns holding latitude and longitude (WGS84 degrees; a decimal comma
-        as in ``48,25`` is accepted) and the EUNIS label. When the default name is absent, the
-        names in :data:`COLUMN_ALIASES` are tried (``latitude``/``Latitude``,
-        ``longitude``/``Longitude``, ``EUNIS``, EVA's ``Expert System``). A GeoParquet file
-        without latitude and longitude columns gives them from its point geometry.
-    site_id
-        the column with a unique id per site; by default ``site_id``, ``PlotObservationID``
-        or ``id`` if present, else the line number in the file (``line12``; ``row12`` for Parquet).
-    photo_columns
-        columns holding ground-photo files, one view per column (e.g. LUCAS's
-        N, E, S, W). Paths may be relative to the table's folder.
-    satellite
-        the column holding a satellite patch file (GeoTIFF, band folder or PNG/JPEG).
-    esy
-        read the labels as EVA ``Expert System`` (EUNIS-ESy) strings such as ``"R22, R23!"``
-        or ``"Sb"``. Switched on automatically when the column is called ``Expert System`` or
-        its cells use that syntax (commas, ``!`` flags, groupings such as ``Qa``).
-
-    Returns
-    -------
-    sites
-        The site table of :mod:`habitat_helpers.datasets` (a GeoDataFrame). Nothing is
-        dropped silently: the :class:`~habitat_helpers.datasets.LoadReport` counts, by reason, rows
-        skipped (malformed lines; missing, unreadable or out-of-range coordinates; duplicated ids)
-        and notes on kept rows (unknown EUNIS codes, which leave the site unlabelled; missing photo
-        files ...). It is printed and stored in ``sites.attrs["load_report"]``, with the columns
-        used in ``sites.attrs["columns"]`` and a few unknown codes in
-        ``sites.attrs["unknown_codes"]`` (for finding typos).
-
-    Raises
-    ------
-    UsageError
-        When a column is missing (naming the columns the table has).
-    """
-    path = Path(path)
-    if not path.exists():
-        raise UsageError(f"table not found: {path}")
-    report = datasets.LoadReport(path.name)
-    if path.suffix.lower() in (".parquet", ".geoparquet"):
-        table, row_names = _read_parquet(path)
-    else:
-        table, row_names = _read_delimited(path, sep, report)
-    report.rows_read += len(table)
-
-    columns = {
-        "lat": _find_column(table, lat, "latitude", "--lat-col"),
-        "lon": _find_column(table, lon, "longitude", "--lon-col"),
-        "label": _find_column(table, label, "EUNIS label", "--label-col"),
-        "site_id": _find_column(table, site_id or "site_id", "site id", "--id-col", required=site_id is not None),
-        "photos": [_find_column(table, c, "photo", "--photo-cols") for c in (photo_columns or [])],
-        "satellite": _find_column(table, satellite, "satellite", "--satellite-col") if satellite else None,
-    }
-    if columns["lat"] is None and columns["lon"] is None and _is_geodataframe(table):
-        table, columns = _coordinates_from_geometry(table, columns, report)
-    for key, what, option in (("lat", "latitude", "--lat-col"), ("lon", "longitude", "--lon-col")):
-        if columns[key] is None:
-            wanted = lat if key == "lat" else lon
-            raise UsageError(_missing_column_message(table, wanted, what, option))
-
-    # Build the candidate site table; datasets.finalise checks coordinates and ids.
-    source = re.sub(r"[^A-Za-z0-9_.-]+", "_", path.stem) or "table"
-    df = pd.DataFrame({"source": source}, index=table.index)
-    df["site_id"] = _site_ids(table, columns["site_id"], row_names, source, report)
-    df["lat"] = _coordinate_text(table[columns["lat"]], report)
-    df["lon"] = _coordinate_text(table[columns["lon"]], report)
-    df["coord_source"] = "table"
-    esy = esy or _looks_like_esy(columns["label"], table[columns["label"]])
-    df["eunis_code"], unknown = _clean_labels(table[columns["label"]], esy, report)
-    photos, views = _photo_lists(table, columns["photos"])
-    df["photos"] = pd.Series(photos, index=df.index, dtype=object)
-    df["photo_views"] = pd.Series(views, index=df.index, dtype=object)
-    df["satellite"] = table[columns["satellite"]].map(_text) if columns["satellite"] else None
-    sites = datasets.finalise(df, report, verbose=False)
-
-    # Image files are checked on the sites that were kept only, so each note counts sites.
-    _check_files(sites, path.parent, report)
-    sites.attrs["load_report"] = report.as_dict()
-    sites.attrs["columns"] = {**columns, "label_format": "EUNIS-ESy (Expert System)" if esy else "EUNIS codes"}
-    sites.attrs["unknown_codes"] = dict(unknown.most_common(20))
-    if verbose:
-        print(report)
-        if unknown:
-            examples = ", ".join(f"{code!r} ({n})" for code, n in unknown.most_common(5))
-            print(f"  unknown EUNIS codes, most frequent first: {examples}")
-    return sites
-
-
-def _read_delimited(path: Path, sep: str | None, report) -> tuple[pd.DataFrame, list[str]]:
-    """All cells as text, plus a name for each row saying where it is in the file (``line12``).
-
-    Python's ``csv`` module is used rather than ``pandas.read_csv`` because it lets us see every
-    row with too many *or too few* fields (pandas pads short rows silently), so each one can be
-    counted as malformed. Quoted cells may contain separators and line breaks."""
-    try:
-        return _parse_delimited(path, sep, report, encoding="utf-8-sig")   # -sig: Excel's byte-order mark
-    except UnicodeDecodeError:
-        report.note("file is not UTF-8: read as Latin-1")
-        return _parse_delimited(path, sep, report, encoding="latin-1")
-
-
-def _parse_delimited(path: Path, sep: str | None, report, encoding: str):
-    with open(path, newline="", encoding=encoding) as f:
-        first_line = f.readline()
-        if not first_line.strip():
-            raise UsageError(f"{path} is empty or starts with a blank line: the first line must name the columns")
-        if sep is None:
-            sep = "\t" if path.suffix.lower() == ".tsv" else _guess_separator(first_line)
-        f.seek(0)
-        reader = csv.reader(f, delimiter=sep)
-        header = [name.strip() for name in next(reader)]
-        rows, row_names, malformed = [], [], 0
-        for fields in reader:
-            if not any(cell.strip() for cell in fields):
-                continue                         # blank line, e.g. at the end of the file
-            if len(fields) != len(header):
-                malformed += 1
-                continue
-            rows.append(fields)
-            row_names.append(f"line{reader.line_num}")
-    report.rows_read += malformed                # read_table adds the rows that parsed
-    report.skip(MALFORMED, malformed)
-    return pd.DataFrame(rows, columns=header, dtype=object), row_names
-
-
-def _guess_separator(header_line: str) -> str:
-    counts = {s: header_line.count(s) for s in SEPARATORS}
-    best = max(counts, key=counts.get)
-    return best if counts[best] else ","
-
-
-def _read_parquet(path: Path) -> tuple[pd.DataFrame, list[str]]:
-    """A Parquet file (a GeoDataFrame when it carries GeoParquet metadata) and a name per row."""
-    import geopandas as gpd
-
-    try:
-        table = gpd.read_parquet(path)
-    except ValueError:                           # plain Parquet: no geometry metadata
-        table = pd.read_parquet(path)
-    table = table.reset_index(drop=True)
-    return table, [f"row{n}" for n in range(1, len(table) + 1)]
-
-
-def _find_column(table: pd.DataFrame, name: str | None, what: str, option: str, required: bool = True) -> str | None:
-    """The column called ``name``; for a default name, also its aliases, ignoring case.
-
-    Returns None when an optional column (or a latitude/longitude that a GeoParquet geometry
-    may still give) is absent; raises :class:`UsageError` naming the table's columns otherwise."""
-    if name is None:
-        return None
-    if name in table.columns:
-        if list(table.columns).count(name) > 1:
-            raise UsageError(f"the table has more than one column called {name!r}")
-        return name
-    candidates = next((names for names in COLUMN_ALIASES.values() if name.lower() in map(str.lower, names)), ())
-    lower = {str(c).lower(): c for c in table.columns}
-    for alias in candidates:
-        if alias.lower() in lower:
-            return lower[alias.lower()]
-    if not required or what in ("latitude", "longitude"):
-        return None
-    raise UsageError(_missing_column_message(table, name, what, option))
-
-
-def _missing_column_message(table, name: str, what: str, option: str) -> str:
-    tried = next((names for names in COLUMN_ALIASES.values() if name.lower() in map(str.lower, names)), (name,))
-    available = ", ".join(repr(str(c)) for c in table.columns)
-    return (f"no {what} column: looked for {' / '.join(repr(t) for t in tried)}. "
-            f"The table has the columns {available}. Name yours with {option} COLUMN.")
-
-
-def _is_geodataframe(table) -> bool:
-    import geopandas as gpd
-
-    return isinstance(table, gpd.GeoDataFrame)
-
-
-def _coordinates_from_geometry(table, columns: dict, report):
-    """Latitude and longitude from a GeoParquet's point geometry (reprojected to WGS84)."""
-    geometry = table.geometry
-    if geometry.crs is not None and not geometry.crs.equals("EPSG:4326"):
-        geometry = geometry.to_crs("EPSG:4326")
-    points = (geometry.geom_type == "Point").to_numpy()
-    report.note("geometry is not a point (no coordinates)", int((~points & geometry.notna().to_numpy()).sum()))
-    lat, lon = np.full(len(table), np.nan), np.full(len(table), np.nan)
-    lat[points], lon[points] = geometry[points].y, geometry[points].x
-    table = table.assign(**{"latitude (from geometry)": lat, "longitude (from geometry)": lon})
-    return table, {**columns, "lat": "latitude (from geometry)", "lon": "longitude (from geometry)"}
-
-
-def _text(value) -> str | None:
-    """A cell as stripped text; None for empty cells and missing values."""
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
-        return None
-    text = str(value).strip()
-    return text or None
-
-
-def _site_ids(table, column, row_names, source: str, report) -> list[str]:
-    """``<source>:<id>``; without an id column (or for an empty id cell) the row's place in the
-    file (``line12``) is used, so that a site can always be found in the file."""
-    if column is None:
-        return [f"{source}:{name}" for name in row_names]
-    ids = []
-    for value, name in zip(table[column], row_names):
-        text = _text(value)
-        if text is None:
-            report.note("no site id (line number used)")
-            text = name
-        ids.append(f"{source}:{text}")
-    return ids
-
-
-def _coordinate_text(values: pd.Series, report) -> pd.Series:
-    """Coordinates as text, with a decimal comma (``48,25``, common in European spreadsheets
-    saved with ``;`` separators) turned into a point. Unreadable values stay as they are:
-    :func:`habitat_helpers.datasets.finalise` counts them."""
-    out, commas = [], 0
-    for value in values:
-        text = _text(value)
-        if text is not None and re.fullmatch(r"-?\d+,\d+", text):
-            text = text.replace(",", ".")
-            commas += 1
-        out.append(text)
-    report.note("coordinates with a decimal comma (read as a point)", commas)
-    return pd.Series(out, index=values.index, dtype=object)
-
-
-def _looks_like_esy(column: str, values: pd.Series) -> bool:
-    """True when labels look like EVA ``Expert System`` strings rather than plain codes."""
-    if column.strip().lower() == "expert system":
-        return True
-    for value in values:
-        text = _text(value)
-        if text and ("," in text or text.endswith("!") or re.fullmatch(r"[A-Z][a-z]", text)):
-            return True
-    return False
-
-
-def _clean_labels(values: pd.Series, esy: bool, report) -> tuple[list[str | None], Counter]:
-    """One EUNIS code (or None) per row. Unknown codes are noted and counted by code."""
-    labels, unknown = [], Counter()
-    for value in values:
-        text = _text(value)
-        if text is None or text.lower() in NO_LABEL:
-            report.note("no EUNIS label (site kept unlabelled)")
-            labels.append(None)
-            continue
-        try:
-            code = eunis.esy_label(text) if esy else eunis.check(text)
-        except ValueError:
-            report.note(UNKNOWN_CODE)
-            unknown[text] += 1
-            labels.append(None)
-            continue
-        if code is None:       # ESy codes of different formations: no common label
-            report.note("EUNIS-ESy codes of different formations (site kept unlabelled)")
-        labels.append(code)
-    return labels, unknown
-
-
-def _photo_lists(table, photo_columns: list[str]) -> tuple[list[list[str]], list[list[str]]]:
-    """Per site, the photo cells that are filled and the name of each view (its column).
-    A cell holding a list (as in a saved site table) gives one view per element."""
-    photos, views = [], []
-    for i in range(len(table)):
-        files, names = [], []
-        for column in photo_columns:
-            value = table[column].iat[i]
-            items = list(value) if isinstance(value, (list, tuple, np.ndarray)) else [value]
-            for k, item in enumerate(items):
-                text = _text(item)
-                if text is not None:
-                    files.append(text)
-                    names.append(column if len(items) == 1 else f"{column}-{k}")
-        photos.append(files)
-        views.append(names)
-    return photos, views
-
-
-def _local_file(text: str, folder: Path) -> Path | None:
-    """A path relative to the table's folder (or absolute); None for a URL."""
-    if re.match(r"^[a-z][a-z0-9+.-]*://", text, flags=re.IGNORECASE):
-        return None
-    path = Path(text).expanduser()
-    return path if path.is_absolute() else folder / path
-
-
-def _check_files(sites, folder: Path, report) -> None:
-    """Keep only image files that exist (made absolute); note the others by reason."""
-    all_photos, all_views = [], []
-    for files, views in zip(sites["photos"], sites["photo_views"]):
-        kept, kept_views = [], []
-        for text, view in zip(files, views):
-            path = _local_file(text, folder)
-            if path is None:
-                report.note("photo given as a URL (not downloaded; photo ignored)")
-            elif not path.exists():
-                report.note("photo file missing (photo ignored)")
-            else:
-                kept.append(str(path))
-                kept_views.append(view)
-        all_photos.append(kept)
-        all_views.append(kept_views)
-    sites["photos"] = pd.Series(all_photos, index=sites.index, dtype=object)
-    sites["photo_views"] = pd.Series(all_views, index=sites.index, dtype=object)
-
-    patches = []
-    for text, lat, lon in zip(sites["satellite"], sites["lat"], sites["lon"]):
-        text = _text(text)
-        path = _local_file(text, folder) if text else None
-        if text is None:
-            patches.append(None)
-        elif path is None or not path.exists():
-            report.note("satellite patch missing or a URL (patch ignored)")
-            patches.append(None)
-        elif not _patch_covers(path, lat, lon, report):
-            patches.append(None)
-        else:
-            patches.append(str(path))
-    sites["satellite"] = patches
-
-
-def _patch_covers(path: Path, lat: float, lon: float, report, tolerance_m: float = 1000.0) -> bool:
-    """Whether a georeferenced patch lies over its site (within ``tolerance_m``), as
-    :func:`habitat_helpers.datasets.read_satellite` checks: a patch of the wrong place would
-    teach the model nonsense. Patches without georeferencing (PNG, no CRS) are accepted."""
-    if path.suffix.lower() not in (".tif", ".tiff"):
-        return True
-    try:
-        lon_min, lat_min, lon_max, lat_max = datasets.patch_bounds_wgs84(path)
-    except ValueError:
-        report.note("satellite patch without a CRS (kept, not checked against the site)")
-        return True
-    except OSError:
-        report.note("satellite patch unreadable (patch ignored)")
-        return False
-    pad_lat = tolerance_m / 111_320
-    pad_lon = pad_lat / max(math.cos(math.radians(lat)), 1e-6)
-    if lat_min - pad_lat <= lat <= lat_max + pad_lat and lon_min - pad_lon <= lon <= lon_max + pad_lon:
-        return True
-    report.note("satellite patch does not cover the site (patch ignored)")
-    return False
+    """Something in the command that the user can fix (exit code 2, no traceback). A problem in
+    the table itself is a :class:`habitat_helpers.datasets.TableError`, reported the same way."""
 
 
 # --- embeddings ---------------------------------------------------------------------------------
@@ -533,21 +181,35 @@ def keep_levels(value, levels):
 
 
 def summary_text(result, levels) -> str:
-    """A small table: mean ± std macro-F1 over the folds, per model (rows) and level (columns)."""
+    """A small table: mean ± std macro-F1 over the folds, per model (rows) and level (columns),
+    then the levels not evaluated (no site labelled at them) and the models that could not be
+    fitted, one line per model and reason, counted over the folds."""
     from . import evaluation
 
+    not_evaluated = result.levels_not_evaluated()
     table = result.summary(evaluation.ALL_SITES)
     models = list(dict.fromkeys(table.index.get_level_values(0)))
     rows = {}
     for model in models:
         cells = {}
-        for level in levels:
+        for level in (lv for lv in levels if lv not in not_evaluated):
             mean = table["macro_f1"]["mean"].get((model, level), np.nan)
             std = table["macro_f1"]["std"].get((model, level), np.nan)
             cells[f"level {level}"] = "-" if np.isnan(mean) else f"{mean:.3f} ± {0.0 if np.isnan(std) else std:.3f}"
         rows[model] = cells
-    text = pd.DataFrame.from_dict(rows, orient="index").rename_axis("model").to_string()
-    return f"macro-F1 on the test blocks (mean ± std over folds and seeds):\n{text}"
+    text = pd.DataFrame.from_dict(rows, orient="index").rename_axis("model").to_string() if rows else \
+        "no model could be scored"
+    lines = [f"macro-F1 on the test blocks (mean ± std over folds and seeds):\n{text}"]
+    notes = [why for level, why in not_evaluated.items() if level in levels]
+    lines += [""] + notes if notes else []
+    failures = result.failure_summary()
+    failures = failures[failures["level"].isna() | failures["level"].isin(levels)]
+    if len(failures):
+        lines += ["", "could not be fitted (counted over folds and seeds):"]
+        for row in failures.itertuples(index=False):
+            fraction = "" if row.fraction >= 1 else f" (fraction {row.fraction:g} of the labels)"
+            lines.append(f"  {row.model}{fraction}: {row.folds} of {row.of} folds: {row.reason}")
+    return "\n".join(lines)
 
 
 # --- the evaluate command -----------------------------------------------------------------------
@@ -577,11 +239,16 @@ def _add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     from . import encoders
 
     table = parser.add_argument_group("the table of sites")
-    table.add_argument("--sites", required=True, help="CSV/TSV (separator detected) or (Geo)Parquet of sites")
+    table.add_argument("--sites", required=True,
+                       help="CSV/TSV (separator detected) or (Geo)Parquet of sites, or a data spec (.yml: the "
+                            "notebooks' DATA, see data/example_spec.yml; the column options are then ignored)")
     table.add_argument("--lat-col", default="lat", help="latitude column (default: lat, else latitude / Latitude)")
     table.add_argument("--lon-col", default="lon", help="longitude column (default: lon, else longitude / Longitude)")
     table.add_argument("--label-col", default="eunis_code",
-                       help="EUNIS label column (default: eunis_code, else EUNIS or EVA's 'Expert System')")
+                       help="label column (default: eunis_code, else EUNIS or EVA's 'Expert System')")
+    table.add_argument("--label-scheme", default="eunis",
+                       help="the labels' hierarchy: eunis (EUNIS 2021, default), lucas-lc1 (LUCAS land cover), "
+                            "corine (CORINE Land Cover) or the path of your own CSV with code,parent,name")
     table.add_argument("--id-col", default=None,
                        help="unique site id column (default: site_id, PlotObservationID or id if present, "
                             "else the line number)")
@@ -632,7 +299,9 @@ def _add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
                        help="embedding cache folder (default: $HABITAT_HELPERS_CACHE/embeddings)")
 
     output = parser.add_argument_group("output")
-    output.add_argument("--out", default="results.json", help="results file (default: results.json)")
+    output.add_argument("--out", default="results.json",
+                        help="results file (default: results.json); the fold-level scores go beside it "
+                             "(<stem>_folds.csv, and <stem>_failures.csv when a model could not be fitted)")
     output.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -655,8 +324,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     _check_evaluate_arguments(args)
     sep = {"\\t": "\t", "tab": "\t"}.get(args.sep, args.sep)     # '\t' typed in a shell is two characters
 
-    sites = read_table(args.sites, lat=args.lat_col, lon=args.lon_col, label=args.label_col, site_id=args.id_col,
-                       photo_columns=args.photo_cols, satellite=args.satellite_col, esy=args.esy, sep=sep)
+    sites, scheme = _read_sites(args, sep)
     lat, lon = sites["lat"].to_numpy(float), sites["lon"].to_numpy(float)
     labels = pd.DataFrame(sites[["eunis_l1", "eunis_l2", "eunis_l3"]]).reset_index(drop=True)
     _check_sites(sites, labels, args, seeds)
@@ -683,32 +351,64 @@ def _evaluate(args: argparse.Namespace) -> int:
             lat=lat, lon=lon, labels=labels, embeddings=embeddings, modalities=tuple(args.modalities),
             folds=args.folds, block_size_deg=args.block_size_deg, seeds=tuple(seeds),
             align_config=align.AlignConfig(**align_settings), label_fractions=tuple(args.label_fractions),
-            device=device, progress=not args.no_progress)
+            scheme=scheme, device=device, progress=not args.no_progress)
     except ValueError as err:            # e.g. fewer spatial blocks than folds for one of the seeds
         raise UsageError(str(err)) from None
 
-    report = {
-        "habitat_helpers_version": habitat_helpers.__version__,
-        "input": {"file": str(Path(args.sites).resolve()), "columns": sites.attrs["columns"]},
-        "load_report": {**sites.attrs["load_report"], "unknown_codes": sites.attrs["unknown_codes"]},
-        "levels": list(args.levels),
-        "embeddings": {m: {"encoder": "geoclip-location" if m == "gps" else args.image_encoder,
-                           **(env_info if m == "env" else {}),
-                           "sites_with_input": int((~np.isnan(a).any(axis=1)).sum())}
-                       for m, a in embeddings.items()},
-        **keep_levels(result.to_json(), args.levels),
-    }
+    # What was computed is saved first, in the plainest form, so that no later step can lose it.
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(plain(report), indent=2, allow_nan=False))
+    saved = write_fold_scores(result, out, args.levels)
+    try:
+        report = {
+            "habitat_helpers_version": habitat_helpers.__version__,
+            "input": {"file": str(Path(args.sites).resolve()), "columns": sites.attrs["columns"]},
+            "load_report": {**sites.attrs["load_report"], "unknown_codes": sites.attrs["unknown_codes"]},
+            "levels": list(args.levels),
+            "embeddings": {m: {"encoder": "geoclip-location" if m == "gps" else args.image_encoder,
+                               **(env_info if m == "env" else {}),
+                               "sites_with_input": int((~np.isnan(a).any(axis=1)).sum())}
+                           for m, a in embeddings.items()},
+            **keep_levels(result.to_json(), args.levels),
+        }
+        out.write_text(json.dumps(plain(report), indent=2, allow_nan=False))
+    except Exception:
+        print(f"error: writing {out} failed; the fold-level scores are saved in "
+              f"{', '.join(map(str, saved))}", file=sys.stderr)
+        raise
     print()
     print(summary_text(result, args.levels))
-    print(f"\nwrote {out}")
+    print(f"\nwrote {out}, {', '.join(map(str, saved))}")
+    if result.scores.empty:
+        raise UsageError("no model could be fitted in any fold (the reasons are listed above and in "
+                         f"{out.name}): use larger blocks or fewer folds, or check the labels")
     return 0
+
+
+def write_fold_scores(result, out: Path, levels) -> list[Path]:
+    """Save the fold-level scores of ``levels`` as ``<out stem>_folds.csv`` and, when some fits
+    failed, the failures as ``<out stem>_failures.csv`` (a stale one is removed). Returns the
+    files written."""
+    folds = out.with_name(f"{out.stem}_folds.csv")
+    result.scores[result.scores["level"].isin(levels)].to_csv(folds, index=False)
+    failures = result.failures()
+    failures = failures[failures["level"].isna() | failures["level"].isin(levels)]
+    path = out.with_name(f"{out.stem}_failures.csv")
+    if failures.empty:
+        path.unlink(missing_ok=True)
+        return [folds]
+    failures.to_csv(path, index=False)
+    return [folds, path]
 
 
 def _check_evaluate_arguments(args) -> None:
     """Problems that need no data, found before anything slow runs."""
+    from . import labels
+
+    try:
+        labels.get(args.label_scheme)
+    except (ValueError, FileNotFoundError) as err:
+        raise UsageError(f"--label-scheme: {err}") from None
     if args.folds < 2:
         raise UsageError("--folds must be at least 2")
     if args.block_size_deg <= 0:
@@ -752,24 +452,50 @@ def env_rasters(specs: list[str]) -> dict:
     return out
 
 
+def _read_sites(args, sep):
+    """The site table and its label scheme, from a table (with the column options) or a data spec."""
+    if Path(args.sites).suffix.lower() in (".yml", ".yaml"):
+        try:
+            data = datasets.load(args.sites)
+        except (FileNotFoundError, ValueError) as err:
+            raise UsageError(str(err)) from None
+        if args.label_scheme != "eunis" and args.label_scheme != data.label_scheme:
+            raise UsageError(f"--label-scheme {args.label_scheme} differs from the data spec's label_scheme "
+                             f"{data.label_scheme}: set it in the spec")
+        sites = data.sites
+        sites.attrs.update(columns={"data spec": str(Path(args.sites).resolve())},
+                           load_report={"sources": data.report.reset_index().to_dict(orient="records")},
+                           unknown_codes={})
+        return sites, data.label_scheme
+    sites = datasets.read_table(args.sites, lat=args.lat_col, lon=args.lon_col, label=args.label_col,
+                                site_id=args.id_col, photo_columns=args.photo_cols, satellite=args.satellite_col,
+                                esy=args.esy, sep=sep, label_scheme=args.label_scheme)
+    return sites, args.label_scheme
+
+
 def _check_sites(sites, labels: pd.DataFrame, args, seeds) -> None:
     """Problems in the table itself, found before the (possibly long) embedding."""
     from . import evaluation
 
     labelled = labels["eunis_l1"].notna()
     if not labelled.any():
-        raise UsageError(f"no labelled rows: none of the {len(sites)} sites kept has a known EUNIS code in "
-                         f"column {sites.attrs['columns']['label']!r} (see the report above)")
-    if labels.loc[labelled, "eunis_l1"].nunique() < 2:
-        raise UsageError("all labelled sites share one level-1 habitat: a classifier needs at least two")
+        where = sites.attrs["columns"].get("label", sites.attrs["columns"].get("data spec"))
+        raise UsageError(f"no labelled rows: none of the {len(sites)} sites kept has a known "
+                         f"{args.label_scheme} code in {where!r} (see the report above)")
+    if all(labels[column].nunique() < 2 for column in labels.columns):
+        raise UsageError("all labelled sites share one habitat at every level: a classifier needs at least two")
+    unlabelled = [level for level in args.levels if labels[f"eunis_l{level}"].isna().all()]
+    if len(unlabelled) == len(args.levels):
+        deepest = max(level for level in (1, 2, 3) if labels[f"eunis_l{level}"].notna().any())
+        raise UsageError(f"no site is labelled at level {', '.join(map(str, unlabelled))}: the labels stop at "
+                         f"level {deepest}; ask for --levels {','.join(map(str, range(1, deepest + 1)))}")
+    for level in unlabelled:
+        print(f"note: no site is labelled at level {level}: not evaluated", file=sys.stderr)
     has_input = {"photo": sites["photos"].str.len() > 0, "satellite": sites["satellite"].notna()}
     for modality in ("photo", "satellite"):
         if modality in args.modalities and not has_input[modality].any():
             raise UsageError(f"no site has a usable {modality} file (see the notes above): "
                              f"fix the paths or drop {modality} from --modalities")
-    for level in args.levels:
-        if labels[f"eunis_l{level}"].isna().all():
-            print(f"note: no site is labelled at level {level}; its metrics will be empty", file=sys.stderr)
     for seed in seeds:
         try:
             evaluation.block_folds(sites["lat"].to_numpy(float), sites["lon"].to_numpy(float),
@@ -778,24 +504,55 @@ def _check_sites(sites, labels: pd.DataFrame, args, seeds) -> None:
             raise UsageError(str(err)) from None
 
 
-#: The subcommands, name -> (function adding its options, function running it, one-line help).
-COMMANDS = {
-    "evaluate": (_add_evaluate_arguments, run_evaluate,
-                 "spatial block cross-validation of your own table of sites -> results.json"),
+# --- the commands -------------------------------------------------------------------------------
+
+class Command(NamedTuple):
+    """A subcommand: its one-line help, and the module (``habitat_helpers.<module>``) with its two
+    functions, ``add_arguments(parser)`` and ``run(args) -> int``, by name, so that the module is
+    imported only when the command is used (``--help`` alone imports none, so no torch)."""
+
+    help: str
+    module: str
+    add_arguments: str = "add_arguments"
+    run: str = "run"
+
+    def functions(self):
+        """``(add_arguments, run)``, importing the module now."""
+        module = importlib.import_module(f"{__package__}.{self.module}")
+        return getattr(module, self.add_arguments), getattr(module, self.run)
+
+
+#: Every subcommand, in the order ``python -m habitat_helpers --help`` lists them.
+COMMANDS: dict[str, Command] = {
+    "evaluate": Command("spatial block cross-validation of your own table of sites -> results.json",
+                        "cli", "_add_evaluate_arguments", "run_evaluate"),
+    "embed": Command("extract image embeddings of a site table into sharded files (torchrun-aware)", "embed"),
+    "align": Command("train the contrastive projection heads on cached embeddings (torchrun-aware)", "align"),
+    "notebooks": Command("execute the book's notebooks with papermill, in order, with one profile and seed",
+                         "notebooks"),
+    "report": Command("write the results chapter's tables from the notebooks' metrics", "report"),
+    "workshop": Command("student copies of the notebooks: the exercises kept, their solutions removed",
+                        "workshop"),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentParser:
+    """The parser of every command in :data:`COMMANDS`. With ``commands``, only those get their
+    options (and have their modules imported); the others are still listed by ``--help``."""
+    wanted = set(COMMANDS if commands is None else commands)
     parser = argparse.ArgumentParser(
         prog="python -m habitat_helpers",
         description="Command line of habitat_helpers (habitats from photos, satellites and GPS).")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
-                                     title="commands", help="run 'python -m habitat_helpers COMMAND --help'")
-    for name, (add_arguments, run, help_text) in COMMANDS.items():
-        sub = commands.add_parser(name, help=help_text, description=help_text[:1].upper() + help_text[1:],
-                                  prog=f"python -m habitat_helpers {name}")
-        add_arguments(sub)
-        sub.set_defaults(run=run)
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                       title="commands", help="run 'python -m habitat_helpers COMMAND --help'")
+    for name, command in COMMANDS.items():
+        sub = subparsers.add_parser(name, help=command.help,
+                                    description=command.help[:1].upper() + command.help[1:],
+                                    prog=f"python -m habitat_helpers {name}")
+        if name in wanted:
+            add_arguments, run = command.functions()
+            add_arguments(sub)
+            sub.set_defaults(run=run)
     return parser
 
 
@@ -803,13 +560,16 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; returns the exit code (0 fine, 2 a usage problem, explained on stderr).
 
     Tests and notebooks can call ``main(["evaluate", "--sites", ...])`` in the same process."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # the command is the first word that is not an option (the top level has no option values)
+    named = next((word for word in argv if not word.startswith("-")), None)
+    parser = build_parser([named] if named in COMMANDS else [])
     try:
         args = parser.parse_args(argv)
     except SystemExit as stop:           # --help (0) or a bad option (2); argparse has printed why
         return stop.code if isinstance(stop.code, int) else 0
     try:
         return args.run(args)
-    except UsageError as err:
+    except (UsageError, datasets.TableError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

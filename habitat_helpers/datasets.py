@@ -28,6 +28,8 @@ required column raises ``ValueError`` naming it.
 
 from __future__ import annotations
 
+import csv
+import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -35,8 +37,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-from . import eunis
 
 SITE_COLUMNS = ["site_id", "source", "lat", "lon", "coord_uncertainty_m", "coord_source", "date",
                 "eunis_code", "eunis_l1", "eunis_l2", "eunis_l3", "photos", "photo_views", "satellite",
@@ -77,19 +77,26 @@ class LoadReport:
         return "\n".join(lines)
 
 
-def _read_table(table, sep=",", bad_lines: list | None = None) -> pd.DataFrame:
-    """A DataFrame of strings from a path (CSV/TSV/Parquet) or a DataFrame. Lines with the wrong
-    number of fields are collected in ``bad_lines`` (and skipped) instead of stopping the read."""
+def _read_export(table, report: LoadReport, sep=",") -> pd.DataFrame:
+    """A survey export in a documented layout (LUCAS, EVA, EMBAL) as a DataFrame of strings
+    (empty cells missing), from a path (CSV/TSV/Parquet) or a DataFrame; its rows are added to
+    ``report.rows_read``. Text is read by :func:`_read_delimited`, as for :func:`read_table`:
+    lines with too many *or too few* fields are counted in ``report`` (read, and skipped as
+    malformed) instead of stopping the read. Your own table of sites, whatever its columns are
+    called, is read by :func:`read_table` instead."""
     if isinstance(table, pd.DataFrame):
-        return table.copy()
-    path = Path(table)
-    if not path.exists():
-        raise FileNotFoundError(f"table not found: {path}")
-    if path.suffix == ".parquet":
-        return pd.read_parquet(path)
-    sink = bad_lines if bad_lines is not None else []
-    return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=[""],
-                       engine="python", on_bad_lines=lambda line: sink.append(line) and None)
+        df = table.copy()
+    else:
+        path = Path(table)
+        if not path.exists():
+            raise FileNotFoundError(f"table not found: {path}")
+        if path.suffix == ".parquet":
+            df = pd.read_parquet(path)
+        else:
+            df = _read_delimited(path, sep, report)[0].astype(str)
+            df = df.mask(df.eq(""))
+    report.rows_read += len(df)
+    return df
 
 
 def _require(df: pd.DataFrame, columns, what: str) -> None:
@@ -98,19 +105,34 @@ def _require(df: pd.DataFrame, columns, what: str) -> None:
         raise ValueError(f"{what} lacks required column(s) {missing}; it has {list(df.columns)[:20]}...")
 
 
-def _labels(values, report: LoadReport) -> list[str | None]:
-    """Clean EUNIS labels (plain codes or EUNIS-ESy strings); unknown codes are counted, not kept."""
-    out = []
-    for v in values:
-        try:
-            out.append(eunis.esy_label(v))
-        except ValueError:
-            report.note("unknown EUNIS code (site kept unlabelled)")
-            out.append(None)
-    return out
+def _clean_label(value, scheme, report: LoadReport, unknown: Counter | None = None) -> str | None:
+    """One label cell as a code of ``scheme`` (a :class:`~habitat_helpers.labels.LabelScheme`;
+    EUNIS: a plain code or an EUNIS-ESy string), by its ``clean`` rules; None for no label.
+    An unknown code is noted in ``report`` (the site is kept unlabelled) and, given a Counter
+    ``unknown``, counted there by value. The survey loaders and :func:`read_table` both clean
+    labels with it."""
+    try:
+        return scheme.clean(value)
+    except ValueError:
+        what = (UNKNOWN_CODE if scheme.name == "eunis"
+                else f"unknown {scheme.title} code (site kept unlabelled)")
+        report.note(what)
+        if unknown is not None:
+            unknown[_text(value)] += 1
+        return None
 
 
-def finalise(df: pd.DataFrame, report: LoadReport, sea: str = "flag", verbose: bool = True):
+def _labels(values, report: LoadReport, label_scheme="eunis") -> list[str | None]:
+    """Clean labels with the scheme's rules (:func:`_clean_label`); unknown codes are counted,
+    not kept."""
+    from . import labels
+
+    scheme = labels.get(label_scheme)
+    return [_clean_label(v, scheme, report) for v in values]
+
+
+def finalise(df: pd.DataFrame, report: LoadReport, sea: str = "flag", verbose: bool = True,
+             label_scheme="eunis"):
     """Validate and normalise a candidate site table into the documented schema.
 
     Rows with missing or out-of-range coordinates or a duplicated ``site_id`` are skipped
@@ -146,7 +168,10 @@ def finalise(df: pd.DataFrame, report: LoadReport, sea: str = "flag", verbose: b
         df = df[df["on_land"]]
     else:
         report.note("on the sea in the 1 km land mask (kept, on_land=False)", (~df["on_land"]).sum())
-    levels = [eunis.level_columns(c) for c in df["eunis_code"]]
+    from . import labels
+
+    scheme = labels.get(label_scheme)
+    levels = [scheme.level_columns(c) for c in df["eunis_code"]]
     for k in (1, 2, 3):
         df[f"eunis_l{k}"] = [lv[f"eunis_l{k}"] for lv in levels]
     df["coord_uncertainty_m"] = pd.to_numeric(df["coord_uncertainty_m"], errors="coerce")
@@ -155,6 +180,7 @@ def finalise(df: pd.DataFrame, report: LoadReport, sea: str = "flag", verbose: b
     sites = gpd.GeoDataFrame(df[SITE_COLUMNS].reset_index(drop=True),
                              geometry=gpd.points_from_xy(df["lon"], df["lat"]), crs="EPSG:4326")
     sites.attrs["load_report"] = report.as_dict()
+    sites.attrs["label_scheme"] = scheme.name
     if verbose:
         print(report)
     return sites
@@ -162,12 +188,24 @@ def finalise(df: pd.DataFrame, report: LoadReport, sea: str = "flag", verbose: b
 
 # --- LUCAS -----------------------------------------------------------------------------------
 
-def _lucas_coordinate(values: pd.Series) -> pd.Series:
-    """Numbers, with the LUCAS 'no data' sentinels (88.888..., 8, 88, 888) as NaN."""
+def _lucas_numbers(values: pd.Series, no_data: str) -> pd.Series:
+    """Numbers, with the cells that fully match the regular expression ``no_data`` as NaN."""
     text = values.astype("string").str.strip()
-    sentinel = text.str.fullmatch(r"88\.8+|8|88|888|8888+").fillna(False).astype(bool)
+    sentinel = text.str.fullmatch(no_data).fillna(False).astype(bool)
     numbers = pd.to_numeric(text.mask(sentinel), errors="coerce")
     return pd.Series(numbers.to_numpy(dtype=float, na_value=np.nan), index=values.index)
+
+
+def _lucas_coordinate(values: pd.Series) -> pd.Series:
+    """Degrees (``th_lat``, ``gps_long`` ...), with the LUCAS 'no data' codes 88.888..., 8, 88,
+    888 and 8888... as NaN: none of them is a latitude or longitude in the survey area."""
+    return _lucas_numbers(values, r"88\.8+|8|88|888|8888+")
+
+
+def _lucas_metres(values: pd.Series) -> pd.Series:
+    """Metres (``gps_prec``, ``obs_dist``), with only the long 'no data' codes 88.888... and
+    8888... as NaN: 8, 88 and 888 m are real distances (an 8 m GPS fix is common)."""
+    return _lucas_numbers(values, r"88\.8+|8888+")
 
 
 def _lucas_dates(values: pd.Series) -> pd.Series:
@@ -185,12 +223,14 @@ def lucas_photo_path(root, year, nuts0, point_id, view) -> Path:
 
 
 def read_lucas(table, photo_root=None, labels=None, *, coordinates: str = "gps",
-               views=LUCAS_VIEWS, label_column: str = "eunis_code", sea: str = "flag"):
+               views=LUCAS_VIEWS, label_column: str = "eunis_code", sea: str = "flag",
+               label_scheme="eunis", verbose: bool = True):
     """Read the harmonised LUCAS in-situ table (d'Andrimont et al. 2020) into a site table.
 
     * ``gps_long`` carries no sign: ``gps_ew == "West"`` makes it negative. ``th_long`` is signed.
     * ``coordinates="gps"`` (default) uses ``gps_lat/gps_long`` and falls back to the theoretical
-      grid point ``th_lat/th_long`` where the GPS fix is missing (sentinels) or not WGS84;
+      grid point ``th_lat/th_long`` where the GPS fix is missing (sentinels) or not WGS84
+      (a blank ``gps_proj`` too: the datum is unknown);
       ``coordinate_source`` says which was used. ``"theoretical"`` always uses ``th_*``.
       Uncertainty: ``gps_prec`` (m) for GPS, ``obs_dist`` (m, observer to point) for the fallback.
     * ``survey_date`` in dd/mm/yy or dd/mm/yyyy.
@@ -198,15 +238,15 @@ def read_lucas(table, photo_root=None, labels=None, *, coordinates: str = "gps",
       (missing files are counted); without it, the GISCO URLs (``file_path_gisco_*`` columns
       when present, else the public URL pattern).
     * ``labels``: optional table (or path) with ``point_id``, ``year`` and ``label_column``
-      (EUNIS codes or EUNIS-ESy strings).
+      (EUNIS codes or EUNIS-ESy strings). Without it, ``label_column`` may name a column of the
+      LUCAS table itself, e.g. ``"lc1"`` with ``label_scheme="lucas-lc1"`` (land cover).
+    * ``label_scheme``: the hierarchy of the labels (:func:`habitat_helpers.labels.get`).
     """
     if coordinates not in {"gps", "theoretical"}:
         raise ValueError("coordinates must be 'gps' or 'theoretical'")
-    bad: list = []
-    df = _read_table(table, bad_lines=bad)
+    report = LoadReport("LUCAS")
+    df = _read_export(table, report)
     _require(df, ["point_id", "year", "th_lat", "th_long"], "LUCAS table")
-    report = LoadReport("LUCAS", rows_read=len(df) + len(bad))
-    report.skip("malformed row (wrong number of fields)", len(bad))
     df["point_id"] = df["point_id"].astype(str).str.strip()
     df["year"] = df["year"].astype(str).str.strip()
     th_lat, th_lon = _lucas_coordinate(df["th_lat"]), _lucas_coordinate(df["th_long"])
@@ -215,10 +255,13 @@ def read_lucas(table, photo_root=None, labels=None, *, coordinates: str = "gps",
         if "gps_ew" in df.columns:
             ew = df["gps_ew"].astype("string").str.strip().str.lower()
             gps_lon = gps_lon.where(~ew.isin(["west", "w"]), -gps_lon.abs())
-        wgs84 = df["gps_proj"].astype("string").str.upper().eq("WGS84") if "gps_proj" in df.columns else True
+        wgs84 = True
+        if "gps_proj" in df.columns:   # a blank projection: the fix's datum is unknown
+            proj = df["gps_proj"].astype("string").str.strip().str.upper()
+            wgs84 = proj.eq("WGS84").fillna(False).astype(bool)
         use_gps = gps_lat.notna() & gps_lon.notna() & wgs84
-        prec = _lucas_coordinate(df["gps_prec"]) if "gps_prec" in df.columns else np.nan
-        obs = _lucas_coordinate(df["obs_dist"]) if "obs_dist" in df.columns else np.nan
+        prec = _lucas_metres(df["gps_prec"]) if "gps_prec" in df.columns else np.nan
+        obs = _lucas_metres(df["obs_dist"]) if "obs_dist" in df.columns else np.nan
         df["lat"] = gps_lat.where(use_gps, th_lat)
         df["lon"] = gps_lon.where(use_gps, th_lon)
         df["coord_uncertainty_m"] = pd.Series(prec, index=df.index).where(use_gps, obs)
@@ -226,7 +269,7 @@ def read_lucas(table, photo_root=None, labels=None, *, coordinates: str = "gps",
         report.note("GPS missing or not WGS84: theoretical point used", (~use_gps).sum())
     else:
         df["lat"], df["lon"] = th_lat, th_lon
-        df["coord_uncertainty_m"] = _lucas_coordinate(df["obs_dist"]) if "obs_dist" in df.columns else np.nan
+        df["coord_uncertainty_m"] = _lucas_metres(df["obs_dist"]) if "obs_dist" in df.columns else np.nan
         df["coord_source"] = "theoretical"
     df["date"] = _lucas_dates(df["survey_date"]) if "survey_date" in df.columns else pd.NaT
     report.note("survey date unreadable (kept, NaT)",
@@ -237,17 +280,21 @@ def read_lucas(table, photo_root=None, labels=None, *, coordinates: str = "gps",
     # labels
     df["eunis_code"] = None
     if labels is not None:
-        lab = _read_table(labels)
+        label_report = LoadReport("LUCAS labels")
+        lab = _read_export(labels, label_report)
         _require(lab, ["point_id", "year", label_column], "LUCAS label table")
+        report.note("malformed label rows ignored (wrong number of fields)", label_report.skipped[MALFORMED])
         lab = lab.assign(point_id=lab["point_id"].astype(str).str.strip(), year=lab["year"].astype(str).str.strip())
         dup = lab.duplicated(["point_id", "year"])
         report.note("duplicated label rows ignored", dup.sum())
         lab = lab[~dup]
         merged = df[["point_id", "year"]].merge(lab[["point_id", "year", label_column]], how="left",
                                                 on=["point_id", "year"])
-        df["eunis_code"] = _labels(merged[label_column].tolist(), report)
+        df["eunis_code"] = _labels(merged[label_column].tolist(), report, label_scheme)
         unmatched = len(lab) - merged[label_column].notna().sum()
         report.note("label rows matching no LUCAS point", unmatched)
+    elif label_column in df.columns:
+        df["eunis_code"] = _labels(df[label_column].tolist(), report, label_scheme)
 
     # photos
     if "nuts0" not in df.columns:
@@ -270,7 +317,7 @@ def read_lucas(table, photo_root=None, labels=None, *, coordinates: str = "gps",
         photo_views.append(names)
     df["photos"], df["photo_views"] = photos, photo_views
     df["satellite"] = None
-    return finalise(df, report, sea=sea)
+    return finalise(df, report, sea=sea, verbose=verbose, label_scheme=label_scheme)
 
 
 def _lucas_photo_expected(row, view: str) -> bool:
@@ -292,18 +339,17 @@ def _lucas_url(row, view: str) -> str:
 
 # --- EVA -------------------------------------------------------------------------------------
 
-def read_eva(header, *, label_column: str = "Expert System", sep: str = "\t", sea: str = "flag"):
+def read_eva(header, *, label_column: str = "Expert System", sep: str = "\t", sea: str = "flag",
+             label_scheme="eunis", verbose: bool = True):
     """Read an EVA header export (tab-separated ``*_header.csv``) into a site table.
 
     Uses ``PlotObservationID``, ``Latitude``, ``Longitude`` (required), ``Expert System``
     (EUNIS-ESy codes: several comma-separated, ``!``-flagged, groupings such as ``Sb``, ``?``),
     ``Location uncertainty (m)`` and ``Date of recording`` (dd.mm.yyyy) when present.
     """
-    bad: list = []
-    df = _read_table(header, sep=sep, bad_lines=bad)
+    report = LoadReport("EVA")
+    df = _read_export(header, report, sep=sep)
     _require(df, ["PlotObservationID", "Latitude", "Longitude"], "EVA header")
-    report = LoadReport("EVA", rows_read=len(df) + len(bad))
-    report.skip("malformed row (wrong number of fields)", len(bad))
     df["site_id"] = "eva:" + df["PlotObservationID"].astype(str).str.strip()
     df["source"] = "eva"
     df["lat"], df["lon"] = df["Latitude"], df["Longitude"]
@@ -315,8 +361,9 @@ def read_eva(header, *, label_column: str = "Expert System", sep: str = "\t", se
         report.note("date unreadable (kept, NaT)", (df["date"].isna() & df["Date of recording"].notna()).sum())
     else:
         df["date"] = pd.NaT
-    df["eunis_code"] = _labels(df[label_column].tolist(), report) if label_column in df.columns else None
-    return finalise(df, report, sea=sea)
+    df["eunis_code"] = (_labels(df[label_column].tolist(), report, label_scheme)
+                        if label_column in df.columns else None)
+    return finalise(df, report, sea=sea, verbose=verbose, label_scheme=label_scheme)
 
 
 # --- EMBAL -----------------------------------------------------------------------------------
@@ -328,20 +375,23 @@ EMBAL_COLUMNS = {"site": "site identifier", "transect": "transect identifier wit
                  "eunis_code": "optional EUNIS code of the site", "date": "optional survey date (ISO)"}
 
 
-def read_embal(table, photo_root=None, columns: dict | None = None, *, sea: str = "flag"):
+def read_embal(table, photo_root=None, columns: dict | None = None, *, sea: str = "flag",
+               label_scheme="eunis", verbose: bool = True):
     """Read EMBAL transect photos (one CSV row per photo, schema :data:`EMBAL_COLUMNS`).
 
     ``columns`` maps our names to yours for other layouts, e.g. ``{"site": "PlotID"}``.
     Rows of one site are grouped: their photos become the site's views (``T<transect>-<k>``).
-    Rows whose photo file is missing are counted; a site keeps the photos that exist.
+    Rows whose photo file is missing or whose photo cell is empty are counted; a site keeps the
+    photos that exist. Rows without a site id are skipped (counted).
     """
-    bad: list = []
-    df = _read_table(table, bad_lines=bad)
+    report = LoadReport("EMBAL")
+    df = _read_export(table, report)
     rename = {theirs: ours for ours, theirs in (columns or {}).items()}
     df = df.rename(columns=rename)
     _require(df, ["site", "transect", "lat", "lon", "photo"], "EMBAL table")
-    report = LoadReport("EMBAL", rows_read=len(df) + len(bad))
-    report.skip("malformed row (wrong number of fields)", len(bad))
+    no_site = df["site"].map(_text).isna()
+    report.skip("no site id", no_site.sum())
+    df = df[~no_site]
     records = []
     for site, rows in df.groupby("site", sort=False):
         lat = pd.to_numeric(rows["lat"], errors="coerce")
@@ -350,6 +400,9 @@ def read_embal(table, photo_root=None, columns: dict | None = None, *, sea: str 
             report.note("sites with differing coordinates across rows (first used)")
         photos, views = [], []
         for k, r in enumerate(rows.itertuples(index=False)):
+            if _text(r.photo) is None:
+                report.note("photo cell empty")
+                continue
             path = Path(r.photo) if photo_root is None else Path(photo_root) / r.photo
             if photo_root is not None and not path.exists():
                 report.note("photo file missing")
@@ -366,8 +419,8 @@ def read_embal(table, photo_root=None, columns: dict | None = None, *, sea: str 
                         "eunis_code": label, "photos": photos, "photo_views": views, "satellite": None})
     out = pd.DataFrame(records, columns=list(records[0]) if records else SITE_COLUMNS)
     if len(out):
-        out["eunis_code"] = _labels(out["eunis_code"].tolist(), report)
-    return finalise(out, report, sea=sea)
+        out["eunis_code"] = _labels(out["eunis_code"].tolist(), report, label_scheme)
+    return finalise(out, report, sea=sea, verbose=verbose, label_scheme=label_scheme)
 
 
 # --- satellite patches -----------------------------------------------------------------------
@@ -381,6 +434,16 @@ def patch_bounds_wgs84(path) -> tuple[float, float, float, float]:
         if src.crs is None:
             raise ValueError(f"{path} has no CRS: cannot check it against the site's coordinates")
         return transform_bounds(src.crs, "EPSG:4326", *src.bounds)
+
+
+def _bounds_cover(bounds, lat: float, lon: float, tolerance_m: float = 1000.0) -> bool:
+    """Whether the point ``lat, lon`` lies within ``bounds`` (``lon_min, lat_min, lon_max,
+    lat_max`` in WGS84) grown by ``tolerance_m`` on every side: the check that a satellite patch
+    lies over its site (a patch of the wrong place would teach the model nonsense)."""
+    lon_min, lat_min, lon_max, lat_max = bounds
+    pad_lat = tolerance_m / 111_320
+    pad_lon = pad_lat / max(float(np.cos(np.deg2rad(lat))), 1e-6)
+    return bool(lat_min - pad_lat <= lat <= lat_max + pad_lat and lon_min - pad_lon <= lon <= lon_max + pad_lon)
 
 
 def read_patch(path, bands=None) -> np.ndarray:
@@ -448,10 +511,7 @@ def read_satellite(sites, root, pattern: str = "{name}.tif", *, tolerance_m: flo
             continue
         if path.suffix.lower() in {".tif", ".tiff"} or path.is_dir():
             probe = path if path.is_file() else next(path.glob("*_B04.tif"))
-            lon_min, lat_min, lon_max, lat_max = patch_bounds_wgs84(probe)
-            pad_lat = tolerance_m / 111_320
-            pad_lon = pad_lat / max(np.cos(np.deg2rad(row.lat)), 1e-6)
-            if not (lat_min - pad_lat <= row.lat <= lat_max + pad_lat and lon_min - pad_lon <= row.lon <= lon_max + pad_lon):
+            if not _bounds_cover(patch_bounds_wgs84(probe), row.lat, row.lon, tolerance_m):
                 report.note("patch does not cover the site (not attached)")
                 found.append(None)
                 continue
@@ -461,6 +521,397 @@ def read_satellite(sites, root, pattern: str = "{name}.tif", *, tolerance_m: flo
     sites.attrs["satellite_report"] = report.as_dict()
     print(report)
     return sites
+
+
+# --- your own table of sites ---------------------------------------------------------------
+
+#: Other names accepted when the default column name is absent (compared ignoring case, so
+#: ``Latitude`` and ``LATITUDE`` are found too). A name you give yourself is only searched as is,
+#: unless it is one of these.
+COLUMN_ALIASES = {
+    "lat": ("lat", "latitude"),
+    "lon": ("lon", "longitude"),
+    "label": ("eunis_code", "eunis", "Expert System"),
+    "site_id": ("site_id", "PlotObservationID", "id"),
+}
+
+#: Label cells that mean "no label" (the site is kept, unlabelled).
+NO_LABEL = {"", "?", "nan", "none", "na", "n/a", "-"}
+
+#: Separators looked for in a CSV header line; the most frequent one wins.
+SEPARATORS = (",", ";", "\t", "|")
+
+MALFORMED = "malformed row (wrong number of fields)"
+UNKNOWN_CODE = "unknown EUNIS code (site kept unlabelled)"
+
+
+class TableError(ValueError):
+    """A problem with your table that you can fix (a missing column, an empty file ...):
+    the message says what to change. The command line reports it with exit code 2."""
+
+
+def read_table(path, *, lat: str = "lat", lon: str = "lon", label: str = "eunis_code",
+               site_id: str | None = None, photo_columns=None, satellite: str | None = None,
+               esy: bool = False, sep: str | None = None, label_scheme: str = "eunis",
+               verbose: bool = True):
+    """Read your own table of sites (CSV, TSV or (Geo)Parquet) into the project's site table.
+
+    Parameters
+    ----------
+    path
+        the table. ``.parquet`` / ``.geoparquet`` files are read as (Geo)Parquet; anything
+        else as delimited text whose separator (comma, semicolon, tab or ``|``) is the one that
+        occurs most often in the header line (``.tsv`` files: tab; ``sep`` forces one).
+    lat, lon, label
+        the columns holding latitude and longitude (WGS84 degrees; a decimal comma
+        as in ``48,25`` is accepted) and the EUNIS label. When the default name is absent, the
+        names in :data:`COLUMN_ALIASES` are tried (``latitude``/``Latitude``,
+        ``longitude``/``Longitude``, ``EUNIS``, EVA's ``Expert System``). A GeoParquet file
+        without latitude and longitude columns gives them from its point geometry.
+    site_id
+        the column with a unique id per site; by default ``site_id``, ``PlotObservationID``
+        or ``id`` if present, else the line number in the file (``line12``; ``row12`` for Parquet).
+    photo_columns
+        columns holding ground-photo files, one view per column (e.g. LUCAS's
+        N, E, S, W). Paths may be relative to the table's folder.
+    satellite
+        the column holding a satellite patch file (GeoTIFF, band folder or PNG/JPEG).
+    esy
+        read the labels as EVA ``Expert System`` (EUNIS-ESy) strings such as ``"R22, R23!"``
+        or ``"Sb"``. Switched on automatically when the column is called ``Expert System`` or
+        its cells use that syntax (commas, ``!`` flags, groupings such as ``Qa``).
+    label_scheme
+        the hierarchy of the labels (``"eunis"``, the default, or another scheme of
+        :mod:`habitat_helpers.labels`, whose codes are then read with its own rules).
+
+    Returns
+    -------
+    sites
+        The site table (see the top of this module; a GeoDataFrame). Nothing is
+        dropped silently: the :class:`LoadReport` counts, by reason, rows
+        skipped (malformed lines; missing, unreadable or out-of-range coordinates; duplicated ids)
+        and notes on kept rows (unknown EUNIS codes, which leave the site unlabelled; missing photo
+        files ...). It is printed and stored in ``sites.attrs["load_report"]``, with the columns
+        used in ``sites.attrs["columns"]`` and a few unknown codes in
+        ``sites.attrs["unknown_codes"]`` (for finding typos).
+
+    Raises
+    ------
+    TableError
+        When a column is missing (naming the columns the table has).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise TableError(f"table not found: {path}")
+    report = LoadReport(path.name)
+    if path.suffix.lower() in (".parquet", ".geoparquet"):
+        table, row_names = _read_parquet(path)
+    else:
+        table, row_names = _read_delimited(path, sep, report)
+    report.rows_read += len(table)
+
+    columns = {
+        "lat": _find_column(table, lat, "latitude", "--lat-col"),
+        "lon": _find_column(table, lon, "longitude", "--lon-col"),
+        "label": _find_column(table, label, "EUNIS label", "--label-col"),
+        "site_id": _find_column(table, site_id or "site_id", "site id", "--id-col", required=site_id is not None),
+        "photos": [_find_column(table, c, "photo", "--photo-cols") for c in (photo_columns or [])],
+        "satellite": _find_column(table, satellite, "satellite", "--satellite-col") if satellite else None,
+    }
+    if columns["lat"] is None and columns["lon"] is None and _is_geodataframe(table):
+        table, columns = _coordinates_from_geometry(table, columns, report)
+    for key, what, option in (("lat", "latitude", "--lat-col"), ("lon", "longitude", "--lon-col")):
+        if columns[key] is None:
+            wanted = lat if key == "lat" else lon
+            raise TableError(_missing_column_message(table, wanted, what, option))
+
+    # Build the candidate site table; finalise checks coordinates and ids.
+    source = re.sub(r"[^A-Za-z0-9_.-]+", "_", path.stem) or "table"
+    df = pd.DataFrame({"source": source}, index=table.index)
+    df["site_id"] = _site_ids(table, columns["site_id"], row_names, source, report)
+    df["lat"] = _coordinate_text(table[columns["lat"]], report)
+    df["lon"] = _coordinate_text(table[columns["lon"]], report)
+    df["coord_source"] = "table"
+    eunis_labels = label_scheme == "eunis"
+    esy = eunis_labels and (esy or _looks_like_esy(columns["label"], table[columns["label"]]))
+    df["eunis_code"], unknown = _clean_labels(table[columns["label"]], report, label_scheme)
+    photos, views = _photo_lists(table, columns["photos"])
+    df["photos"] = pd.Series(photos, index=df.index, dtype=object)
+    df["photo_views"] = pd.Series(views, index=df.index, dtype=object)
+    df["satellite"] = table[columns["satellite"]].map(_text) if columns["satellite"] else None
+    sites = finalise(df, report, verbose=False, label_scheme=label_scheme)
+
+    # Image files are checked on the sites that were kept only, so each note counts sites.
+    _check_files(sites, path.parent, report)
+    sites.attrs["load_report"] = report.as_dict()
+    label_format = "EUNIS-ESy (Expert System)" if esy else "EUNIS codes" if eunis_labels else f"{label_scheme} codes"
+    sites.attrs["columns"] = {**columns, "label_format": label_format}
+    sites.attrs["unknown_codes"] = dict(unknown.most_common(20))
+    if verbose:
+        print(report)
+        if unknown:
+            examples = ", ".join(f"{code!r} ({n})" for code, n in unknown.most_common(5))
+            print(f"  unknown {'EUNIS' if eunis_labels else label_scheme} codes, most frequent first: {examples}")
+    return sites
+
+
+def _read_delimited(path: Path, sep: str | None, report) -> tuple[pd.DataFrame, list[str]]:
+    """All cells as text, plus a name for each row saying where it is in the file (``line12``).
+
+    Python's ``csv`` module is used rather than ``pandas.read_csv`` because it lets us see every
+    row with too many *or too few* fields (pandas pads short rows silently), so each one can be
+    counted as malformed. Quoted cells may contain separators and line breaks."""
+    try:
+        return _parse_delimited(path, sep, report, encoding="utf-8-sig")   # -sig: Excel's byte-order mark
+    except UnicodeDecodeError:
+        report.note("file is not UTF-8: read as Latin-1")
+        return _parse_delimited(path, sep, report, encoding="latin-1")
+
+
+def _parse_delimited(path: Path, sep: str | None, report, encoding: str):
+    with open(path, newline="", encoding=encoding) as f:
+        first_line = f.readline()
+        if not first_line.strip():
+            raise TableError(f"{path} is empty or starts with a blank line: the first line must name the columns")
+        if sep is None:
+            sep = "\t" if path.suffix.lower() == ".tsv" else _guess_separator(first_line)
+        f.seek(0)
+        reader = csv.reader(f, delimiter=sep)
+        header = [name.strip() for name in next(reader)]
+        rows, row_names, malformed = [], [], 0
+        for fields in reader:
+            if not any(cell.strip() for cell in fields):
+                continue                         # blank line, e.g. at the end of the file
+            if len(fields) != len(header):
+                malformed += 1
+                continue
+            rows.append(fields)
+            row_names.append(f"line{reader.line_num}")
+    report.rows_read += malformed                # read_table adds the rows that parsed
+    report.skip(MALFORMED, malformed)
+    return pd.DataFrame(rows, columns=header, dtype=object), row_names
+
+
+def _guess_separator(header_line: str) -> str:
+    counts = {s: header_line.count(s) for s in SEPARATORS}
+    best = max(counts, key=counts.get)
+    return best if counts[best] else ","
+
+
+def _read_parquet(path: Path) -> tuple[pd.DataFrame, list[str]]:
+    """A Parquet file (a GeoDataFrame when it carries GeoParquet metadata) and a name per row."""
+    import geopandas as gpd
+
+    try:
+        table = gpd.read_parquet(path)
+    except ValueError:                           # plain Parquet: no geometry metadata
+        table = pd.read_parquet(path)
+    table = table.reset_index(drop=True)
+    return table, [f"row{n}" for n in range(1, len(table) + 1)]
+
+
+def _find_column(table: pd.DataFrame, name: str | None, what: str, option: str, required: bool = True) -> str | None:
+    """The column called ``name``; for a default name, also its aliases, ignoring case.
+
+    Returns None when an optional column (or a latitude/longitude that a GeoParquet geometry
+    may still give) is absent; raises :class:`TableError` naming the table's columns otherwise."""
+    if name is None:
+        return None
+    if name in table.columns:
+        if list(table.columns).count(name) > 1:
+            raise TableError(f"the table has more than one column called {name!r}")
+        return name
+    candidates = next((names for names in COLUMN_ALIASES.values() if name.lower() in map(str.lower, names)), ())
+    lower = {str(c).lower(): c for c in table.columns}
+    for alias in candidates:
+        if alias.lower() in lower:
+            return lower[alias.lower()]
+    if not required or what in ("latitude", "longitude"):
+        return None
+    raise TableError(_missing_column_message(table, name, what, option))
+
+
+def _missing_column_message(table, name: str, what: str, option: str) -> str:
+    tried = next((names for names in COLUMN_ALIASES.values() if name.lower() in map(str.lower, names)), (name,))
+    available = ", ".join(repr(str(c)) for c in table.columns)
+    return (f"no {what} column: looked for {' / '.join(repr(t) for t in tried)}. "
+            f"The table has the columns {available}. Name yours with {option} COLUMN.")
+
+
+def _is_geodataframe(table) -> bool:
+    import geopandas as gpd
+
+    return isinstance(table, gpd.GeoDataFrame)
+
+
+def _coordinates_from_geometry(table, columns: dict, report):
+    """Latitude and longitude from a GeoParquet's point geometry (reprojected to WGS84)."""
+    geometry = table.geometry
+    if geometry.crs is not None and not geometry.crs.equals("EPSG:4326"):
+        geometry = geometry.to_crs("EPSG:4326")
+    points = (geometry.geom_type == "Point").to_numpy()
+    report.note("geometry is not a point (no coordinates)", int((~points & geometry.notna().to_numpy()).sum()))
+    lat, lon = np.full(len(table), np.nan), np.full(len(table), np.nan)
+    lat[points], lon[points] = geometry[points].y, geometry[points].x
+    table = table.assign(**{"latitude (from geometry)": lat, "longitude (from geometry)": lon})
+    return table, {**columns, "lat": "latitude (from geometry)", "lon": "longitude (from geometry)"}
+
+
+def _text(value) -> str | None:
+    """A cell as stripped text; None for empty cells and missing values."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _site_ids(table, column, row_names, source: str, report) -> list[str]:
+    """``<source>:<id>``; without an id column (or for an empty id cell) the row's place in the
+    file (``line12``) is used, so that a site can always be found in the file."""
+    if column is None:
+        return [f"{source}:{name}" for name in row_names]
+    ids = []
+    for value, name in zip(table[column], row_names):
+        text = _text(value)
+        if text is None:
+            report.note("no site id (line number used)")
+            text = name
+        ids.append(f"{source}:{text}")
+    return ids
+
+
+def _coordinate_text(values: pd.Series, report) -> pd.Series:
+    """Coordinates as text, with a decimal comma (``48,25``, common in European spreadsheets
+    saved with ``;`` separators) turned into a point. Unreadable values stay as they are:
+    :func:`finalise` counts them."""
+    out, commas = [], 0
+    for value in values:
+        text = _text(value)
+        if text is not None and re.fullmatch(r"-?\d+,\d+", text):
+            text = text.replace(",", ".")
+            commas += 1
+        out.append(text)
+    report.note("coordinates with a decimal comma (read as a point)", commas)
+    return pd.Series(out, index=values.index, dtype=object)
+
+
+def _looks_like_esy(column: str, values: pd.Series) -> bool:
+    """True when labels look like EVA ``Expert System`` strings rather than plain codes."""
+    if column.strip().lower() == "expert system":
+        return True
+    for value in values:
+        text = _text(value)
+        if text and ("," in text or text.endswith("!") or re.fullmatch(r"[A-Z][a-z]", text)):
+            return True
+    return False
+
+
+def _clean_labels(values: pd.Series, report, label_scheme: str = "eunis") -> tuple[list[str | None], Counter]:
+    """One code (or None) per row, by :func:`_clean_label`, for :func:`read_table`: empty cells
+    are noted too, and unknown codes counted by code.
+
+    EUNIS cells are read as EUNIS-ESy strings, a plain code being a one-code ESy cell; a column
+    that does not look like ESy (:func:`_looks_like_esy`) has no cell that the two readings
+    treat differently."""
+    from . import labels as schemes
+
+    scheme = schemes.get(label_scheme)
+    eunis_labels = label_scheme == "eunis"
+    no_label = f"no {'EUNIS ' if eunis_labels else ''}label (site kept unlabelled)"
+    labels, unknown = [], Counter()
+    for value in values:
+        text = _text(value)
+        if text is None or text.lower() in NO_LABEL:
+            report.note(no_label)
+            labels.append(None)
+            continue
+        code = _clean_label(text, scheme, report, unknown)
+        if code is None and eunis_labels and text not in unknown:   # no common formation
+            report.note("EUNIS-ESy codes of different formations (site kept unlabelled)")
+        labels.append(code)
+    return labels, unknown
+
+
+def _photo_lists(table, photo_columns: list[str]) -> tuple[list[list[str]], list[list[str]]]:
+    """Per site, the photo cells that are filled and the name of each view (its column).
+    A cell holding a list (as in a saved site table) gives one view per element."""
+    photos, views = [], []
+    for i in range(len(table)):
+        files, names = [], []
+        for column in photo_columns:
+            value = table[column].iat[i]
+            items = list(value) if isinstance(value, (list, tuple, np.ndarray)) else [value]
+            for k, item in enumerate(items):
+                text = _text(item)
+                if text is not None:
+                    files.append(text)
+                    names.append(column if len(items) == 1 else f"{column}-{k}")
+        photos.append(files)
+        views.append(names)
+    return photos, views
+
+
+def _local_file(text: str, folder: Path) -> Path | None:
+    """A path relative to the table's folder (or absolute); None for a URL."""
+    if re.match(r"^[a-z][a-z0-9+.-]*://", text, flags=re.IGNORECASE):
+        return None
+    path = Path(text).expanduser()
+    return path if path.is_absolute() else folder / path
+
+
+def _check_files(sites, folder: Path, report) -> None:
+    """Keep only image files that exist (made absolute); note the others by reason."""
+    all_photos, all_views = [], []
+    for files, views in zip(sites["photos"], sites["photo_views"]):
+        kept, kept_views = [], []
+        for text, view in zip(files, views):
+            path = _local_file(text, folder)
+            if path is None:
+                report.note("photo given as a URL (not downloaded; photo ignored)")
+            elif not path.exists():
+                report.note("photo file missing (photo ignored)")
+            else:
+                kept.append(str(path))
+                kept_views.append(view)
+        all_photos.append(kept)
+        all_views.append(kept_views)
+    sites["photos"] = pd.Series(all_photos, index=sites.index, dtype=object)
+    sites["photo_views"] = pd.Series(all_views, index=sites.index, dtype=object)
+
+    patches = []
+    for text, lat, lon in zip(sites["satellite"], sites["lat"], sites["lon"]):
+        text = _text(text)
+        path = _local_file(text, folder) if text else None
+        if text is None:
+            patches.append(None)
+        elif path is None or not path.exists():
+            report.note("satellite patch missing or a URL (patch ignored)")
+            patches.append(None)
+        elif not _patch_covers(path, lat, lon, report):
+            patches.append(None)
+        else:
+            patches.append(str(path))
+    sites["satellite"] = patches
+
+
+def _patch_covers(path: Path, lat: float, lon: float, report, tolerance_m: float = 1000.0) -> bool:
+    """Whether a georeferenced patch lies over its site (within ``tolerance_m``; the check of
+    :func:`read_satellite`, :func:`_bounds_cover`). Patches without georeferencing (PNG, no CRS)
+    are accepted."""
+    if path.suffix.lower() not in (".tif", ".tiff"):
+        return True
+    try:
+        bounds = patch_bounds_wgs84(path)
+    except ValueError:
+        report.note("satellite patch without a CRS (kept, not checked against the site)")
+        return True
+    except OSError:
+        report.note("satellite patch unreadable (patch ignored)")
+        return False
+    if _bounds_cover(bounds, lat, lon, tolerance_m):
+        return True
+    report.note("satellite patch does not cover the site (patch ignored)")
+    return False
 
 
 # --- GeoParquet ------------------------------------------------------------------------------
@@ -538,3 +989,265 @@ def open_image(path, bands=("B04", "B03", "B02"), draft_size: int | None = None)
         if draft_size:
             im.draft("RGB", (draft_size, draft_size))
         return im.convert("RGB")
+
+
+# --- DATA: the demo or a data spec --------------------------------------------------------------
+
+#: What each kind of source in a data spec accepts (paths are relative to the spec's folder;
+#: ``~`` and ``$VARIABLES`` are expanded). Required keys first, then the optional ones.
+SPEC_SOURCES = {
+    "lucas": ({"table"}, {"photos", "labels", "label_column", "coordinates", "views"}),
+    "eva": ({"header"}, {"label_column", "sep"}),
+    "embal": ({"table"}, {"photos", "columns"}),
+    "table": ({"path"}, {"lat", "lon", "label", "site_id", "photos", "satellite", "esy", "sep"}),
+    "satellite": ({"root"}, {"pattern", "sources", "tolerance_m"}),
+}
+SPEC_KEYS = {"name", "description", "label_scheme", "synthetic", "sources"}
+
+
+@dataclass
+class Data:
+    """What the notebooks and the CLI work on: the site table and how it was made.
+
+    ``sites`` follows the schema at the top of this module; ``report`` has one row per source
+    (rows read, sites kept, rows skipped, notes); ``key`` names the data in cache folders (``None``
+    for the demo, whose run folders are named by profile and seed alone)."""
+
+    name: str
+    sites: object
+    report: pd.DataFrame
+    label_scheme: str = "eunis"
+    synthetic: bool = False
+    key: str | None = None
+    folder: Path | None = None          # the demo's folder (its manifest and truth), else None
+    spec: dict = field(default_factory=dict)
+
+    def run_dir(self, profile: str, seed: int) -> Path:
+        """The cache folder for this data, profile and seed (:func:`habitat_helpers.paths.run_dir`)."""
+        from . import paths
+
+        return paths.run_dir(profile, seed, self.key)
+
+    def source_files(self) -> list[Path]:
+        """The tables the sites were read from (the demo's CSVs, or the spec's tables)."""
+        if self.folder is not None:
+            return sorted(self.folder.glob("*/*.csv"))
+        keys = ("table", "header", "path", "labels")
+        return [Path(s[k]) for s in self.spec.get("sources", []) for k in keys if s.get(k) is not None]
+
+    @property
+    def bbox(self) -> tuple[float, float, float, float]:
+        """``(lon_min, lat_min, lon_max, lat_max)``: the demo's region, or the sites' extent with a
+        margin of 0.5°."""
+        if self.folder is not None:
+            from . import demo
+
+            return demo.DEMO_BBOX
+        lat, lon = self.sites["lat"], self.sites["lon"]
+        return (float(lon.min()) - 0.5, float(lat.min()) - 0.5, float(lon.max()) + 0.5, float(lat.max()) + 0.5)
+
+    def __repr__(self) -> str:
+        kind = "synthetic demo" if self.synthetic else "data spec"
+        return (f"Data({self.name!r}, {kind}, {len(self.sites)} sites, labels: {self.label_scheme}, "
+                f"sources: {', '.join(self.report.index)})")
+
+
+def load(data: str | Path = "demo", profile="tiny", seed: int = 0, *, verbose: bool = True) -> Data:
+    """Turn a notebook's ``DATA`` parameter into the site table and its load report.
+
+    ``data`` is ``"demo"`` (the synthetic demo of :mod:`habitat_helpers.demo` for ``profile``
+    and ``seed``, written in the real formats and read back through the loaders) or the path of
+    a data spec, a small YAML file naming your sources (:func:`read_spec`; an example is
+    ``data/example_spec.yml``). Every source is read by its loader here (:func:`read_lucas`,
+    :func:`read_eva`, :func:`read_embal`, :func:`read_table`, :func:`read_satellite`), the parts
+    are put together, and one line per source says what was read, kept and skipped.
+
+    Profiles set sizes, encoders and devices, never the data: any profile runs on any data.
+    """
+    from . import demo, profiles
+
+    prof = profiles.get(profile) if isinstance(profile, str) else profile
+    if isinstance(data, str) and data.strip().lower() == "demo":
+        folder = demo.make_demo(prof, seed)
+        sites = demo.load_sites(folder)
+        reports = sites.attrs.get("load_reports", {})
+        result = Data("demo", sites, _report_frame(list(reports.values())), "eunis", True, None, folder)
+    else:
+        spec = read_spec(data)
+        parts, reports = [], []
+        for source in spec["sources"]:
+            kind = source["kind"]
+            if kind == "satellite":
+                if not parts:
+                    raise ValueError(f"{spec['path']}: a satellite source attaches patches to the sites "
+                                     "read before it: list it after them")
+                parts = _attach_satellite(parts, source, reports)
+                continue
+            part = _read_source(kind, source, spec["label_scheme"])
+            reports.append(part.attrs.get("load_report", {}))
+            parts.append(part)
+        sites = _combine(parts)
+        result = Data(spec["name"], sites, _report_frame(reports), spec["label_scheme"],
+                      spec["synthetic"], _spec_key(spec), None, spec)
+    if verbose:
+        _print_report(result)
+    return result
+
+
+def read_spec(path) -> dict:
+    """Read and check a data spec (YAML). Returns it with absolute paths, defaults filled in
+    and ``path`` added. Unknown keys, unknown source kinds, missing required keys and missing
+    files are errors that name the key and the file."""
+    import os
+
+    import yaml
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"DATA is neither 'demo' nor an existing data spec: {path} not found "
+                                "(see data/example_spec.yml for the format)")
+    spec = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(spec, dict):
+        raise ValueError(f"{path}: a data spec is a mapping with the keys {sorted(SPEC_KEYS)}")
+    unknown = set(spec) - SPEC_KEYS
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) {sorted(unknown)}; a data spec has {sorted(SPEC_KEYS)}")
+    sources = spec.get("sources")
+    if not isinstance(sources, list) or not sources:
+        raise ValueError(f"{path}: 'sources' must list at least one source "
+                         f"(kinds: {', '.join(SPEC_SOURCES)})")
+    folder = path.resolve().parent
+
+    def resolve(value):
+        expanded = os.path.expandvars(os.path.expanduser(str(value)))
+        if "$" in expanded:
+            raise ValueError(f"{path}: environment variable not set in {value!r}")
+        target = Path(expanded)
+        return target if target.is_absolute() else folder / target
+
+    checked = []
+    for number, source in enumerate(sources, start=1):
+        where = f"{path}, source {number}"
+        if not isinstance(source, dict) or "kind" not in source:
+            raise ValueError(f"{where}: each source is a mapping with a 'kind' ({', '.join(SPEC_SOURCES)})")
+        kind = source["kind"]
+        if kind not in SPEC_SOURCES:
+            raise ValueError(f"{where}: unknown kind {kind!r}; choose one of {', '.join(SPEC_SOURCES)}")
+        required, optional = SPEC_SOURCES[kind]
+        missing = required - set(source)
+        extra = set(source) - required - optional - {"kind"}
+        if missing:
+            raise ValueError(f"{where} ({kind}): missing {sorted(missing)}")
+        if extra:
+            raise ValueError(f"{where} ({kind}): unknown key(s) {sorted(extra)}; "
+                             f"it takes {sorted(required)} and optionally {sorted(optional)}")
+        source = dict(source)
+        for key in ("table", "header", "path", "root", "labels"):
+            if key in source and source[key] is not None:
+                source[key] = resolve(source[key])
+                if not source[key].exists():
+                    raise FileNotFoundError(f"{where} ({kind}): {key} {source[key]} does not exist")
+        if kind in ("lucas", "embal") and source.get("photos") is not None:
+            source["photos"] = resolve(source["photos"])
+            if not source["photos"].is_dir():
+                raise FileNotFoundError(f"{where} ({kind}): photos folder {source['photos']} does not exist")
+        checked.append(source)
+    return {"name": str(spec.get("name") or path.stem), "description": str(spec.get("description", "")),
+            "label_scheme": str(spec.get("label_scheme", "eunis")), "synthetic": bool(spec.get("synthetic", False)),
+            "sources": checked, "path": path.resolve()}
+
+
+def _read_source(kind: str, source: dict, label_scheme: str):
+    """One source of a data spec through its loader."""
+    if kind == "lucas":
+        return read_lucas(source["table"], source.get("photos"), source.get("labels"),
+                          coordinates=source.get("coordinates", "gps"),
+                          views=tuple(source.get("views", LUCAS_VIEWS)),
+                          label_column=source.get("label_column", "eunis_code"),
+                          label_scheme=label_scheme, verbose=False)
+    if kind == "eva":
+        return read_eva(source["header"], label_column=source.get("label_column", "Expert System"),
+                        sep=source.get("sep", "\t"), label_scheme=label_scheme, verbose=False)
+    if kind == "embal":
+        return read_embal(source["table"], source.get("photos"), source.get("columns"),
+                          label_scheme=label_scheme, verbose=False)
+    photos = source.get("photos") or []
+    return read_table(source["path"], lat=source.get("lat", "lat"), lon=source.get("lon", "lon"),
+                      label=source.get("label", "eunis_code"), site_id=source.get("site_id"),
+                      photo_columns=[photos] if isinstance(photos, str) else list(photos),
+                      satellite=source.get("satellite"), esy=bool(source.get("esy", False)),
+                      sep=source.get("sep"), label_scheme=label_scheme, verbose=False)
+
+
+def _attach_satellite(parts: list, source: dict, reports: list) -> list:
+    """Attach patches under ``root`` to the parts whose source is listed (default: all)."""
+    wanted = source.get("sources")
+    out = []
+    for part in parts:
+        name = part["source"].iloc[0] if len(part) else None
+        if len(part) and (wanted is None or name in wanted):
+            import contextlib
+            import io
+
+            with contextlib.redirect_stdout(io.StringIO()):
+                part = read_satellite(part, source["root"], source.get("pattern", "{name}.tif"),
+                                      tolerance_m=float(source.get("tolerance_m", 1000.0)))
+            reports.append({**part.attrs["satellite_report"], "source": f"satellite ({name})"})
+        out.append(part)
+    return out
+
+
+def _combine(parts: list):
+    """One site table from the parts; site ids must stay unique across sources."""
+    import geopandas as gpd
+
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        raise ValueError("no source gave a single usable site: see the load report above")
+    sites = gpd.GeoDataFrame(pd.concat(parts, ignore_index=True), crs="EPSG:4326")
+    dup = sites["site_id"].duplicated()
+    if dup.any():
+        raise ValueError(f"{int(dup.sum())} site ids occur in more than one source, e.g. "
+                         f"{sites.loc[dup, 'site_id'].iloc[0]!r}: give the sources different names")
+    return sites
+
+
+def _report_frame(reports: list[dict]) -> pd.DataFrame:
+    rows = []
+    for r in reports:
+        if not r:
+            continue
+        notes = r.get("notes", {})
+        rows.append({"source": r.get("source", "?"), "rows read": r.get("rows_read", 0), "kept": r.get("kept", 0),
+                     "skipped": sum(r.get("skipped", {}).values()),
+                     "skipped, by reason": "; ".join(f"{k}: {v}" for k, v in r.get("skipped", {}).items()) or "-",
+                     "notes": "; ".join(f"{k}: {v}" for k, v in notes.items()) or "-"})
+    columns = ["source", "rows read", "kept", "skipped", "skipped, by reason", "notes"]
+    return pd.DataFrame(rows, columns=columns).set_index("source")
+
+
+def _print_report(data: Data) -> None:
+    sites = data.sites
+    labelled = ", ".join(f"level {k} {int(sites[f'eunis_l{k}'].notna().sum())}" for k in (1, 2, 3))
+    print(f"DATA {data.name!r}: {len(sites)} sites; labelled ({data.label_scheme}): {labelled}; "
+          f"with photos {int((sites['photos'].str.len() > 0).sum())}, "
+          f"with a satellite patch {int(sites['satellite'].notna().sum())}")
+    for source, row in data.report.iterrows():
+        print(f"  {source}: read {row['rows read']}, kept {row['kept']}, skipped {row['skipped']}"
+              + (f" ({row['skipped, by reason']})" if row["skipped"] else ""))
+
+
+def _spec_key(spec: dict) -> str:
+    """A short name for the spec's data in cache folders: its name plus a hash of the spec and
+    of the size and modification time of every file it names (edit a table, get a new key)."""
+    import hashlib
+    import re as _re
+
+    digest = hashlib.sha1(Path(spec["path"]).read_bytes())
+    for source in spec["sources"]:
+        for key in ("table", "header", "path", "labels"):
+            if source.get(key) is not None:
+                stat = Path(source[key]).stat()
+                digest.update(f"{source[key]}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+    slug = _re.sub(r"[^A-Za-z0-9_.-]+", "_", spec["name"])[:40]
+    return f"{slug}-{digest.hexdigest()[:8]}"

@@ -457,10 +457,6 @@ def make_demo(profile: str | profiles.Profile = "tiny", seed: int = 0, root: str
     from tqdm.auto import tqdm
 
     prof = profiles.get(profile) if isinstance(profile, str) else profile
-    if not prof.synthetic:
-        raise ValueError(
-            f"profile {prof.name!r} runs on real data, not the synthetic demo; "
-            f"see hh.profiles.get({prof.name!r}).data_paths")
     out = Path(root) if root is not None else paths.run_dir(prof.name, seed) / "demo"
     settings = {"generator_version": GENERATOR_VERSION, "profile": prof.name, "seed": seed,
                 "n_sites": prof.n_sites, "views": list(prof.views), "photo_size": prof.photo_size,

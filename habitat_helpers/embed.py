@@ -18,13 +18,14 @@ only, and the next run computes just the shards that are missing (resume). Readi
 (``index-<hash>.parquet``) lists every item's dataset, site, view, file, shard and row.
 
 Several processes share the work with ``torch.distributed``: shard ``i`` belongs to rank
-``i % world_size``. ``torchrun --nproc_per_node=N -m habitat_helpers.embed ...`` runs the
-command-line interface below on N GPUs (``nccl``) or CPU processes (``gloo``).
+``i % world_size``. ``torchrun --nproc_per_node=N -m habitat_helpers embed ...`` runs the
+``embed`` command (:func:`run`, below) on N GPUs (``nccl``) or CPU processes (``gloo``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -322,20 +323,62 @@ def load_site_embeddings(path: str | Path) -> tuple[np.ndarray, dict[str, np.nda
     return arrays.pop("site_id"), arrays
 
 
+# --- the stage: every site's embeddings for the notebooks ---------------------------------------
+
+def site_embeddings(data, profile, seed: int, *, device: str = "cpu", image_encoder=None,
+                    location_encoder=None, recompute: bool = False, progress: bool = True) -> dict[str, np.ndarray]:
+    """Chapter 2's stage: the embeddings of every site of ``data`` (a
+    :class:`habitat_helpers.datasets.Data`), as :func:`embed_sites` returns them.
+
+    They are kept in the run folder (``data.run_dir(profile, seed) / "site_embeddings.npz"``)
+    with the settings that made them. A later chapter, or a rerun, reads them back when the
+    sites and the encoders match; otherwise (an empty cache, other data, other encoders) they are
+    computed here, with a progress bar, after a one-line note saying why. ``recompute=True``
+    always computes (the per-image shards under ``embeddings/`` are still reused). Besides the
+    arrays, ``"settings"`` holds the encoders' settings as JSON text.
+
+    ``image_encoder`` and ``location_encoder`` are encoder names or loaded encoders (default:
+    the profile's).
+    """
+    from . import encoders, profiles
+
+    prof = profiles.get(profile) if isinstance(profile, str) else profile
+    image_encoder = image_encoder or prof.image_encoder
+    location_encoder = location_encoder or prof.location_encoder
+    settings = {"image_encoder": getattr(image_encoder, "name", image_encoder),
+                "location_encoder": getattr(location_encoder, "name", location_encoder),
+                "image_size": prof.encoder_input_size}
+    run = data.run_dir(prof.name, seed)
+    path = run / "site_embeddings.npz"
+    site_ids = data.sites["site_id"].astype(str).tolist()
+    if path.exists() and not recompute:
+        stored_ids, arrays = load_site_embeddings(path)
+        stored = json.loads(str(arrays["settings"])) if "settings" in arrays else None
+        if stored == settings and list(stored_ids) == site_ids:
+            print(f"embeddings: read from {path} (made earlier for these sites and encoders)")
+            return arrays
+        why = "other encoders" if stored != settings else "other sites"
+        print(f"embeddings: {path.name} in the run folder was made for {why}: computing them again")
+    elif not recompute:
+        print("embeddings: not in the run folder yet (chapter 2 makes them): computing them now")
+    if isinstance(image_encoder, str):
+        image_encoder = encoders.get_encoder(image_encoder, image_size=prof.encoder_input_size, device=device)
+    if isinstance(location_encoder, str):
+        location_encoder = encoders.get_encoder(location_encoder, device=device)
+    arrays = embed_sites(data.sites, image_encoder, location_encoder, run / "embeddings",
+                         batch_size=prof.batch_size, num_workers=prof.num_workers, device=device,
+                         progress=progress)
+    arrays["settings"] = np.array(json.dumps(settings))    # travels with the arrays to later stages
+    save_site_embeddings(path, site_ids, arrays)
+    return arrays
+
+
 # --- command line (single process or torchrun) -----------------------------------------------
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m habitat_helpers.embed --sites sites.parquet --modality photo --cache DIR``;
-    under ``torchrun`` every rank takes its share of the shards."""
-    import argparse
-    import json
-    import time
+def add_arguments(parser) -> None:
+    """The options of ``python -m habitat_helpers embed`` (:data:`habitat_helpers.cli.COMMANDS`)."""
+    from . import encoders
 
-    import torch.distributed as dist
-
-    from . import datasets, encoders, runtime
-
-    parser = argparse.ArgumentParser(description="Extract image embeddings of a site table into sharded files.")
     parser.add_argument("--sites", required=True, help="site table (GeoParquet, hh.datasets schema)")
     parser.add_argument("--modality", choices=["photo", "satellite"], default="photo")
     parser.add_argument("--encoder", default=encoders.OFFLINE_IMAGE_DEFAULT)
@@ -348,7 +391,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
+
+
+def run(args) -> int:
+    """``python -m habitat_helpers embed --sites sites.parquet --modality photo --cache DIR``;
+    under ``torchrun`` every rank takes its share of the shards. Prints one JSON line per rank."""
+    import sys
+    import time
+
+    import torch.distributed as dist
+
+    from . import encoders, runtime
 
     rank, world_size, device = runtime.init_distributed(runtime.resolve_device(args.device))
     # CPU threads: OMP_NUM_THREADS when set (torchrun sets 1), else the cores shared among the ranks
@@ -368,12 +421,6 @@ def main(argv: list[str] | None = None) -> int:
             report["index"] = str(write_index(keys, files, encoder, args.cache, args.shard_size))
         dist.destroy_process_group()
     report.update(rank=rank, world_size=world_size, items=len(keys), wall_s=round(time.perf_counter() - start, 3))
-    import sys
-
     sys.stdout.write(json.dumps(report) + "\n")  # one write per rank, so ranks' lines do not interleave
     sys.stdout.flush()
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-# One hue per EUNIS level-1 formation; finer codes are lighter or darker shades of it.
-FORMATION_COLOURS = {
+# One hue per level-1 class; finer codes are lighter or darker shades of it.
+FORMATION_COLOURS = {  # EUNIS 2021 formations
     "N": "#e6c96a",  # coastal: sand
     "Q": "#5b7fa3",  # wetlands: water blue
     "R": "#9bc74a",  # grasslands: light green
@@ -29,20 +29,47 @@ FORMATION_COLOURS = {
 }
 
 
-def class_colours(codes) -> dict[str, str]:
-    """A hex colour per EUNIS code: the formation's hue, shaded by the code's rank among its siblings."""
+LEVEL1_COLOURS = {
+    "eunis": FORMATION_COLOURS,
+    "lucas-lc1": {"A": "#c0392b", "B": "#e0b040", "C": "#2f6b2f", "D": "#a0629a", "E": "#9bc74a",
+                  "F": "#9a9a9a", "G": "#3a78c2", "H": "#4fa3a0"},   # artificial red ... wetland teal
+    "corine": {"1": "#c0392b", "2": "#e0b040", "3": "#2f6b2f", "4": "#4fa3a0", "5": "#3a78c2"},
+}
+_FALLBACK = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+             "#bcbd22", "#17becf")
+
+
+def _level1_colour(scheme, code: str) -> str:
+    given = LEVEL1_COLOURS.get(scheme.name, {})
+    if code in given:
+        return given[code]
+    return _FALLBACK[scheme.codes(1).index(code) % len(_FALLBACK)]
+
+
+def class_colours(codes, scheme="eunis") -> dict[str, str]:
+    """A hex colour per code of ``scheme`` (:func:`habitat_helpers.labels.get`): its level-1 class's
+    hue, shaded by the code's rank among its siblings (codes with the same parent)."""
+    from . import labels
+
+    scheme = labels.get(scheme)
     codes = sorted(set(codes))
     out = {}
     for code in codes:
-        r, g, b = (int(FORMATION_COLOURS[code[0]][i:i + 2], 16) / 255 for i in (1, 3, 5))
+        level = scheme.level_of(code)
+        r, g, b = (int(_level1_colour(scheme, scheme.ancestor(code, 1))[i:i + 2], 16) / 255 for i in (1, 3, 5))
         h, lightness, s = colorsys.rgb_to_hls(r, g, b)
-        siblings = [c for c in codes if c[:-1] == code[:-1] and len(c) == len(code)]
-        if len(code) > 1 and len(siblings) > 1:
-            shift = (siblings.index(code) / (len(siblings) - 1) - 0.5) * (0.35 if len(code) == 2 else 0.2)
+        siblings = [c for c in codes if scheme.parent(c) == scheme.parent(code) and scheme.level_of(c) == level]
+        if level > 1 and len(siblings) > 1:
+            shift = (siblings.index(code) / (len(siblings) - 1) - 0.5) * (0.35 if level == 2 else 0.2)
             lightness = min(0.85, max(0.15, lightness + shift))
         r, g, b = colorsys.hls_to_rgb(h, lightness, s)
         out[code] = "#{:02x}{:02x}{:02x}".format(*(round(255 * v) for v in (r, g, b)))
     return out
+
+
+def _scheme_label(scheme) -> str:
+    """How legends name the hierarchy: "EUNIS" for EUNIS 2021, else the scheme's title."""
+    return "EUNIS" if scheme.name == "eunis" else scheme.title
 
 
 EUROPE_BBOX = (-25.0, 34.0, 45.0, 72.0)  # lon_min, lat_min, lon_max, lat_max: the EUNIS area, roughly
@@ -299,26 +326,22 @@ def _legend_box(sections: list[str]) -> str:
             'overflow:auto;border:1px solid #999;border-radius:3px">' + "".join(sections) + "</div>")
 
 
-def _popup_text(row, columns) -> str:
-    from . import eunis
-
+def _popup_text(row, columns, scheme) -> str:
     lines = []
     for column in columns:
         value = row.get(column)
         text = "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
-        if column.startswith("eunis") and text:
-            try:
-                text = f"{text} {eunis.name(text)}"
-            except (KeyError, ValueError):
-                pass
+        if column.startswith("eunis") and text and scheme.is_valid(text):
+            text = f"{text} {scheme.name_of(text)}"
         lines.append(f"<b>{html.escape(str(column))}</b>: {html.escape(text)}")
     return "<br>".join(lines)
 
 
 def folium_prediction_map(grid: pd.DataFrame, predictions: pd.DataFrame, sites=None,
                           levels=(1, 2, 3), uncertainty_column: str = "entropy_l3", title: str = "",
-                          popup_columns=("site_id", "eunis_code"), tiles: bool = True, offline: bool = True):
-    """Interactive map: one overlay per EUNIS level, an uncertainty overlay, country outlines,
+                          popup_columns=("site_id", "eunis_code"), tiles: bool = True, offline: bool = True,
+                          scheme="eunis"):
+    """Interactive map: one overlay per level of ``scheme``, an uncertainty overlay, country outlines,
     optional labelled-site markers, a layer control and a legend (a section per layer).
 
     ``predictions`` has one row per grid cell (``eunis_l1..3`` and the uncertainty column).
@@ -328,8 +351,10 @@ def folium_prediction_map(grid: pd.DataFrame, predictions: pd.DataFrame, sites=N
     """
     import folium
 
-    from . import eunis
+    from . import labels
 
+    scheme = labels.get(scheme)
+    what = _scheme_label(scheme)
     lon_min, lat_min, lon_max, lat_max = grid.attrs["bbox"]
     bounds = [[lat_min, lon_min], [lat_max, lon_max]]
     fmap = _base_map(grid.attrs["bbox"], tiles, offline)
@@ -337,11 +362,11 @@ def folium_prediction_map(grid: pd.DataFrame, predictions: pd.DataFrame, sites=N
     for level in levels:
         col = f"eunis_l{level}"
         raster = to_raster(grid, predictions[col].to_numpy(object))
-        colours = class_colours(predictions[col].dropna())
+        colours = class_colours(predictions[col].dropna(), scheme)
         folium.raster_layers.ImageOverlay(
-            _png_data_url(_rgba(raster, colours)), bounds=bounds, name=f"Predicted EUNIS level {level}",
+            _png_data_url(_rgba(raster, colours)), bounds=bounds, name=f"Predicted {what} level {level}",
             show=(level == 1), interactive=False).add_to(fmap)
-        sections.append(_legend_section(f"EUNIS level {level}", colours, {c: eunis.name(c) for c in colours},
+        sections.append(_legend_section(f"{what} level {level}", colours, {c: scheme.name_of(c) for c in colours},
                                         open_=(level == 1)))
     values = predictions[uncertainty_column].to_numpy(float)
     unc = to_raster(grid, values)
@@ -354,10 +379,10 @@ def folium_prediction_map(grid: pd.DataFrame, predictions: pd.DataFrame, sites=N
     if sites is not None:
         group = folium.FeatureGroup(name="Labelled sites", show=False)
         labelled = sites[sites["eunis_l1"].notna()]
-        colours = class_colours(labelled["eunis_l1"])
+        colours = class_colours(labelled["eunis_l1"], scheme)
         for _, s in labelled.iterrows():
             folium.CircleMarker([s["lat"], s["lon"]], radius=3, color=colours[s["eunis_l1"]], fill=True,
-                                popup=folium.Popup(_popup_text(s, popup_columns), max_width=280)).add_to(group)
+                                popup=folium.Popup(_popup_text(s, popup_columns, scheme), max_width=280)).add_to(group)
         group.add_to(fmap)
     if title:
         sections.insert(0, f"<div><b>{html.escape(title)}</b></div>")
@@ -367,30 +392,34 @@ def folium_prediction_map(grid: pd.DataFrame, predictions: pd.DataFrame, sites=N
 
 
 def folium_sites_map(sites, colour_column: str = "eunis_l1", popup_columns=("site_id", "eunis_code"),
-                     tiles: bool = True, offline: bool = True):
+                     tiles: bool = True, offline: bool = True, scheme="eunis"):
     """Interactive map of sites coloured by ``colour_column`` (grey where unlabelled), one layer
-    per class, country outlines, a legend, and HTML-escaped popups of ``popup_columns``."""
+    per class, country outlines, a legend, and HTML-escaped popups of ``popup_columns``; codes
+    and names come from ``scheme`` (:func:`habitat_helpers.labels.get`)."""
     import folium
 
-    from . import eunis
+    from . import labels
+
+    scheme = labels.get(scheme)
 
     pad = 0.5
     bbox = (float(sites["lon"].min()) - pad, float(sites["lat"].min()) - pad,
             float(sites["lon"].max()) + pad, float(sites["lat"].max()) + pad)
     fmap = _base_map(bbox, tiles, offline)
     codes = sites[colour_column].dropna()
-    colours = class_colours(codes)
-    layers = {code: folium.FeatureGroup(name=f"{code} {eunis.name(code)}") for code in colours}
+    colours = class_colours(codes, scheme)
+    layers = {code: folium.FeatureGroup(name=f"{code} {scheme.name_of(code)}") for code in colours}
     layers[None] = folium.FeatureGroup(name="unlabelled", show=False)
     for _, s in sites.iterrows():
         code = s[colour_column] if isinstance(s[colour_column], str) else None
         folium.CircleMarker([s["lat"], s["lon"]], radius=3, weight=1,
                             color=colours.get(code, "#777777"), fill=True, fill_opacity=0.8,
-                            popup=folium.Popup(_popup_text(s, popup_columns), max_width=280)).add_to(layers[code])
+                            popup=folium.Popup(_popup_text(s, popup_columns, scheme), max_width=280)).add_to(layers[code])
     for layer in layers.values():
         layer.add_to(fmap)
     fmap.get_root().html.add_child(folium.Element(_legend_box([_legend_section(
-        f"EUNIS ({colour_column})", colours, {c: eunis.name(c) for c in colours}, open_=True)])))
+        f"{_scheme_label(scheme)} ({colour_column})", colours, {c: scheme.name_of(c) for c in colours},
+        open_=True)])))
     folium.LayerControl(collapsed=True).add_to(fmap)
     return fmap
 
@@ -415,21 +444,24 @@ def land_background(ax, bbox, resolution_deg: float = 0.05, outlines: bool = Tru
 
 
 def static_prediction_map(ax, grid: pd.DataFrame, predictions: pd.DataFrame, level: int = 1,
-                          legend: bool = True):
-    """Matplotlib map of the predicted class at ``level`` over the grid, with a EUNIS legend."""
+                          legend: bool = True, scheme="eunis"):
+    """Matplotlib map of the predicted class at ``level`` over the grid, with a legend of the
+    codes and names of ``scheme``."""
     from matplotlib.patches import Patch
 
-    from . import eunis
+    from . import labels
+
+    scheme = labels.get(scheme)
 
     bbox = grid.attrs["bbox"]
     land_background(ax, bbox)
     col = f"eunis_l{level}"
     raster = to_raster(grid, predictions[col].to_numpy(object))
-    colours = class_colours(predictions[col].dropna())
+    colours = class_colours(predictions[col].dropna(), scheme)
     ax.imshow(_rgba(raster, colours), extent=(bbox[0], bbox[2], bbox[1], bbox[3]), interpolation="nearest")
-    ax.set(xlabel="longitude (°)", ylabel="latitude (°)", title=f"Predicted EUNIS level {level}")
+    ax.set(xlabel="longitude (°)", ylabel="latitude (°)", title=f"Predicted {_scheme_label(scheme)} level {level}")
     if legend:
-        handles = [Patch(color=c, label=f"{code} {eunis.name(code)[:38]}") for code, c in colours.items()]
+        handles = [Patch(color=c, label=f"{code} {scheme.name_of(code)[:38]}") for code, c in colours.items()]
         ax.legend(handles=handles, fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return ax
 
@@ -455,18 +487,21 @@ def write_predictions_geoparquet(path, grid: pd.DataFrame, predictions: pd.DataF
     return path
 
 
-def class_legend(codes) -> pd.DataFrame:
+def class_legend(codes, scheme="eunis") -> pd.DataFrame:
     """The legend of a class raster: ``value`` (1..K in sorted code order, 0 = no data), ``code``,
-    ``name`` (EUNIS 2021) and ``colour`` (hex, :func:`class_colours`), one row per code."""
-    from . import eunis
+    ``name`` (in ``scheme``, EUNIS 2021 by default) and ``colour`` (hex, :func:`class_colours`),
+    one row per code."""
+    from . import labels
 
+    scheme = labels.get(scheme)
     classes = sorted({c for c in codes if isinstance(c, str)})
-    colours = class_colours(classes)
+    colours = class_colours(classes, scheme)
     return pd.DataFrame({"value": np.arange(1, len(classes) + 1), "code": classes,
-                         "name": [eunis.name(c) for c in classes], "colour": [colours[c] for c in classes]})
+                         "name": [scheme.name_of(c) for c in classes], "colour": [colours[c] for c in classes]})
 
 
-def write_class_geotiff(path, grid: pd.DataFrame, codes, p_top=None, entropy=None) -> dict[str, Path]:
+def write_class_geotiff(path, grid: pd.DataFrame, codes, p_top=None, entropy=None,
+                        scheme="eunis") -> dict[str, Path]:
     """Write a predicted-habitat map as Cloud-Optimised GeoTIFFs (EPSG:4326, the grid's cells).
 
     ``<path>``: one uint8 band, 0 = no prediction (sea, outside), 1..K = the EUNIS codes in
@@ -477,7 +512,7 @@ def write_class_geotiff(path, grid: pd.DataFrame, codes, p_top=None, entropy=Non
     ``p_top`` (probability of the predicted code) and ``entropy`` (nats), NaN = no data.
     Returns the paths written (``classes``, ``legend``, ``uncertainty``)."""
     codes = np.asarray(codes, dtype=object)
-    legend = class_legend(codes)
+    legend = class_legend(codes, scheme)
     value = dict(zip(legend["code"], legend["value"].tolist()))
     raster = np.zeros(grid.attrs["shape"], dtype=np.uint8)
     raster[grid["row"].to_numpy(), grid["col"].to_numpy()] = [value.get(c, 0) for c in codes]
@@ -486,13 +521,13 @@ def write_class_geotiff(path, grid: pd.DataFrame, codes, p_top=None, entropy=Non
     return _write_cogs(path, raster, legend, grid.attrs["bbox"], grid.attrs["resolution_deg"], bands)
 
 
-def write_rasters_geotiffs(folder, rasters: dict, stem: str = "habitat") -> dict[int, dict[str, Path]]:
+def write_rasters_geotiffs(folder, rasters: dict, stem: str = "habitat", scheme="eunis") -> dict[int, dict[str, Path]]:
     """Write the output of :func:`predict_rasters` as ``<stem>_level{1,2,3}.tif`` (+ legends), the
     level-3 file with ``<stem>_level3_uncertainty.tif`` (bands ``p_top`` and ``entropy``), in the
     same format as :func:`write_class_geotiff`. Returns the paths written per level."""
     written = {}
     for level in (1, 2, 3):
-        legend = class_legend(rasters["classes"][level])
+        legend = class_legend(rasters["classes"][level], scheme)
         bands = ({"p_top": rasters["p_l3"], "entropy": rasters["entropy_l3"]} if level == 3 else {})
         written[level] = _write_cogs(Path(folder) / f"{stem}_level{level}.tif", rasters[f"level{level}"], legend,
                                      rasters["bbox"], rasters["resolution_deg"], bands)
@@ -521,7 +556,7 @@ def _write_cogs(path, raster: np.ndarray, legend: pd.DataFrame, bbox, res: float
         dst.write_colormap(1, {0: (0, 0, 0, 0), **colours})
         dst.update_tags(1, **{f"class_{v}": f"{c} {n}"
                               for v, c, n in legend[["value", "code", "name"]].itertuples(index=False)})
-        dst.set_band_description(1, "EUNIS habitat")
+        dst.set_band_description(1, "class (code and name in the band's class_<value> tags)")
     rasterio.shutil.copy(tmp, path, driver="COG")
     tmp.unlink()
     written["classes"] = path

@@ -19,7 +19,7 @@ def level_metrics(y_true, y_pred) -> dict:
     """
     y_true = np.asarray(y_true, dtype=object)
     y_pred = np.asarray(y_pred, dtype=object)
-    keep = np.array([isinstance(t, str) for t in y_true])
+    keep = np.array([isinstance(t, str) for t in y_true], dtype=bool)
     if not keep.any():
         return {"accuracy": math.nan, "macro_f1": math.nan, "n": 0}
     t, p = y_true[keep].astype(str), np.array([str(x) for x in y_pred[keep]])
@@ -80,7 +80,8 @@ def probabilistic_metrics(y_true, y_pred, proba, n_bins: int = 10) -> dict:
     from sklearn.metrics import balanced_accuracy_score
 
     y_true = np.asarray(y_true, dtype=object)
-    keep = np.array([isinstance(t, str) for t in y_true]) & np.array([isinstance(p, str) for p in y_pred])
+    keep = (np.array([isinstance(t, str) for t in y_true], dtype=bool)
+            & np.array([isinstance(p, str) for p in y_pred], dtype=bool))
     keep &= ~proba.isna().any(axis=1).to_numpy()
     if not keep.any():
         return {"accuracy": math.nan, "top3_accuracy": math.nan, "macro_f1": math.nan,
@@ -133,7 +134,7 @@ def per_class_f1(y_true, y_pred) -> dict:
     from sklearn.metrics import f1_score
 
     y_true = np.asarray(y_true, dtype=object)
-    keep = np.array([isinstance(t, str) for t in y_true])
+    keep = np.array([isinstance(t, str) for t in y_true], dtype=bool)
     t = y_true[keep].astype(str)
     p = np.array([str(x) for x in np.asarray(y_pred, dtype=object)[keep]])
     labels = sorted(set(t))

@@ -3,10 +3,16 @@
 ``make book`` calls this with the ``book`` profile and builds the HTML from the executed
 copies; the tests call it with ``tiny``. From the command line::
 
-    python -m habitat_helpers.notebooks --profile tiny --seed 0 --out build
+    python -m habitat_helpers notebooks --profile tiny --seed 0 --out build [--data my_spec.yml]
 
 writes ``build/notebooks/NN_*.ipynb`` (executed copies) and ``build/outputs/NN_*/metrics.json``,
-and prints the time each notebook took.
+and prints the time each notebook took. ``--data`` is the notebooks' ``DATA`` parameter
+(``demo`` or a data spec, see :func:`habitat_helpers.datasets.load`).
+
+Papermill writes the parameters it was given into a new cell under the notebook's own
+``parameters`` cell; in the book that cell would repeat the parameters with other values right
+under the real ones, so it is tagged ``remove-cell`` (Jupyter Book leaves it out of the page;
+the executed notebook keeps it).
 """
 
 from __future__ import annotations
@@ -14,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,22 +38,29 @@ def notebook_paths(folder: str | Path = NOTEBOOK_DIR) -> list[Path]:
 
 
 def run_all(profile: str, seed: int, out: str | Path, notebooks: list[Path] | None = None,
-            extra_parameters: dict | None = None, progress: bool = True) -> dict[str, float]:
+            extra_parameters: dict | None = None, progress: bool = True, data: str = "demo") -> dict[str, float]:
     """Execute ``notebooks`` (default: all) into ``out/notebooks``; return seconds per notebook.
 
-    Each notebook gets ``PROFILE``, ``SEED`` and ``OUTPUT_DIR = out/outputs/<name>``.
+    Each notebook gets ``DATA`` (a data spec's path is made absolute), ``PROFILE``, ``SEED`` and
+    ``OUTPUT_DIR = out/outputs/<name>``.
     Execution stops at the first failing notebook (papermill raises, naming the cell).
     """
     import papermill as pm
 
     out = Path(out).resolve()
     (out / "notebooks").mkdir(parents=True, exist_ok=True)
+    if str(data).strip().lower() != "demo":
+        data = str(Path(data).expanduser().resolve())   # the kernels run in out/notebooks
+        if not Path(data).is_file():
+            raise FileNotFoundError(f"DATA is neither 'demo' nor an existing data spec: {data}")
+    extra = {"DATA": data, **(extra_parameters or {})}
     timings: dict[str, float] = {}
     with _kernel_environment():
         for nb in notebooks or notebook_paths():
-            timings[nb.stem] = _execute(pm, nb, out, profile, seed, extra_parameters, progress)
+            timings[nb.stem] = _execute(pm, nb, out, profile, seed, extra, progress)
     timings["total"] = round(sum(timings.values()), 1)
-    (out / "timings.json").write_text(json.dumps({"profile": profile, "seed": seed, "seconds": timings}, indent=2))
+    (out / "timings.json").write_text(json.dumps({"profile": profile, "seed": seed, "data": data,
+                                                  "seconds": timings}, indent=2))
     report.write_results(out / "outputs", out / "results")   # the tables book/results.md includes
     print(f"all notebooks: {timings['total']:.1f} s ({profile} profile)", flush=True)
     return timings
@@ -75,23 +87,49 @@ def _execute(pm, nb: Path, out: Path, profile: str, seed: int, extra: dict | Non
     # OUTPUT_DIR is relative to the executed notebook (papermill runs it in out/notebooks)
     params = {"PROFILE": profile, "SEED": seed, "OUTPUT_DIR": f"../outputs/{nb.stem}", **(extra or {})}
     start = time.perf_counter()
-    pm.execute_notebook(str(nb), str(out / "notebooks" / nb.name), parameters=params,
+    executed = out / "notebooks" / nb.name
+    pm.execute_notebook(str(nb), str(executed), parameters=params,
                         cwd=str(out / "notebooks"), progress_bar=progress, kernel_name="python3")
+    hide_injected_parameters(executed)
     seconds = round(time.perf_counter() - start, 1)
     print(f"{nb.name}: {seconds:.1f} s", flush=True)
     return seconds
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def hide_injected_parameters(path: str | Path) -> None:
+    """Tag papermill's ``injected-parameters`` cell ``remove-cell`` so the book does not show it."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    changed = False
+    for cell in nb.cells:
+        tags = cell.metadata.setdefault("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            tags.append("remove-cell")
+            changed = True
+    if changed:
+        nbformat.write(nb, path)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``python -m habitat_helpers notebooks`` (:data:`habitat_helpers.cli.COMMANDS`)."""
     parser.add_argument("--profile", default="book", help="tiny, book or full (default: book)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="build", help="folder for executed notebooks and outputs")
+    parser.add_argument("--data", default="demo", help="DATA: 'demo' (default) or the path of a data spec (YAML)")
     parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    run_all(args.profile, args.seed, args.out, progress=not args.no_progress)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute every notebook (:func:`run_all`); a failing notebook raises, naming the cell."""
+    from . import datasets, profiles
+    from .cli import UsageError
+
+    try:
+        profiles.get(args.profile)
+        if str(args.data).strip().lower() != "demo":
+            datasets.read_spec(args.data)          # a bad spec stops here, before any notebook runs
+    except (FileNotFoundError, ValueError) as err:
+        raise UsageError(str(err)) from None
+    run_all(args.profile, args.seed, args.out, progress=not args.no_progress, data=args.data)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -22,13 +22,15 @@ def cache_dir() -> Path:
     return Path(root).expanduser().resolve()
 
 
-def run_dir(profile: str, seed: int) -> Path:
+def run_dir(profile: str, seed: int, data: str | None = None) -> Path:
     """Folder for one run's artefacts (demo data, embeddings, models), shared by the notebooks.
 
-    Notebook 02 writes embeddings here and notebook 03 reads them: a run is named by its
-    profile and seed, so re-running with the same pair reuses what is already computed.
+    A run is named by its profile, seed and data (``data``: the key of a data spec, see
+    :class:`habitat_helpers.datasets.Data`; ``None`` for the demo), so re-running with the same
+    three reuses what is already computed, and other data never collide with it.
     """
-    path = cache_dir() / "runs" / f"{profile}-seed{seed}"
+    name = f"{profile}-seed{seed}" + (f"-{data}" if data else "")
+    path = cache_dir() / "runs" / name
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -3,15 +3,17 @@
 =========  ====================================================================
 ``tiny``   tests and CI: all five notebooks together in under 3 minutes on 2 CPU cores
 ``book``   the published book: all five notebooks together in at most 10 minutes on 2 cores
-``full``   real LUCAS / EVA / EMBAL data on a GPU server (documented, not run here)
+``full``   real LUCAS / EVA / EMBAL data on a GPU server (not run here)
 =========  ====================================================================
 
-Notebooks take ``PROFILE`` as a papermill parameter and call :func:`get`.
+Notebooks take ``PROFILE`` as a papermill parameter and call :func:`get`. A profile sets sizes,
+encoders and devices, never the data: the data are the notebooks' ``DATA`` parameter
+(:func:`habitat_helpers.datasets.load`), so any profile runs on the demo or on your own files.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 
 @dataclass(frozen=True)
@@ -20,9 +22,8 @@ class Profile:
 
     name: str
     description: str
-    # data
-    synthetic: bool               # True: generate the demo dataset with hh.demo
-    n_sites: int                  # sites of all sources (demo: split into LUCAS / EVA / EMBAL)
+    # the synthetic demo's size (DATA = "demo"); your own data come at their own size
+    n_sites: int                  # demo sites of all sources (split into LUCAS / EVA / EMBAL)
     views: tuple[str, ...]        # ground-photo views per LUCAS site (N, E, S, W, P)
     embal_photos_per_site: int    # transect photos per EMBAL site
     photo_size: int               # pixels of a generated ground photo (square)
@@ -46,7 +47,6 @@ class Profile:
     map_resolution_deg: float
     umap_max_points: int
     probe_sites: int              # sites in notebook 02's encoder comparison (k-NN probe)
-    data_paths: dict[str, str] = field(default_factory=dict)  # real-data locations (full profile)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -57,8 +57,8 @@ EUROPE_WEST = (-10.0, 36.0, 30.0, 62.0)
 PROFILES: dict[str, Profile] = {
     "tiny": Profile(
         name="tiny",
-        description="Synthetic demo, a few hundred sites: for tests and CI.",
-        synthetic=True, n_sites=400,
+        description="Small and fast (demo: a few hundred sites): for tests, CI and workshops.",
+        n_sites=400,
         views=("N", "E"), embal_photos_per_site=4, photo_size=64, satellite_size=64,
         image_encoder="efficientnet-lite0-imagenet", location_encoder="geoclip-location",
         encoder_input_size=64, batch_size=64, num_workers=0,
@@ -68,8 +68,8 @@ PROFILES: dict[str, Profile] = {
     ),
     "book": Profile(
         name="book",
-        description="Synthetic demo, 1,500 sites: the published book's run on a 2-core laptop.",
-        synthetic=True, n_sites=1500,
+        description="The published book's run on a 2-core laptop (demo: 1,500 sites).",
+        n_sites=1500,
         views=("N", "E", "S", "W", "P"), embal_photos_per_site=8, photo_size=112, satellite_size=112,
         image_encoder="efficientnet-lite0-imagenet", location_encoder="geoclip-location",
         encoder_input_size=112, batch_size=64, num_workers=1,
@@ -80,24 +80,17 @@ PROFILES: dict[str, Profile] = {
     "full": Profile(
         name="full",
         description=(
-            "Real data on a GPU server: ~70k LUCAS sites (5 views each), ~75k EMBAL transect "
-            "photos, ~500k EVA plots with satellite patches. Needs the real-data loaders "
-            "(hh.datasets) and hub weights; not run in CI."
+            "Real data on a GPU server (e.g. ~70k LUCAS sites with 5 views each, ~75k EMBAL transect "
+            "photos, ~500k EVA plots with satellite patches); SwinV2 images, large heads and batches. "
+            "With DATA='demo' it generates a 20,000-site demo to size a server."
         ),
-        synthetic=False, n_sites=500_000,
-        views=("N", "E", "S", "W", "P"), embal_photos_per_site=19, photo_size=0, satellite_size=120,
+        n_sites=20_000,
+        views=("N", "E", "S", "W", "P"), embal_photos_per_site=19, photo_size=224, satellite_size=120,
         image_encoder="timm:swinv2_tiny_window8_256", location_encoder="geoclip-location",
         encoder_input_size=256, batch_size=256, num_workers=8,
         align_dim=256, align_hidden=1024, align_epochs=100, align_batch_size=4096, align_lr=1e-3,
         block_size_deg=0.5, test_fraction=0.2,
         map_bbox=EUROPE_WEST, map_resolution_deg=0.01, umap_max_points=20_000, probe_sites=20_000,
-        data_paths={
-            "lucas_table": "$LUCAS_ROOT/lucas_harmonised_1_table.csv (harmonised LUCAS in-situ database)",
-            "lucas_photos": "$LUCAS_ROOT/photos/{year}/{NUTS0}/{pid[0:3]}/{pid[3:6]}/{pid}{view}.jpg",
-            "eva_header": "$EVA_ROOT/*_header.csv (tab-separated EVA export with 'Expert System')",
-            "embal_photos": "$EMBAL_ROOT/transects.csv + photo folder",
-            "satellite": "$SATELLITE_ROOT/*.tif (Sentinel-2 patches, 120 x 120 px at 10 m)",
-        },
     ),
 }
 

@@ -4,7 +4,7 @@ Each notebook writes ``<out>/outputs/<notebook>/metrics.json``; this module turn
 small Markdown fragments (tables and one sentence of verdict, no headings) that ``book/results.md``
 includes, so no number in that chapter is typed by hand::
 
-    python -m habitat_helpers.report build/outputs build/results
+    python -m habitat_helpers report build/outputs build/results
 
 :func:`write_results` is also called at the end of :func:`habitat_helpers.notebooks.run_all`.
 A value that a run did not record (an older notebook, a metric that could not be computed) is
@@ -369,15 +369,14 @@ def write_results(outputs_dir: str | Path, results_dir: str | Path) -> list[Path
     return written
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Write the results chapter's tables from the notebooks' metrics.")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``python -m habitat_helpers report`` (:data:`habitat_helpers.cli.COMMANDS`)."""
     parser.add_argument("outputs", nargs="?", default="build/outputs", help="folder of <notebook>/metrics.json")
     parser.add_argument("results", nargs="?", default="build/results", help="folder for the Markdown fragments")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Write the fragments (:func:`write_results`) and print their paths."""
     for path in write_results(args.outputs, args.results):
         print(path)
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -84,7 +84,7 @@ def label_agreement_by_distance(lat, lon, labels, bins_km=(0, 25, 50, 100, 200, 
     import pandas as pd
 
     labels = np.asarray(labels, dtype=object)
-    keep = np.array([isinstance(v, str) for v in labels])
+    keep = np.array([isinstance(v, str) for v in labels], dtype=bool)
     idx = np.where(keep)[0]
     if len(idx) > max_sites:
         idx = np.sort(np.random.default_rng(seed).choice(idx, max_sites, replace=False))

@@ -22,15 +22,16 @@ def subsample(n: int, n_max: int, seed: int = 0) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, n_max, replace=False))
 
 
-def scatter_by_class(ax, xy: np.ndarray, codes, title: str = "", legend: bool = True):
-    """Scatter ``xy`` coloured by EUNIS code (``None`` in light grey, drawn first)."""
+def scatter_by_class(ax, xy: np.ndarray, codes, title: str = "", legend: bool = True, scheme="eunis"):
+    """Scatter ``xy`` coloured by the code of ``scheme`` (EUNIS by default; ``None`` in light grey,
+    drawn first)."""
     from . import maps
 
     codes = np.asarray([c if isinstance(c, str) else None for c in codes], dtype=object)
     unknown = np.array([c is None for c in codes])
     if unknown.any():
         ax.scatter(*xy[unknown].T, s=4, c="#cccccc", label="unlabelled", linewidths=0)
-    colours = maps.class_colours(codes[~unknown])
+    colours = maps.class_colours(codes[~unknown], scheme)
     for code, colour in colours.items():
         sel = codes == code
         ax.scatter(*xy[sel].T, s=6, c=colour, label=code, linewidths=0)

@@ -12,7 +12,8 @@ cell, tagged in the cell metadata, **in this order and next to each other**:
    *defines* the function, so running it never raises.
 2. ``solution`` (tag ``hide-input`` too, so that the book shows it folded): one or more cells that
    define the same function again, with the answer. Definitions only; nothing to see runs here.
-   Its ``def`` line ends with ``# noqa: F811 (replaces the exercise's stub)`` for ``make lint``.
+   Its ``def`` line ends with ``# noqa: F811`` for ``make lint``, under a comment line
+   ``# replaces the exercise's stub`` (notebook code stays within 80 characters).
 3. ``exercise-call``: one cell that calls the function and shows the result (a table, a plot).
    It is in both copies: in the book it runs the solution; in a student copy it runs the student's
    stub, and stops with ``NotImplementedError`` until the stub is written.
@@ -42,8 +43,8 @@ not overwrite a student copy that was edited or run since it was made (``overwri
 
 From the command line (``make workshop``)::
 
-    python -m habitat_helpers.workshop --out build/workshop --profile tiny
-    python -m habitat_helpers.workshop --out build/workshop --check   # run the copies up to the first exercise
+    python -m habitat_helpers workshop --out build/workshop --profile tiny
+    python -m habitat_helpers workshop --out build/workshop --check   # run the copies up to the first exercise
 """
 
 from __future__ import annotations
@@ -255,7 +256,7 @@ def _readme(sources: list[Path], exercises: dict[Path, list[Exercise]], profile:
     lines = [
         "# Workshop notebooks (student copies)",
         "",
-        "Made by `make workshop` (`python -m habitat_helpers.workshop`) from `notebooks/`: the same notebooks",
+        "Made by `make workshop` (`python -m habitat_helpers workshop`) from `notebooks/`: the same notebooks",
         "with the solutions of the exercises left out. Do not edit `notebooks/`; edit these copies.",
         "",
         "- Open them from the project folder with `HF_HUB_OFFLINE=1 .venv/bin/jupyter lab build/workshop` (no",
@@ -321,8 +322,8 @@ def run_student_copies(folder: str | Path, profile: str, seed: int, out: str | P
     return runs
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``python -m habitat_helpers workshop`` (:data:`habitat_helpers.cli.COMMANDS`)."""
     parser.add_argument("--src", default=str(notebooks.NOTEBOOK_DIR), help="source notebooks (default: notebooks/)")
     parser.add_argument("--out", default=str(paths.PROJECT_ROOT / "build" / "workshop"),
                         help="folder for the student copies (default: build/workshop)")
@@ -331,7 +332,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true",
                         help="then run the copies (tiny profile unless --profile) up to their first exercise")
     parser.add_argument("--seed", type=int, default=0, help="SEED for --check (default: 0)")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Write the student copies and their README; with ``--check``, run them. Exit code 2 when a
+    notebook breaks the exercise convention or a copy that was edited would be overwritten, 1 when
+    a checked copy failed."""
     try:
         written = make_student_copies(args.src, args.out, args.profile, overwrite=args.force)
     except (ValueError, FileExistsError) as err:
@@ -348,7 +354,3 @@ def main(argv: list[str] | None = None) -> int:
         where = f"stopped at {r.stopped_at} ({r.error})" if r.stopped_at else "ran to the end"
         print(f"{'ok  ' if r.ok else 'FAIL'} {r.notebook}: {r.cells_run} code cells ran, {where}, {r.seconds:.0f} s")
     return 0 if all(r.ok for r in runs) else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

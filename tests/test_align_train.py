@@ -88,7 +88,7 @@ def _run_cli(tmp_path, out, nproc):
     base = [sys.executable, "-m"] if nproc == 1 else \
         [str(ROOT / ".venv/bin/torchrun"), f"--nproc_per_node={nproc}", "--master_port=29533", "-m"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(base + ["habitat_helpers.align", *args], env=env, capture_output=True, text=True,
+    done = subprocess.run(base + ["habitat_helpers", "align", *args], env=env, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])

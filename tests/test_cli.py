@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from habitat_helpers import cli
+from habitat_helpers import cli, datasets
 
 # Three regions: (centre lat, centre lon, level-2 habitats west / east of the centre).
 # The level-3 habitat adds 1 south of the centre and 2 north of it (R21 / R22 ...).
@@ -103,7 +103,7 @@ def _assert_report(report: dict, n_good: int) -> None:
 # --- reading ------------------------------------------------------------------------------------
 
 def test_read_table_counts_every_bad_row(sites_csv, capsys):
-    sites = cli.read_table(sites_csv)
+    sites = datasets.read_table(sites_csv)
     n_good = len(synthetic_sites())
     _assert_report(sites.attrs["load_report"], n_good)
     assert sites.attrs["unknown_codes"] == {"Z99": 1}
@@ -116,7 +116,7 @@ def test_read_table_counts_every_bad_row(sites_csv, capsys):
 
 
 def test_read_table_finds_eva_names_and_reads_expert_system(eva_csv):
-    sites = cli.read_table(eva_csv)                            # tab separator and column names found alone
+    sites = datasets.read_table(eva_csv)                       # tab separator and column names found alone
     columns = sites.attrs["columns"]
     assert (columns["lat"], columns["lon"], columns["label"], columns["site_id"]) == \
         ("Latitude", "Longitude", "Expert System", "PlotObservationID")
@@ -132,7 +132,7 @@ def test_read_table_finds_eva_names_and_reads_expert_system(eva_csv):
 def test_read_table_semicolons_decimal_commas_and_no_id_column(tmp_path):
     path = tmp_path / "plots.csv"
     path.write_text("Latitude;Longitude;EUNIS\n48,25;7,5;T11\n48,30;7,6;Qa\n;7,7;T12\n")
-    sites = cli.read_table(path, verbose=False)
+    sites = datasets.read_table(path, verbose=False)
     assert sites["lat"].tolist() == [48.25, 48.30]
     assert sites["site_id"].tolist() == ["plots:line2", "plots:line3"]   # line numbers in the file
     assert sites["eunis_code"].tolist() == ["T11", "Q"]                  # 'Qa' switched on ESy reading
@@ -147,7 +147,7 @@ def test_read_table_geoparquet_geometry_in_another_crs(tmp_path):
     plots = gpd.GeoDataFrame({"plot": ["a", "b"], "EUNIS": ["T11", "R22"]},
                              geometry=gpd.points_from_xy([7.1, 3.0], [48.1, 45.0]), crs="EPSG:4326")
     plots.to_crs("EPSG:3035").to_parquet(tmp_path / "plots.parquet")          # ETRS89-LAEA metres
-    sites = cli.read_table(tmp_path / "plots.parquet", site_id="plot", verbose=False)
+    sites = datasets.read_table(tmp_path / "plots.parquet", site_id="plot", verbose=False)
     np.testing.assert_allclose(sites[["lat", "lon"]].to_numpy(float), [[48.1, 7.1], [45.0, 3.0]], atol=1e-6)
     assert sites["site_id"].tolist() == ["plots:a", "plots:b"] and sites["eunis_code"].tolist() == ["T11", "R22"]
 
@@ -164,8 +164,8 @@ def test_read_table_photo_and_satellite_columns(tmp_path):
         "a,48.1,7.1,T11,photos/a_N.png,photos/a_S.png,sat_a.png\n"
         "b,48.2,7.2,T12,photos/b_N.png,photos/b_S_missing.png,sat_b_missing.png\n"
         "c,48.3,7.3,T31,https://example.org/c.jpg,,\n")
-    sites = cli.read_table(tmp_path / "sites.csv", photo_columns=["photo_N", "photo_S"], satellite="patch",
-                           verbose=False)
+    sites = datasets.read_table(tmp_path / "sites.csv", photo_columns=["photo_N", "photo_S"], satellite="patch",
+                                verbose=False)
     assert [len(p) for p in sites["photos"]] == [2, 1, 0]
     assert sites["photo_views"].iloc[0] == ["photo_N", "photo_S"]
     assert Path(sites["photos"].iloc[0][0]) == tmp_path / "photos" / "a_N.png"    # relative to the table
@@ -188,9 +188,18 @@ def test_read_table_ignores_geotiffs_of_another_place(tmp_path):
     write_patch("here.tif", 48.1, 7.1)
     write_patch("elsewhere.tif", 40.0, 0.0)
     (tmp_path / "sites.csv").write_text("lat,lon,eunis_code,patch\n48.1,7.1,T11,here.tif\n48.2,7.2,T12,elsewhere.tif\n")
-    sites = cli.read_table(tmp_path / "sites.csv", satellite="patch", verbose=False)
+    sites = datasets.read_table(tmp_path / "sites.csv", satellite="patch", verbose=False)
     assert sites["satellite"].notna().tolist() == [True, False]
     assert sites.attrs["load_report"]["notes"]["satellite patch does not cover the site (patch ignored)"] == 1
+
+
+def test_table_problems_raise_a_value_error_the_command_line_reports(tmp_path):
+    path = tmp_path / "plots.csv"
+    path.write_text("x,y,eunis_code\n48.1,7.1,T11\n")
+    with pytest.raises(datasets.TableError, match="no latitude column"):
+        datasets.read_table(path, verbose=False)
+    assert issubclass(datasets.TableError, ValueError)
+    assert not hasattr(cli, "read_table")                       # one reader of users' tables
 
 
 # --- the evaluate command -----------------------------------------------------------------------
@@ -261,6 +270,40 @@ def test_bad_option_values_exit_with_code_2(sites_csv, tmp_path, capsys):
     assert "'4' is not one of 1, 2, 3" in capsys.readouterr().err
     assert cli.main(["--help"]) == 0
     assert "evaluate" in capsys.readouterr().out
+
+
+# Each command and one option that only it has: its --help shows it.
+COMMAND_OPTIONS = {"evaluate": "--block-size-deg", "embed": "--shard-size", "align": "--radius-km",
+                   "notebooks": "--profile", "report": "metrics.json", "workshop": "--check"}
+
+
+def test_every_command_is_listed_and_has_its_help(capsys):
+    """``python -m habitat_helpers --help`` lists every command of cli.COMMANDS with its help;
+    ``COMMAND --help`` exits 0 and shows the command's own options."""
+    assert set(cli.COMMANDS) == set(COMMAND_OPTIONS)
+    assert cli.main(["--help"]) == 0
+    listing = " ".join(capsys.readouterr().out.split())       # argparse wraps long help lines
+    for name, command in cli.COMMANDS.items():
+        assert f" {name} " in listing and " ".join(command.help.split()) in listing
+    for name, option in COMMAND_OPTIONS.items():
+        assert cli.main([name, "--help"]) == 0, name
+        out = capsys.readouterr().out
+        assert out.startswith(f"usage: python -m habitat_helpers {name} ") and option in out, (name, out)
+    assert cli.main(["embed", "--sites", "x.parquet"]) == 2                       # --cache is required
+    assert "--cache" in capsys.readouterr().err
+    assert cli.main(["no-such-command"]) == 2
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_help_imports_only_the_command_asked_for():
+    """The listing imports no command module (no torch); a command imports its own."""
+    code = ("import sys; from habitat_helpers import cli; cli.main(['--help']); "
+            "assert 'torch' not in sys.modules and 'habitat_helpers.embed' not in sys.modules; "
+            "cli.main(['report', '--help']); assert 'habitat_helpers.report' in sys.modules; "
+            "assert 'torch' not in sys.modules")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def test_module_runs_from_the_shell(sites_csv, tmp_path):

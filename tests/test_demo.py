@@ -106,9 +106,12 @@ def test_views_share_habitat_signal(demo):
     assert same < 0.7 * other
 
 
-def test_full_profile_refuses_synthetic_generation():
-    with pytest.raises(ValueError, match="real data"):
-        hh.demo.make_demo("full")
+def test_profiles_set_sizes_not_data():
+    """Any profile runs on any data: no profile names a data source, and `full` has a demo size."""
+    for profile in hh.profiles.PROFILES.values():
+        fields = profile.as_dict()
+        assert "synthetic" not in fields and "data_paths" not in fields
+        assert profile.n_sites > 0 and profile.photo_size > 0
 
 
 def test_unknown_profile():

@@ -109,6 +109,8 @@ def test_cross_validation_end_to_end():
     out = hh.metrics._plain(res.to_json())
     assert out["results"][hh.evaluation.ALL_SITES]["aligned"]["level2"]["macro_f1"]["mean"] == pytest.approx(
         f1.loc[("aligned", 2)])
+    assert out["levels_not_evaluated"] == {} and len(out["failures"]) == len(res.failures())
+    assert out["settings"]["n_labelled_per_level"] == {f"level{lv}": n for lv, n in n_test.items()}
     assert set(res.confusion("aligned", 1).index) <= {"R", "T"}
     assert res.reliability("aligned", 1)["share"].sum() == pytest.approx(1.0)
 

@@ -38,7 +38,7 @@ def _cli(*args, torchrun=False):
     base = [str(ROOT / ".venv/bin/torchrun"), "--nproc_per_node=2", "--master_port=29531", "-m"] if torchrun \
         else [sys.executable, "-m"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    return base + ["habitat_helpers.embed", *args, "--no-progress"], env
+    return base + ["habitat_helpers", "embed", *args, "--no-progress"], env
 
 
 @pytest.fixture(scope="module")

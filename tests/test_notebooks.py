@@ -144,3 +144,33 @@ def test_executed_notebooks_show_their_figures(run, name, figures, maps):
     folium_maps = sum("leaflet" in "".join(o.get("data", {}).get("text/html", "")).lower() for o in outputs)
     assert pngs >= figures, f"{name}: {pngs} figures"
     assert folium_maps >= maps, f"{name}: {folium_maps} folium maps"
+
+
+def test_papermill_parameters_are_hidden_in_the_book(run):
+    """Papermill's injected-parameters cell repeats the parameters: the book leaves it out."""
+    import json
+
+    for nb in hh.notebooks.notebook_paths():
+        cells = json.loads((run[0] / "notebooks" / nb.name).read_text())["cells"]
+        injected = [c for c in cells if "injected-parameters" in c["metadata"].get("tags", [])]
+        assert len(injected) == 1 and "remove-cell" in injected[0]["metadata"]["tags"], nb.name
+        assert "DATA = \"demo\"" in "".join(injected[0]["source"])
+
+
+def test_chapter_4_runs_alone_on_a_new_seed_in_an_empty_cache(tmp_path, monkeypatch):
+    """No chapter ran for seed 7: chapter 4 makes the demo and the embeddings itself, says so in
+    one line, and records its numbers."""
+    import json
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("HABITAT_HELPERS_CACHE", str(cache))
+    chapter = [p for p in hh.notebooks.notebook_paths() if p.stem.startswith("04_")]
+    hh.notebooks.run_all("tiny", 7, tmp_path / "out", notebooks=chapter, progress=False)
+    m = hh.metrics.read_metrics(tmp_path / "out" / "outputs" / "04_classify_habitats")
+    assert m["seed"] == 7 and m["profile"] == "tiny" and m["hierarchy_consistent"]
+    assert m["models"]["aligned"]["level1"]["n"] > 0
+    assert (cache / "runs" / "tiny-seed7" / "site_embeddings.npz").exists()
+    cells = json.loads((tmp_path / "out" / "notebooks" / "04_classify_habitats.ipynb").read_text())["cells"]
+    printed = "".join("".join(o.get("text", "")) for c in cells if c["cell_type"] == "code"
+                      for o in c.get("outputs", []))
+    assert "embeddings: not in the run folder yet (chapter 2 makes them): computing them now" in printed

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from habitat_helpers import report
+from habitat_helpers import cli, report
 
 BEST = "raw satellite"
 
@@ -144,7 +144,7 @@ def test_write_results_from_an_outputs_folder(tmp_path):
     assert run["profile"] == "tiny" and run["sites"] == "–" and run["spatial folds × seeds"] == "5 × 1"
     assert "not recorded in this run" in (tmp_path / "results" / "ablation.md").read_text()
     assert "## claim" in report.results_markdown(outputs)
-    assert report.main([str(outputs), str(tmp_path / "again")]) == 0
+    assert cli.main(["report", str(outputs), str(tmp_path / "again")]) == 0
 
 
 @pytest.mark.parametrize("name", ["claim", "macro_f1", "map"])

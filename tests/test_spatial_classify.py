@@ -48,6 +48,7 @@ def test_hierarchical_classifier_is_consistent_and_accurate():
     labels.loc[::5, "eunis_l3"] = None
     labels.loc[::10, "eunis_l2"] = None
     clf = hh.classify.HierarchicalClassifier().fit(X, labels)
+    assert clf.levels_ == [1, 2, 3] and clf.skipped_ == {} and clf.depth_ == 3
     pred = clf.predict(Xt)
     assert (pred["eunis_l2"].str[0] == pred["eunis_l1"]).all()
     assert (pred["eunis_l3"].str[:2] == pred["eunis_l2"]).all()

@@ -136,13 +136,14 @@ def test_a_copy_edited_or_run_since_it_was_made_is_not_overwritten(tmp_path):
 
 def test_command_line(tmp_path, capsys):
     write(tmp_path / "src", "01_tiny.ipynb", tiny_notebook())
-    assert hh.workshop.main(["--src", str(tmp_path / "src"), "--out", str(tmp_path / "out")]) == 0
+    assert hh.cli.main(["workshop", "--src", str(tmp_path / "src"), "--out", str(tmp_path / "out")]) == 0
     assert "01_tiny.ipynb: 1 exercise(s)" in capsys.readouterr().out
-    assert hh.workshop.main(["--src", str(tmp_path / "src"), "--out", str(tmp_path / "out"), "--check"]) == 0
+    assert hh.cli.main(["workshop", "--src", str(tmp_path / "src"), "--out", str(tmp_path / "out"),
+                        "--check"]) == 0
     assert "ok   01_tiny: 5 code cells ran, stopped at call (NotImplementedError: Exercise 1.1: Double it)" in \
         capsys.readouterr().out
     write(tmp_path / "src", "02_bad.ipynb", tiny_notebook(orphan=True))
-    assert hh.workshop.main(["--src", str(tmp_path / "src"), "--out", str(tmp_path / "out")]) == 2
+    assert hh.cli.main(["workshop", "--src", str(tmp_path / "src"), "--out", str(tmp_path / "out")]) == 2
     assert "without a preceding 'exercise' cell" in capsys.readouterr().err
 
 
