@@ -304,7 +304,8 @@ def train_alignment(embeddings: dict[str, np.ndarray], train_idx: np.ndarray, va
     model, history
         The kept model, and the history with ``epoch, train_loss, val_loss, val_recall,
         temperature``; ``history.attrs["best_epoch"]`` is the epoch kept (highest ``val_recall``,
-        i.e. validation recall@k).
+        i.e. validation recall@k; lowest ``val_loss`` when no validation site has two inputs,
+        see :func:`_stopping_score`).
     """
     from tqdm.auto import tqdm
 
@@ -341,7 +342,7 @@ def train_alignment(embeddings: dict[str, np.ndarray], train_idx: np.ndarray, va
         first = int(state["epoch"]) + 1
     else:
         history = [record(0, evaluate_loss(model, embeddings, train_idx, lat, lon, neighbours, device))]
-        best = (history[0]["val_recall"], copy.deepcopy(model.state_dict()), 0)
+        best = (_stopping_score(history[0]), copy.deepcopy(model.state_dict()), 0)
         first = 1
     bar = tqdm(range(first, config.epochs + 1), desc="alignment", unit="epoch", disable=not progress or rank > 0)
     for epoch in bar:
@@ -365,8 +366,8 @@ def train_alignment(embeddings: dict[str, np.ndarray], train_idx: np.ndarray, va
             losses.append(float(loss.detach()))
         history.append(record(epoch, float(np.mean(losses)) if losses else float("nan")))
         bar.set_postfix(train=f"{history[-1]['train_loss']:.3f}", val_recall=f"{history[-1]['val_recall']:.3f}")
-        if history[-1]["val_recall"] > best[0]:
-            best = (history[-1]["val_recall"], copy.deepcopy(model.state_dict()), epoch)
+        if _stopping_score(history[-1]) > best[0]:
+            best = (_stopping_score(history[-1]), copy.deepcopy(model.state_dict()), epoch)
         if checkpoint and rank == 0:
             blob = {**_plain_config(model), "state_dict": model.state_dict(), "optimiser": optimiser.state_dict(),
                     "epoch": epoch, "history": history, "best_score": best[0], "best_state": best[1],
@@ -377,6 +378,17 @@ def train_alignment(embeddings: dict[str, np.ndarray], train_idx: np.ndarray, va
     table = pd.DataFrame(history)
     table.attrs["best_epoch"] = int(best[2])
     return model, table
+
+
+def _stopping_score(row: dict) -> float:
+    """What early stopping maximises: the validation recall@k; when no validation site has two
+    inputs (recall is NaN), minus the validation loss; when that is NaN too, the epoch (the
+    last epoch is kept). On one validation set the same rule applies at every epoch."""
+    if np.isfinite(row["val_recall"]):
+        return float(row["val_recall"])
+    if np.isfinite(row["val_loss"]):
+        return -float(row["val_loss"])
+    return float(row["epoch"])
 
 
 def _sum_gradients(params) -> None:
@@ -440,6 +452,10 @@ def load_alignment(path: str | Path, device: str = "cpu") -> AlignmentModel:
 MODALITIES = ("photo", "satellite", "gps")
 
 
+class AlignmentUnavailable(ValueError):
+    """The data cannot train the heads (e.g. no site has a photo, or too few spatial blocks)."""
+
+
 def site_alignment(data, embeddings: dict[str, np.ndarray], profile, seed: int, *, radius_km: float = 5.0,
                    device: str = "cpu", recompute: bool = False, progress: bool = True, checkpoint: bool = True):
     """Chapter 3's stage: the heads aligning photo, satellite and GPS embeddings of ``data`` (a
@@ -454,6 +470,7 @@ def site_alignment(data, embeddings: dict[str, np.ndarray], profile, seed: int, 
     the same settings exists, so an interrupted run resumes).
 
     Returns ``model, history, split`` (``split``: ``"train"``, ``"val"`` or ``"test"`` per site).
+    Raises :class:`AlignmentUnavailable` when the data cannot train the heads.
     """
     import json
 
@@ -470,27 +487,30 @@ def site_alignment(data, embeddings: dict[str, np.ndarray], profile, seed: int, 
     model_path, history_path, settings_path = (run / "alignment.pt", run / "alignment_history.csv",
                                                run / "alignment_settings.json")
     if not recompute and model_path.exists() and settings_path.exists() and history_path.exists():
-        if json.loads(settings_path.read_text()) == json.loads(json.dumps(settings)):
+        stored = json.loads(settings_path.read_text())
+        best_epoch = stored.pop("best_epoch", None)
+        if stored == json.loads(json.dumps(settings)):
             print(f"alignment: read from {model_path} (trained earlier on these sites and settings)")
             history = pd.read_csv(history_path)
-            history.attrs["best_epoch"] = int(history["epoch"][history["val_recall"].idxmax()])
+            history.attrs["best_epoch"] = best_epoch
             return load_alignment(model_path, device), history, split
         print("alignment: the heads in the run folder were trained on other sites or settings: training again")
     elif not recompute:
         print("alignment: no trained heads in the run folder yet (chapter 3 trains them): training them now")
     for name in ("train", "val"):
         if not (split == name).any():
-            raise ValueError(f"no {name} blocks: {len(sites)} sites in blocks of {prof.block_size_deg}° are too "
-                             "few to train the alignment")
+            raise AlignmentUnavailable(f"no {name} blocks: {len(sites)} sites in blocks of "
+                                       f"{prof.block_size_deg}° are too few to train the alignment")
     missing = [m for m in MODALITIES if m not in embeddings or np.isnan(embeddings[m]).all()]
     if missing:
-        raise ValueError(f"no site has {', '.join(missing)}: the alignment needs every one of {MODALITIES}")
+        raise AlignmentUnavailable(f"no site has {', '.join(missing)}: the alignment needs every one of "
+                                   f"{MODALITIES}")
     model, history = train_alignment(embeddings, np.where(split == "train")[0], np.where(split == "val")[0],
                                      config, lat, lon, device=device, progress=progress,
                                      checkpoint=run / "alignment_checkpoint.pt" if checkpoint else None)
     save_alignment(model.cpu(), model_path)
     history.to_csv(history_path, index=False)
-    settings_path.write_text(json.dumps(settings, indent=2))
+    settings_path.write_text(json.dumps({**settings, "best_epoch": history.attrs["best_epoch"]}, indent=2))
     return model.to(device), history, split
 
 

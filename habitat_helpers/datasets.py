@@ -1071,10 +1071,10 @@ def load(data: str | Path = "demo", profile="tiny", seed: int = 0, *, verbose: b
         folder = demo.make_demo(prof, seed)
         sites = demo.load_sites(folder)
         reports = sites.attrs.get("load_reports", {})
-        result = Data("demo", sites, _report_frame(list(reports.values())), "eunis", True, None, folder)
+        result = Data("demo", sites, _report_frame(reports), "eunis", True, None, folder)
     else:
         spec = read_spec(data)
-        parts, reports = [], []
+        parts, reports = [], {}
         for source in spec["sources"]:
             kind = source["kind"]
             if kind == "satellite":
@@ -1084,7 +1084,7 @@ def load(data: str | Path = "demo", profile="tiny", seed: int = 0, *, verbose: b
                 parts = _attach_satellite(parts, source, reports)
                 continue
             part = _read_source(kind, source, spec["label_scheme"])
-            reports.append(part.attrs.get("load_report", {}))
+            reports[part["source"].iloc[0] if len(part) else kind] = part.attrs.get("load_report", {})
             parts.append(part)
         sites = _combine(parts)
         result = Data(spec["name"], sites, _report_frame(reports), spec["label_scheme"],
@@ -1179,7 +1179,7 @@ def _read_source(kind: str, source: dict, label_scheme: str):
                       sep=source.get("sep"), label_scheme=label_scheme, verbose=False)
 
 
-def _attach_satellite(parts: list, source: dict, reports: list) -> list:
+def _attach_satellite(parts: list, source: dict, reports: dict) -> list:
     """Attach patches under ``root`` to the parts whose source is listed (default: all)."""
     wanted = source.get("sources")
     out = []
@@ -1192,7 +1192,7 @@ def _attach_satellite(parts: list, source: dict, reports: list) -> list:
             with contextlib.redirect_stdout(io.StringIO()):
                 part = read_satellite(part, source["root"], source.get("pattern", "{name}.tif"),
                                       tolerance_m=float(source.get("tolerance_m", 1000.0)))
-            reports.append({**part.attrs["satellite_report"], "source": f"satellite ({name})"})
+            reports[f"satellite ({name})"] = part.attrs["satellite_report"]
         out.append(part)
     return out
 
@@ -1212,16 +1212,17 @@ def _combine(parts: list):
     return sites
 
 
-def _report_frame(reports: list[dict]) -> pd.DataFrame:
+def _report_frame(reports: dict[str, dict]) -> pd.DataFrame:
+    """One row per source (the site table's ``source`` name): what its loader read, kept, skipped."""
     rows = []
-    for r in reports:
+    for source, r in reports.items():
         if not r:
             continue
-        notes = r.get("notes", {})
-        rows.append({"source": r.get("source", "?"), "rows read": r.get("rows_read", 0), "kept": r.get("kept", 0),
-                     "skipped": sum(r.get("skipped", {}).values()),
-                     "skipped, by reason": "; ".join(f"{k}: {v}" for k, v in r.get("skipped", {}).items()) or "-",
-                     "notes": "; ".join(f"{k}: {v}" for k, v in notes.items()) or "-"})
+        skipped = r.get("skipped", {})
+        rows.append({"source": source, "rows read": r.get("rows_read", 0), "kept": r.get("kept", 0),
+                     "skipped": sum(skipped.values()),
+                     "skipped, by reason": "; ".join(f"{k}: {v}" for k, v in skipped.items()) or "-",
+                     "notes": "; ".join(f"{k}: {v}" for k, v in r.get("notes", {}).items()) or "-"})
     columns = ["source", "rows read", "kept", "skipped", "skipped, by reason", "notes"]
     return pd.DataFrame(rows, columns=columns).set_index("source")
 

@@ -315,18 +315,19 @@ def map_table(maps: dict) -> str:
                 maps.get("hierarchy_consistent"), MISSING)]]
     rows += [[f"held-out sites, GPS only: macro-F1 level {k}", number(held.get(f"level{k}", {}).get("macro_f1"))]
              for k in LEVELS]
-    rows += [[f"cells predicted as {_named(code)}", percent(share, 1)]
+    scheme = maps.get("label_scheme", "eunis")
+    rows += [[f"cells predicted as {_named(code, scheme)}", percent(share, 1)]
              for code, share in sorted(shares.items(), key=lambda kv: -kv[1])]
     return markdown_table(["", "this run"], rows)
 
 
-def _named(code: str) -> str:
-    """``T (Forests and other wooded land)``; the bare code when it is not a EUNIS 2021 code."""
-    from . import eunis
+def _named(code: str, scheme: str = "eunis") -> str:
+    """``T (Forests and other wooded land)``; the bare code when it is not a code of ``scheme``."""
+    from . import labels
 
     try:
-        return f"{code} ({eunis.name(code)})"
-    except (KeyError, ValueError):
+        return f"{code} ({labels.get(scheme).name_of(code)})"
+    except (KeyError, ValueError, FileNotFoundError):
         return str(code)
 
 

@@ -103,3 +103,21 @@ def test_two_gloo_processes_train_like_one(tmp_path):
     for key, value in a.state_dict().items():
         torch.testing.assert_close(b.state_dict()[key], value, rtol=1e-4, atol=1e-5)
     assert one["val_recall"] == pytest.approx(two["val_recall"], abs=1e-6)
+
+
+def test_early_stopping_uses_the_validation_loss_when_no_validation_site_has_two_inputs():
+    """Real tables often have photos and patches on different sites: recall@k is then undefined
+    on the validation blocks, and training must still keep a trained epoch, not the initial heads."""
+    rng = np.random.default_rng(0)
+    n = 240
+    embeddings = {m: rng.normal(size=(n, 8)).astype(np.float32) for m in ("photo", "gps")}
+    val_idx = np.arange(200, n)
+    embeddings["gps"][200:220] = np.nan                   # validation: photo only or GPS only
+    embeddings["photo"][220:] = np.nan
+    lat, lon = rng.uniform(45, 45.2, n), rng.uniform(5, 5.2, n)   # all within the radius of each other
+    config = hh.align.AlignConfig(dim=4, hidden=16, epochs=6, batch_size=32, modalities=("photo", "gps"),
+                                  radius_km=50.0)
+    _, history = hh.align.train_alignment(embeddings, np.arange(200), val_idx, config, lat, lon, progress=False)
+    assert history["val_recall"].isna().all() and history["val_loss"].notna().all()
+    scores = -history["val_loss"].to_numpy()
+    assert history.attrs["best_epoch"] == int(history["epoch"].iloc[int(np.nanargmax(scores))]) > 0

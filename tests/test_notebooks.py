@@ -21,7 +21,7 @@ def metrics(run, name):
 def test_every_notebook_wrote_its_metrics(run):
     for nb in hh.notebooks.notebook_paths():
         m = metrics(run, nb.stem)
-        assert m["profile"] == "tiny" and m["seed"] == 0 and m["synthetic"] is True
+        assert m["profile"] == "tiny" and m["seed"] == 0 and m["synthetic"] is True and m["data"] == "demo"
         assert (run[0] / "notebooks" / nb.name).exists()
 
 
@@ -33,7 +33,7 @@ def test_explore_counts(run):
     assert 0.4 * m["n_sites"] < m["n_labelled"]["level1"] < 0.8 * m["n_sites"]
     assert m["n_labelled"]["level1"] >= m["n_labelled"]["level2"] >= m["n_labelled"]["level3"]
     assert m["n_classes"]["level1"] == 6 and m["n_classes"]["level3"] >= 15
-    assert m["eunis_codes_per_level"] == {"1": 7, "2": 42, "3": 270}
+    assert m["codes_per_level"] == {"1": 7, "2": 42, "3": 270} and m["label_scheme"] == "eunis"
     assert m["ceiling_accuracy"]["level1"] > m["ceiling_accuracy"]["level3"]
     for source, report in m["load_reports"].items():
         assert report["kept"] == m["n_sites_by_source"][source]
