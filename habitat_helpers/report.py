@@ -210,8 +210,8 @@ def macro_f1_table(classify: dict, subset: str = "models") -> str:
 def reference_table(outputs: dict[str, dict]) -> str:
     """Chance accuracy and the accuracy reachable from location alone (the demo's generating variables)."""
     classify = outputs.get("04_classify_habitats", {})
-    ceiling = classify.get("ceiling_accuracy_from_location") or outputs.get("01_explore_data", {}).get(
-        "ceiling_accuracy", {})
+    ceiling = (classify.get("ceiling_accuracy_from_location")
+               or outputs.get("01_explore_data", {}).get("ceiling_accuracy") or {})   # None for real data
     classes = outputs.get("01_explore_data", {}).get("n_classes", {}) or classify.get("n_classes", {})
     rows = [["classes with labelled sites"] + [number(classes.get(f"level{k}"), 0) for k in LEVELS],
             ["best accuracy reachable from location (demo's generating variables)"]

@@ -162,3 +162,12 @@ def test_environment_table_keeps_the_notebook_order_and_shows_gaps():
         ["GPS + env, aligned", "0.400 ± 0.020", "0.250", "–"],
         ["something new", "0.400 ± 0.020", "0.250", "–"]]
     assert "not recorded" in report.environment_table({})
+
+
+def test_reference_table_without_a_ceiling_for_real_data():
+    """Real data have no generating variables: the ceiling row shows dashes instead of failing."""
+    outputs = {"01_explore_data": {"ceiling_accuracy": None, "n_classes": {"level1": 5}},
+               "04_classify_habitats": {"ceiling_accuracy_from_location": None}}
+    table = report.reference_table(outputs)
+    ceiling_row = next(line for line in table.splitlines() if "reachable" in line)
+    assert ceiling_row.count(report.MISSING) == 3 and "| 5 |" in table
