@@ -305,7 +305,7 @@ def train_alignment(embeddings: dict[str, np.ndarray], train_idx: np.ndarray, va
         The kept model, and the history with ``epoch, train_loss, val_loss, val_recall,
         temperature``; ``history.attrs["best_epoch"]`` is the epoch kept (highest ``val_recall``,
         i.e. validation recall@k; lowest ``val_loss`` when no validation site has two inputs,
-        see :func:`_stopping_score`).
+        see ``_stopping_score``).
     """
     from tqdm.auto import tqdm
 
@@ -453,7 +453,13 @@ MODALITIES = ("photo", "satellite", "gps")
 
 
 class AlignmentUnavailable(ValueError):
-    """The data cannot train the heads (e.g. no site has a photo, or too few spatial blocks)."""
+    """The data cannot train the heads (fewer than two inputs with data, or too few spatial blocks)."""
+
+
+def available_modalities(embeddings: dict[str, np.ndarray], candidates=MODALITIES) -> tuple[str, ...]:
+    """The modalities of ``candidates`` that at least one site has (a LUCAS table without satellite
+    patches aligns photos and GPS only)."""
+    return tuple(m for m in candidates if m in embeddings and not np.isnan(embeddings[m]).all())
 
 
 def site_alignment(data, embeddings: dict[str, np.ndarray], profile, seed: int, *, radius_km: float = 5.0,
@@ -463,7 +469,8 @@ def site_alignment(data, embeddings: dict[str, np.ndarray], profile, seed: int, 
 
     The split is :func:`habitat_helpers.spatial.train_val_test_split` with the profile's block
     size and test share and 15 % validation blocks (test blocks are never used); the heads
-    follow the profile's sizes. The model, its training history and the settings are kept in
+    follow the profile's sizes and align the modalities that some site has
+    (:func:`available_modalities`, at least two). The model, its training history and the settings are kept in
     the run folder; a later chapter reads them back when the sites, the embeddings' settings
     and the training settings match, and otherwise trains here (with a one-line note saying why,
     and a progress bar). ``recompute=True`` always trains (from the epoch checkpoint if one with
@@ -480,7 +487,8 @@ def site_alignment(data, embeddings: dict[str, np.ndarray], profile, seed: int, 
     sites = data.sites
     lat, lon = sites["lat"].to_numpy(float), sites["lon"].to_numpy(float)
     split = spatial.train_val_test_split(lat, lon, prof.block_size_deg, prof.test_fraction, 0.15, seed)
-    config = config_for(prof, seed, radius_km=radius_km)
+    modalities = available_modalities(embeddings)
+    config = config_for(prof, seed, radius_km=radius_km, modalities=modalities)
     settings = {"sites": len(sites), "first_site": str(sites["site_id"].iloc[0]) if len(sites) else "",
                 "embedding_settings": str(embeddings.get("settings", "")), "config": _plain_config_of(config)}
     run = data.run_dir(prof.name, seed)
@@ -501,10 +509,9 @@ def site_alignment(data, embeddings: dict[str, np.ndarray], profile, seed: int, 
         if not (split == name).any():
             raise AlignmentUnavailable(f"no {name} blocks: {len(sites)} sites in blocks of "
                                        f"{prof.block_size_deg}° are too few to train the alignment")
-    missing = [m for m in MODALITIES if m not in embeddings or np.isnan(embeddings[m]).all()]
-    if missing:
-        raise AlignmentUnavailable(f"no site has {', '.join(missing)}: the alignment needs every one of "
-                                   f"{MODALITIES}")
+    if len(modalities) < 2:
+        raise AlignmentUnavailable(f"only {', '.join(modalities) or 'no input'} has data: the alignment needs "
+                                   f"two of {', '.join(MODALITIES)}")
     model, history = train_alignment(embeddings, np.where(split == "train")[0], np.where(split == "val")[0],
                                      config, lat, lon, device=device, progress=progress,
                                      checkpoint=run / "alignment_checkpoint.pt" if checkpoint else None)

@@ -75,7 +75,7 @@ class HierarchicalClassifier:
 
     @property
     def depth_(self) -> int:
-        """The deepest fitted level: predictions stop there."""
+        """The deepest fitted level, where predictions stop."""
         if not self.levels_:
             raise ValueError("the classifier is not fitted")
         return max(self.levels_)

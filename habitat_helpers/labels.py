@@ -131,7 +131,7 @@ class LabelScheme:
 
     @property
     def table(self) -> pd.DataFrame:
-        """The hierarchy as a DataFrame (a copy): ``code, level, parent, name``, then
+        """A copy of the hierarchy table with the columns ``code, level, parent, name``, then
         any other columns of the source table."""
         return self._table.reset_index(drop=True).copy()
 

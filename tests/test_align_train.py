@@ -121,3 +121,28 @@ def test_early_stopping_uses_the_validation_loss_when_no_validation_site_has_two
     assert history["val_recall"].isna().all() and history["val_loss"].notna().all()
     scores = -history["val_loss"].to_numpy()
     assert history.attrs["best_epoch"] == int(history["epoch"].iloc[int(np.nanargmax(scores))]) > 0
+
+
+def test_site_alignment_aligns_the_inputs_the_data_have_and_reuses_its_heads(capsys):
+    """A LUCAS-like table with photos and GPS but no satellite patch: chapter 3's stage aligns the
+    two inputs it has, keeps the heads in the run folder, and a later chapter reads them back."""
+    import pandas as pd
+
+    rng = np.random.default_rng(1)
+    n = 300
+    sites = pd.DataFrame({"site_id": [f"t:{i}" for i in range(n)], "lat": rng.uniform(40, 56, n),
+                          "lon": rng.uniform(-5, 15, n)})
+    data = hh.datasets.Data("two-inputs", sites, pd.DataFrame(), key="two-inputs-test")
+    embeddings = {"photo": rng.normal(size=(n, 8)).astype(np.float32),
+                  "satellite": np.full((n, 8), np.nan, dtype=np.float32),
+                  "gps": rng.normal(size=(n, 8)).astype(np.float32)}
+    assert hh.align.available_modalities(embeddings) == ("photo", "gps")
+    model, history, split = hh.align.site_alignment(data, embeddings, "tiny", 0, progress=False)
+    assert model.config.modalities == ("photo", "gps") and set(model.heads) == {"photo", "gps"}
+    assert set(split) == {"train", "val", "test"} and len(history) > 1
+    again, _, _ = hh.align.site_alignment(data, embeddings, "tiny", 0, progress=False)
+    assert "alignment: read from" in capsys.readouterr().out
+    x = embeddings["gps"][:5]
+    assert np.allclose(again.embed("gps", x), model.cpu().embed("gps", x))
+    with pytest.raises(hh.align.AlignmentUnavailable, match="two of"):
+        hh.align.site_alignment(data, {**embeddings, "photo": embeddings["satellite"]}, "tiny", 0)
