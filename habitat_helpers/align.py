@@ -406,10 +406,15 @@ def _sum_tensor(t: torch.Tensor) -> None:
 
 
 def _plain_config(model: AlignmentModel) -> dict:
-    cfg = asdict(model.config)
+    return {"config": _plain(model.config), "input_dims": model.input_dims}
+
+
+def _plain(config: AlignConfig) -> dict:
+    """The config with lists for tuples (JSON and ``torch.load(weights_only=True)`` read it back)."""
+    cfg = asdict(config)
     cfg["modalities"] = list(cfg["modalities"])
     cfg["pairs"] = [list(p) for p in cfg["pairs"]]
-    return {"config": cfg, "input_dims": model.input_dims}
+    return cfg
 
 
 def _config_from_plain(cfg: dict) -> AlignConfig:
@@ -489,8 +494,11 @@ def site_alignment(data, embeddings: dict[str, np.ndarray], profile, seed: int, 
     split = spatial.train_val_test_split(lat, lon, prof.block_size_deg, prof.test_fraction, 0.15, seed)
     modalities = available_modalities(embeddings)
     config = config_for(prof, seed, radius_km=radius_km, modalities=modalities)
-    settings = {"sites": len(sites), "first_site": str(sites["site_id"].iloc[0]) if len(sites) else "",
-                "embedding_settings": str(embeddings.get("settings", "")), "config": _plain_config_of(config)}
+    import hashlib
+
+    site_ids = "\n".join(sites["site_id"].astype(str)).encode()
+    settings = {"sites": len(sites), "site_ids_sha1": hashlib.sha1(site_ids).hexdigest(),
+                "embedding_settings": str(embeddings.get("settings", "")), "config": _plain(config)}
     run = data.run_dir(prof.name, seed)
     model_path, history_path, settings_path = (run / "alignment.pt", run / "alignment_history.csv",
                                                run / "alignment_settings.json")
@@ -529,12 +537,6 @@ def config_for(profile, seed: int, *, radius_km: float = 5.0, modalities=MODALIT
     return AlignConfig(dim=prof.align_dim, hidden=prof.align_hidden, epochs=prof.align_epochs,
                        batch_size=prof.align_batch_size, lr=prof.align_lr, seed=seed,
                        modalities=tuple(modalities), radius_km=radius_km)
-
-
-def _plain_config_of(config: AlignConfig) -> dict:
-    import json
-
-    return json.loads(json.dumps(asdict(config), default=list))
 
 
 # --- command line (single process or torchrun) -----------------------------------------------
