@@ -50,7 +50,7 @@ class AlignConfig:
     seed: int = 0
     modalities: tuple[str, ...] = ("photo", "satellite", "gps")
     pairs: tuple[tuple[str, str], ...] = field(default_factory=tuple)  # empty: all pairs of modalities
-    radius_km: float = 0.0           # spatial positives: items of other sites within this distance
+    radius_km: float = 5.0           # spatial positives: items of other sites within this distance (0: paired only)
     soft_scale_km: float | None = None   # weight positives by exp(-distance / scale)
     per_anchor: int = 3              # neighbours brought into a batch with each anchor site
     sampler_radius_km: float | None = None   # neighbours for batching (default: radius_km; 0: random batches)
@@ -467,13 +467,14 @@ def available_modalities(embeddings: dict[str, np.ndarray], candidates=MODALITIE
     return tuple(m for m in candidates if m in embeddings and not np.isnan(embeddings[m]).all())
 
 
-def site_alignment(data, embeddings: dict[str, np.ndarray], profile, seed: int, *, radius_km: float = 5.0,
+def site_alignment(data, embeddings: dict[str, np.ndarray], profile, seed: int, *, radius_km: float | None = None,
                    device: str = "cpu", recompute: bool = False, progress: bool = True, checkpoint: bool = True):
     """Chapter 3's stage: the heads aligning photo, satellite and GPS embeddings of ``data`` (a
     :class:`habitat_helpers.datasets.Data`), trained on the profile's spatial split.
 
-    The split is :func:`habitat_helpers.spatial.train_val_test_split` with the profile's block
-    size and test share and 15 % validation blocks (test blocks are never used); the heads
+    The split is :func:`habitat_helpers.spatial.train_val_test_split` with blocks sized from the
+    labels (:func:`habitat_helpers.evaluation.resolve_block_size`), the profile's test share and
+    15 % validation blocks (test blocks are never used); the heads
     follow the profile's sizes and align the modalities that some site has
     (:func:`available_modalities`, at least two). The model, its training history and the settings are kept in
     the run folder; a later chapter reads them back when the sites, the embeddings' settings
@@ -486,12 +487,13 @@ def site_alignment(data, embeddings: dict[str, np.ndarray], profile, seed: int, 
     """
     import json
 
-    from . import profiles, spatial
+    from . import evaluation, profiles, spatial
 
     prof = profiles.get(profile) if isinstance(profile, str) else profile
     sites = data.sites
     lat, lon = sites["lat"].to_numpy(float), sites["lon"].to_numpy(float)
-    split = spatial.train_val_test_split(lat, lon, prof.block_size_deg, prof.test_fraction, 0.15, seed)
+    block_size, _ = evaluation.resolve_block_size(lat, lon, sites, seed=seed)
+    split = spatial.train_val_test_split(lat, lon, block_size, prof.test_fraction, 0.15, seed)
     modalities = available_modalities(embeddings)
     config = config_for(prof, seed, radius_km=radius_km, modalities=modalities)
     import hashlib
@@ -516,7 +518,7 @@ def site_alignment(data, embeddings: dict[str, np.ndarray], profile, seed: int, 
     for name in ("train", "val"):
         if not (split == name).any():
             raise AlignmentUnavailable(f"no {name} blocks: {len(sites)} sites in blocks of "
-                                       f"{prof.block_size_deg}° are too few to train the alignment")
+                                       f"{block_size:g}° are too few to train the alignment")
     if len(modalities) < 2:
         raise AlignmentUnavailable(f"only {', '.join(modalities) or 'no input'} has data: the alignment needs "
                                    f"two of {', '.join(MODALITIES)}")
@@ -529,14 +531,16 @@ def site_alignment(data, embeddings: dict[str, np.ndarray], profile, seed: int, 
     return model.to(device), history, split
 
 
-def config_for(profile, seed: int, *, radius_km: float = 5.0, modalities=MODALITIES) -> AlignConfig:
-    """The :class:`AlignConfig` of a profile's sizes (heads, epochs, batch, learning rate)."""
+def config_for(profile, seed: int, *, radius_km: float | None = None, modalities=MODALITIES) -> AlignConfig:
+    """The :class:`AlignConfig` of a profile's sizes (heads, epochs, batch, learning rate);
+    ``radius_km`` defaults to :class:`AlignConfig`'s."""
     from . import profiles
 
     prof = profiles.get(profile) if isinstance(profile, str) else profile
     return AlignConfig(dim=prof.align_dim, hidden=prof.align_hidden, epochs=prof.align_epochs,
                        batch_size=prof.align_batch_size, lr=prof.align_lr, seed=seed,
-                       modalities=tuple(modalities), radius_km=radius_km)
+                       modalities=tuple(modalities),
+                       radius_km=AlignConfig.radius_km if radius_km is None else radius_km)
 
 
 # --- command line (single process or torchrun) -----------------------------------------------
@@ -561,7 +565,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--dropout", type=float, default=defaults.dropout)
     parser.add_argument("--patience", type=int, default=defaults.patience)
     parser.add_argument("--fixed-temperature", action="store_true")
-    parser.add_argument("--block-size-deg", type=float, default=2.0)
+    parser.add_argument("--block-size-deg", default="auto",
+                        help="side of the spatial blocks in degrees, or auto (from the labels, as in the book)")
     parser.add_argument("--test-fraction", type=float, default=0.2)
     parser.add_argument("--val-fraction", type=float, default=0.15)
     parser.add_argument("--seed", type=int, default=0)
@@ -580,7 +585,7 @@ def run(args) -> int:
 
     import torch.distributed as dist
 
-    from . import datasets, runtime, spatial
+    from . import datasets, evaluation, runtime, spatial
     from .cli import UsageError
     from .embed import load_site_embeddings
 
@@ -594,7 +599,12 @@ def run(args) -> int:
                          learn_temperature=not args.fixed_temperature,
                          modalities=tuple(args.modalities.split(",")), radius_km=args.radius_km,
                          soft_scale_km=args.soft_scale_km, per_anchor=args.per_anchor)
-    split = spatial.train_val_test_split(sites["lat"], sites["lon"], args.block_size_deg, args.test_fraction,
+    try:
+        block = args.block_size_deg if args.block_size_deg == "auto" else float(args.block_size_deg)
+        block, _ = evaluation.resolve_block_size(sites["lat"], sites["lon"], sites, block, args.seed)
+    except ValueError as err:
+        raise UsageError(f"--block-size-deg: {err}") from None
+    split = spatial.train_val_test_split(sites["lat"], sites["lon"], block, args.test_fraction,
                                          args.val_fraction, args.seed)
     train_idx, val_idx = np.where(split == "train")[0], np.where(split == "val")[0]
     start = time.perf_counter()

@@ -235,8 +235,18 @@ def _comma_list(kind, allowed=None):
     return parse
 
 
+def _block_size(text: str):
+    """``--block-size-deg``: a positive number of degrees or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a number of degrees nor auto") from None
+
+
 def _add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
-    from . import encoders
+    from . import align, encoders, evaluation
 
     table = parser.add_argument_group("the table of sites")
     table.add_argument("--sites", required=True,
@@ -274,14 +284,21 @@ def _add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
                          "dem=/data/eu_dem.tif or bio1=/data/wc2.1_30s_bio_1.tif:1; repeat for several")
     cv.add_argument("--levels", type=_comma_list(int, (1, 2, 3)), default=[1, 2, 3],
                     help="EUNIS levels reported in results.json (default: 1,2,3)")
-    cv.add_argument("--folds", type=int, default=5, help="spatial cross-validation folds (default: 5)")
-    cv.add_argument("--block-size-deg", type=float, default=0.5,
-                    help="side of the square spatial blocks in degrees (default: 0.5)")
+    protocol = evaluation.Protocol()          # every default below comes from here
+    cv.add_argument("--folds", type=int, default=protocol.folds,
+                    help=f"spatial cross-validation folds (default: {protocol.folds})")
+    cv.add_argument("--block-size-deg", type=_block_size, default=protocol.block_size_deg,
+                    help="side of the square spatial blocks in degrees, or auto: the distance up to which the "
+                         f"labels agree more than chance (default: {protocol.block_size_deg})")
+    cv.add_argument("--buffer-km", type=float, default=protocol.buffer_km,
+                    help="leave out of training the sites within this distance of a test site "
+                         f"(default: {protocol.buffer_km:g})")
     seeds = cv.add_mutually_exclusive_group()
-    seeds.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    seeds.add_argument("--seeds", type=_comma_list(int), default=None,
-                       help="several seeds, e.g. 0,1,2 (the folds are redrawn for each)")
-    cv.add_argument("--label-fractions", type=_comma_list(float), default=[1.0],
+    seeds.add_argument("--seed", type=int, default=None, help="one random seed")
+    seeds.add_argument("--seeds", type=_comma_list(int), default=list(protocol.seeds),
+                       help="seeds, e.g. 0,1,2 (the folds are redrawn for each; default: "
+                            f"{','.join(map(str, protocol.seeds))})")
+    cv.add_argument("--label-fractions", type=_comma_list(float), default=list(protocol.label_fractions),
                     help="fractions of the labelled training sites, for a label-efficiency curve (default: 1)")
 
     model = parser.add_argument_group("models and embeddings")
@@ -290,11 +307,15 @@ def _add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--image-size", type=int, default=None, help="image input size in pixels (default: the encoder's)")
     model.add_argument("--batch-size", type=int, default=64, help="images per batch (default: 64)")
     model.add_argument("--num-workers", type=int, default=0, help="processes decoding images (default: 0)")
-    model.add_argument("--radius-km", type=float, default=5.0,
-                       help="alignment: sites closer than this are positives for each other (default: 5)")
+    model.add_argument("--radius-km", type=float, default=align.AlignConfig.radius_km,
+                       help="alignment: sites closer than this are positives for each other "
+                            f"(default: {align.AlignConfig.radius_km:g})")
     model.add_argument("--align-epochs", type=int, default=None,
                        help="alignment: most training epochs (default: hh.align.AlignConfig's)")
     model.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: auto, a GPU when present)")
+    model.add_argument("--jobs", type=int, default=None,
+                       help="folds run at once, each in its own process (default: the cores, at most 4, on a "
+                            "CPU; 1 on a GPU); the numbers do not depend on it")
     model.add_argument("--cache", default=None,
                        help="embedding cache folder (default: $HABITAT_HELPERS_CACHE/embeddings)")
 
@@ -320,8 +341,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     from . import align, evaluation, paths, runtime
 
-    seeds = args.seeds if args.seeds is not None else [args.seed]
-    _check_evaluate_arguments(args)
+    seeds = args.seeds if args.seed is None else [args.seed]
+    protocol = _check_evaluate_arguments(args, seeds)
     sep = {"\\t": "\t", "tab": "\t"}.get(args.sep, args.sep)     # '\t' typed in a shell is two characters
 
     sites, scheme = _read_sites(args, sep)
@@ -349,9 +370,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     try:
         result = evaluation.cross_validate(
             lat=lat, lon=lon, labels=labels, embeddings=embeddings, modalities=tuple(args.modalities),
-            folds=args.folds, block_size_deg=args.block_size_deg, seeds=tuple(seeds),
-            align_config=align.AlignConfig(**align_settings), label_fractions=tuple(args.label_fractions),
-            scheme=scheme, device=device, progress=not args.no_progress)
+            protocol=protocol, align_config=align.AlignConfig(**align_settings),
+            scheme=scheme, device=device, progress=not args.no_progress,
+            n_jobs=args.jobs if args.jobs is not None else runtime.fold_jobs(device))
     except ValueError as err:            # e.g. fewer spatial blocks than folds for one of the seeds
         raise UsageError(str(err)) from None
 
@@ -401,9 +422,10 @@ def write_fold_scores(result, out: Path, levels) -> list[Path]:
     return [folds, path]
 
 
-def _check_evaluate_arguments(args) -> None:
-    """Problems that need no data, found before anything slow runs."""
-    from . import labels
+def _check_evaluate_arguments(args, seeds):
+    """Problems that need no data, found before anything slow runs; returns the
+    :class:`habitat_helpers.evaluation.Protocol` of the options."""
+    from . import evaluation, labels
 
     try:
         labels.get(args.label_scheme)
@@ -411,10 +433,20 @@ def _check_evaluate_arguments(args) -> None:
         raise UsageError(f"--label-scheme: {err}") from None
     if args.folds < 2:
         raise UsageError("--folds must be at least 2")
-    if args.block_size_deg <= 0:
+    if args.block_size_deg != "auto" and args.block_size_deg <= 0:
         raise UsageError("--block-size-deg must be positive")
+    if args.buffer_km < 0:
+        raise UsageError("--buffer-km must be 0 or more")
+    if args.jobs is not None and args.jobs < 1:
+        raise UsageError("--jobs must be at least 1")
     if any(not 0 < f <= 1 for f in args.label_fractions):
         raise UsageError("--label-fractions must lie in (0, 1], e.g. 0.1,0.5,1")
+    try:
+        protocol = evaluation.Protocol(folds=args.folds, block_size_deg=args.block_size_deg,
+                                       buffer_km=args.buffer_km, seeds=tuple(seeds),
+                                       label_fractions=tuple(args.label_fractions))
+    except ValueError as err:
+        raise UsageError(str(err)) from None
     if "photo" in args.modalities and not args.photo_cols:
         raise UsageError("--modalities photo needs --photo-cols naming the photo column(s)")
     if "satellite" in args.modalities and not args.satellite_col:
@@ -429,6 +461,7 @@ def _check_evaluate_arguments(args) -> None:
         if unknown:
             raise UsageError(f"unknown covariate(s) {', '.join(unknown)}; built-in: "
                              f"{', '.join(environment.COVARIATES)}")
+    return protocol
 
 
 def env_rasters(specs: list[str]) -> dict:
@@ -496,12 +529,16 @@ def _check_sites(sites, labels: pd.DataFrame, args, seeds) -> None:
         if modality in args.modalities and not has_input[modality].any():
             raise UsageError(f"no site has a usable {modality} file (see the notes above): "
                              f"fix the paths or drop {modality} from --modalities")
-    for seed in seeds:
-        try:
-            evaluation.block_folds(sites["lat"].to_numpy(float), sites["lon"].to_numpy(float),
-                                   args.block_size_deg, args.folds, seed)
-        except ValueError as err:
-            raise UsageError(str(err)) from None
+    lat, lon = sites["lat"].to_numpy(float), sites["lon"].to_numpy(float)
+    try:
+        size, how = evaluation.resolve_block_size(lat, lon, labels, args.block_size_deg, seeds[0])
+        if args.block_size_deg == "auto":
+            print(f"blocks of {size:g}° from the labels' autocorrelation range "
+                  f"({how['autocorrelation_range_km']:.0f} km)", file=sys.stderr)
+        for seed in seeds:
+            evaluation.block_folds(lat, lon, size, args.folds, seed)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
 
 
 # --- the commands -------------------------------------------------------------------------------

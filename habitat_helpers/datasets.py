@@ -15,15 +15,21 @@ column                   type            meaning
 ``date``                 datetime        survey date (NaT: unknown)
 ``eunis_code``           str / None      the label as given, cleaned (deepest level known)
 ``eunis_l1..l3``         str / None      the label at each level (None below its own level)
+``eunis_candidates``     str / None      a label cell listing several codes (EVA ``R22, R23!``; an
+                                         EMBAL site whose rows differ): the distinct codes joined
+                                         by ``;`` in the order given (``R22;R23``; ``eunis_code`` is
+                                         their common ancestor ``R2``); None for one code or no label
 ``photos``               list[str]       ground-photo files (or URLs), one per view
 ``photo_views``          list[str]       the view of each photo (LUCAS ``N E S W P C``, EMBAL ``T1-03`` ...)
 ``satellite``            str / None      satellite patch file
 ``on_land``              bool            the point lies on land in the 1 km ``global-land-mask``
 =======================  ==============  =====================================================
 
-Every loader reports what it did: rows read, sites kept and rows skipped by reason
-(``sites.attrs["load_report"]``, also printed). Nothing is dropped silently; a missing
-required column raises ``ValueError`` naming it.
+Every loader reports what it did: rows read, sites kept and rows skipped by reason, notes on
+kept rows, and where known the first few rows of each reason (``line 12 ...``;
+``sites.attrs["load_report"]``, also printed). Nothing is dropped silently: a line with too few
+or too many fields is skipped as malformed, never padded or cut; a missing required column
+raises ``ValueError`` naming it.
 """
 
 from __future__ import annotations
@@ -39,42 +45,68 @@ import numpy as np
 import pandas as pd
 
 SITE_COLUMNS = ["site_id", "source", "lat", "lon", "coord_uncertainty_m", "coord_source", "date",
-                "eunis_code", "eunis_l1", "eunis_l2", "eunis_l3", "photos", "photo_views", "satellite",
-                "on_land"]
+                "eunis_code", "eunis_l1", "eunis_l2", "eunis_l3", "eunis_candidates", "photos", "photo_views",
+                "satellite", "on_land"]
 
 LUCAS_VIEWS = ("N", "E", "S", "W", "P", "C")
 _LUCAS_VIEW_WORDS = {"N": "north", "E": "east", "S": "south", "W": "west", "P": "point"}
 LUCAS_PHOTO_URL = "https://gisco-services.ec.europa.eu/lucas/photos/{year}/{nuts0}/{p1}/{p2}/{pid}{view}.jpg"
 
 
+#: How many places (``line 12 ...``) a load report keeps per reason: enough to find the rows.
+PLACES_KEPT = 5
+
+
 @dataclass
 class LoadReport:
-    """What a loader read, kept and skipped (by reason), plus notes on kept rows."""
+    """What a loader read, kept and skipped (by reason), plus notes on kept rows.
+
+    ``where`` keeps, per reason, the places in the file of its first few rows (``line 12 ...``)
+    where the loader knows them, so that you can find and fix them."""
 
     source: str
     rows_read: int = 0
     kept: int = 0
     skipped: Counter = field(default_factory=Counter)
     notes: Counter = field(default_factory=Counter)
+    where: dict = field(default_factory=dict)
 
-    def skip(self, reason: str, n: int = 1) -> None:
+    def skip(self, reason: str, n: int = 1, where=()) -> None:
         if n:
             self.skipped[reason] += int(n)
+            self._remember(reason, where)
 
-    def note(self, what: str, n: int = 1) -> None:
+    def note(self, what: str, n: int = 1, where=()) -> None:
         if n:
             self.notes[what] += int(n)
+            self._remember(what, where)
+
+    def _remember(self, reason: str, where) -> None:
+        where = list(where)
+        if where:
+            places = self.where.setdefault(reason, [])
+            places.extend(where[:PLACES_KEPT - len(places)])
 
     def as_dict(self) -> dict:
         return {"source": self.source, "rows_read": self.rows_read, "kept": self.kept,
-                "skipped": dict(self.skipped), "notes": dict(self.notes)}
+                "skipped": dict(self.skipped), "notes": dict(self.notes),
+                "where": {reason: list(places) for reason, places in self.where.items()}}
 
     def __str__(self) -> str:
         lines = [f"{self.source}: read {self.rows_read} rows, kept {self.kept} sites, "
                  f"skipped {sum(self.skipped.values())} rows"]
-        lines += [f"  skipped, {reason}: {n}" for reason, n in sorted(self.skipped.items())]
-        lines += [f"  note, {what}: {n}" for what, n in sorted(self.notes.items())]
+        lines += [f"  skipped, {reason}: {n}{_places(self.where, reason, n)}"
+                  for reason, n in sorted(self.skipped.items())]
+        lines += [f"  note, {what}: {n}{_places(self.where, what, n)}" for what, n in sorted(self.notes.items())]
         return "\n".join(lines)
+
+
+def _places(where: dict, reason: str, n: int) -> str:
+    """`` (line 3 ...; line 9 ...)`` for a reason with known places (``; ...`` when there are more)."""
+    places = where.get(reason, [])
+    if not places:
+        return ""
+    return f" ({'; '.join(places)}{'; ...' if n > len(places) else ''})"
 
 
 def _read_export(table, report: LoadReport, sep=",") -> pd.DataFrame:
@@ -82,8 +114,9 @@ def _read_export(table, report: LoadReport, sep=",") -> pd.DataFrame:
     (empty cells missing), from a path (CSV/TSV/Parquet) or a DataFrame; its rows are added to
     ``report.rows_read``. Text is read by :func:`_read_delimited`, as for :func:`read_table`:
     lines with too many *or too few* fields are counted in ``report`` (read, and skipped as
-    malformed) instead of stopping the read. Your own table of sites, whatever its columns are
-    called, is read by :func:`read_table` instead."""
+    malformed, with the lines of the first few) instead of stopping the read or being padded,
+    and the rows kept are named by their line (``line12``, the index). Your own table of sites,
+    whatever its columns are called, is read by :func:`read_table` instead."""
     if isinstance(table, pd.DataFrame):
         df = table.copy()
     else:
@@ -93,10 +126,18 @@ def _read_export(table, report: LoadReport, sep=",") -> pd.DataFrame:
         if path.suffix == ".parquet":
             df = pd.read_parquet(path)
         else:
-            df = _read_delimited(path, sep, report)[0].astype(str)
+            df, row_names = _read_delimited(path, sep, report)
+            df = df.astype(str).set_axis(row_names)          # each row named by its line: line12
             df = df.mask(df.eq(""))
     report.rows_read += len(df)
     return df
+
+
+def _row_places(index) -> list[str]:
+    """Where rows are, for a load report: ``line 12`` for the rows of a text file read by
+    :func:`_read_export` (named ``line12``), ``row 3`` for those of a DataFrame (its index)."""
+    return [f"line {name[4:]}" if isinstance(name, str) and re.fullmatch(r"line\d+", name) else f"row {name}"
+            for name in index]
 
 
 def _require(df: pd.DataFrame, columns, what: str) -> None:
@@ -105,30 +146,51 @@ def _require(df: pd.DataFrame, columns, what: str) -> None:
         raise ValueError(f"{what} lacks required column(s) {missing}; it has {list(df.columns)[:20]}...")
 
 
-def _clean_label(value, scheme, report: LoadReport, unknown: Counter | None = None) -> str | None:
+def _clean_label(value, scheme, report: LoadReport,
+                 unknown: Counter | None = None) -> tuple[str | None, str | None]:
     """One label cell as a code of ``scheme`` (a :class:`~habitat_helpers.labels.LabelScheme`;
-    EUNIS: a plain code or an EUNIS-ESy string), by its ``clean`` rules; None for no label.
-    An unknown code is noted in ``report`` (the site is kept unlabelled) and, given a Counter
-    ``unknown``, counted there by value. The survey loaders and :func:`read_table` both clean
-    labels with it."""
+    EUNIS: a plain code or an EUNIS-ESy string), by its ``clean`` rules, and its candidates:
+    ``(code, candidates)``, ``code`` None for no label. The survey loaders and
+    :func:`read_table` both clean labels with it.
+
+    * An unknown code is noted in ``report`` (the site is kept unlabelled) and, given a Counter
+      ``unknown``, counted there by value.
+    * A EUNIS cell listing several codes (``"R22, R23!"``) gives their common ancestor (``"R2"``)
+      and, as ``candidates``, the distinct codes joined by ``;`` in the order given
+      (``"R22;R23"``, the site table's ``eunis_candidates``); ``candidates`` is None otherwise.
+    * Codes of different formations (``"R22, S31"``: no common ancestor) leave the site
+      unlabelled, noted in ``report``.
+    """
+    from . import eunis
+
     try:
-        return scheme.clean(value)
+        code = scheme.clean(value)
     except ValueError:
         what = (UNKNOWN_CODE if scheme.name == "eunis"
                 else f"unknown {scheme.title} code (site kept unlabelled)")
         report.note(what)
         if unknown is not None:
             unknown[_text(value)] += 1
-        return None
+        return None, None
+    text = _text(value)
+    codes = eunis.parse_esy(text) if scheme.name == "eunis" and text is not None else []
+    if len(codes) < 2:
+        return code, None
+    if code is None:
+        report.note(DIFFERENT_FORMATIONS)
+        return None, None
+    return code, ";".join(codes)
 
 
-def _labels(values, report: LoadReport, label_scheme="eunis") -> list[str | None]:
-    """Clean labels with the scheme's rules (:func:`_clean_label`); unknown codes are counted,
-    not kept."""
+def _labels(values, report: LoadReport, label_scheme="eunis") -> tuple[list[str | None], list[str | None]]:
+    """Clean labels with the scheme's rules (:func:`_clean_label`): the codes and the candidates
+    of multi-code cells (``eunis_code`` and ``eunis_candidates``). Unknown codes are counted, not
+    kept."""
     from . import labels
 
     scheme = labels.get(label_scheme)
-    return [_clean_label(v, scheme, report) for v in values]
+    cleaned = [_clean_label(v, scheme, report) for v in values]
+    return [code for code, _ in cleaned], [candidates for _, candidates in cleaned]
 
 
 def finalise(df: pd.DataFrame, report: LoadReport, sea: str = "flag", verbose: bool = True,
@@ -174,6 +236,7 @@ def finalise(df: pd.DataFrame, report: LoadReport, sea: str = "flag", verbose: b
     levels = [scheme.level_columns(c) for c in df["eunis_code"]]
     for k in (1, 2, 3):
         df[f"eunis_l{k}"] = [lv[f"eunis_l{k}"] for lv in levels]
+    df["eunis_candidates"] = _candidates_column(df["eunis_candidates"])
     df["coord_uncertainty_m"] = pd.to_numeric(df["coord_uncertainty_m"], errors="coerce")
     df["date"] = pd.to_datetime(df["date"], errors="coerce")
     report.kept = len(df)
@@ -184,6 +247,12 @@ def finalise(df: pd.DataFrame, report: LoadReport, sea: str = "flag", verbose: b
     if verbose:
         print(report)
     return sites
+
+
+def _candidates_column(values) -> pd.Series:
+    """``eunis_candidates`` as text or None (not NaN: pandas and Parquet turn None into NaN in a
+    column of text), in an object column."""
+    return pd.Series([v if isinstance(v, str) else None for v in values], index=values.index, dtype=object)
 
 
 # --- LUCAS -----------------------------------------------------------------------------------
@@ -198,14 +267,16 @@ def _lucas_numbers(values: pd.Series, no_data: str) -> pd.Series:
 
 def _lucas_coordinate(values: pd.Series) -> pd.Series:
     """Degrees (``th_lat``, ``gps_long`` ...), with the LUCAS 'no data' codes 88.888..., 8, 88,
-    888 and 8888... as NaN: none of them is a latitude or longitude in the survey area."""
-    return _lucas_numbers(values, r"88\.8+|8|88|888|8888+")
+    888 and 8888... as NaN, also when written as decimals (``88.0``, a table saved by a program
+    that made the column numeric): none of them is a latitude or longitude in the survey area."""
+    return _lucas_numbers(values, r"88\.8+|(8|88|888|8888+)(\.0+)?")
 
 
 def _lucas_metres(values: pd.Series) -> pd.Series:
     """Metres (``gps_prec``, ``obs_dist``), with only the long 'no data' codes 88.888... and
-    8888... as NaN: 8, 88 and 888 m are real distances (an 8 m GPS fix is common)."""
-    return _lucas_numbers(values, r"88\.8+|8888+")
+    8888... (``8888.0`` too) as NaN: 8, 88 and 888 m are real distances (an 8 m GPS fix is
+    common)."""
+    return _lucas_numbers(values, r"88\.8+|8888+(\.0+)?")
 
 
 def _lucas_dates(values: pd.Series) -> pd.Series:
@@ -227,11 +298,15 @@ def read_lucas(table, photo_root=None, labels=None, *, coordinates: str = "gps",
                label_scheme="eunis", verbose: bool = True):
     """Read the harmonised LUCAS in-situ table (d'Andrimont et al. 2020) into a site table.
 
-    * ``gps_long`` carries no sign: ``gps_ew == "West"`` makes it negative. ``th_long`` is signed.
+    * ``gps_long`` carries no sign: ``gps_ew`` ``"West"`` (or ``"W"``) makes it negative, ``"East"``
+      (``"E"``) keeps it. ``th_long`` is signed.
     * ``coordinates="gps"`` (default) uses ``gps_lat/gps_long`` and falls back to the theoretical
       grid point ``th_lat/th_long`` where the GPS fix is missing (sentinels) or not WGS84
-      (a blank ``gps_proj`` too: the datum is unknown);
-      ``coordinate_source`` says which was used. ``"theoretical"`` always uses ``th_*``.
+      (a blank ``gps_proj`` too: the datum is unknown), and where ``gps_ew`` is blank or neither
+      East nor West (or the column is absent) for a non-zero ``gps_long``: its side of Greenwich
+      is unknown. Each fallback is counted in the load report by reason (the unknown sides with
+      the first few points); ``coord_source`` says which point was used. ``"theoretical"``
+      always uses ``th_*``.
       Uncertainty: ``gps_prec`` (m) for GPS, ``obs_dist`` (m, observer to point) for the fallback.
     * ``survey_date`` in dd/mm/yy or dd/mm/yyyy.
     * Photos: with ``photo_root``, the files of ``views`` in the GISCO layout that exist
@@ -252,21 +327,25 @@ def read_lucas(table, photo_root=None, labels=None, *, coordinates: str = "gps",
     th_lat, th_lon = _lucas_coordinate(df["th_lat"]), _lucas_coordinate(df["th_long"])
     if coordinates == "gps" and {"gps_lat", "gps_long"} <= set(df.columns):
         gps_lat, gps_lon = _lucas_coordinate(df["gps_lat"]), _lucas_coordinate(df["gps_long"])
-        if "gps_ew" in df.columns:
-            ew = df["gps_ew"].astype("string").str.strip().str.lower()
-            gps_lon = gps_lon.where(~ew.isin(["west", "w"]), -gps_lon.abs())
+        ew = df.get("gps_ew", pd.Series(pd.NA, index=df.index)).astype("string").str.strip().str.lower()
+        west = ew.isin(["west", "w"]).fillna(False).astype(bool)
+        east = ew.isin(["east", "e"]).fillna(False).astype(bool)
+        gps_lon = gps_lon.where(~west, -gps_lon.abs())
         wgs84 = True
         if "gps_proj" in df.columns:   # a blank projection: the fix's datum is unknown
             proj = df["gps_proj"].astype("string").str.strip().str.upper()
             wgs84 = proj.eq("WGS84").fillna(False).astype(bool)
-        use_gps = gps_lat.notna() & gps_lon.notna() & wgs84
+        gps_found = gps_lat.notna() & gps_lon.notna() & wgs84
+        unsigned = gps_found & ~(east | west) & gps_lon.ne(0)    # blank or unknown gps_ew: East or West?
+        use_gps = gps_found & ~unsigned
         prec = _lucas_metres(df["gps_prec"]) if "gps_prec" in df.columns else np.nan
         obs = _lucas_metres(df["obs_dist"]) if "obs_dist" in df.columns else np.nan
         df["lat"] = gps_lat.where(use_gps, th_lat)
         df["lon"] = gps_lon.where(use_gps, th_lon)
         df["coord_uncertainty_m"] = pd.Series(prec, index=df.index).where(use_gps, obs)
         df["coord_source"] = np.where(use_gps, "gps", "theoretical")
-        report.note("GPS missing or not WGS84: theoretical point used", (~use_gps).sum())
+        report.note(GPS_FALLBACK, (~gps_found).sum())
+        report.note(GPS_UNSIGNED, unsigned.sum(), where=("point " + df["point_id"] + ", " + df["year"])[unsigned])
     else:
         df["lat"], df["lon"] = th_lat, th_lon
         df["coord_uncertainty_m"] = _lucas_metres(df["obs_dist"]) if "obs_dist" in df.columns else np.nan
@@ -283,18 +362,19 @@ def read_lucas(table, photo_root=None, labels=None, *, coordinates: str = "gps",
         label_report = LoadReport("LUCAS labels")
         lab = _read_export(labels, label_report)
         _require(lab, ["point_id", "year", label_column], "LUCAS label table")
-        report.note("malformed label rows ignored (wrong number of fields)", label_report.skipped[MALFORMED])
+        report.note("malformed label rows ignored (wrong number of fields)", label_report.skipped[MALFORMED],
+                    where=label_report.where.get(MALFORMED, ()))
         lab = lab.assign(point_id=lab["point_id"].astype(str).str.strip(), year=lab["year"].astype(str).str.strip())
         dup = lab.duplicated(["point_id", "year"])
         report.note("duplicated label rows ignored", dup.sum())
         lab = lab[~dup]
         merged = df[["point_id", "year"]].merge(lab[["point_id", "year", label_column]], how="left",
                                                 on=["point_id", "year"])
-        df["eunis_code"] = _labels(merged[label_column].tolist(), report, label_scheme)
+        df["eunis_code"], df["eunis_candidates"] = _labels(merged[label_column].tolist(), report, label_scheme)
         unmatched = len(lab) - merged[label_column].notna().sum()
         report.note("label rows matching no LUCAS point", unmatched)
     elif label_column in df.columns:
-        df["eunis_code"] = _labels(df[label_column].tolist(), report, label_scheme)
+        df["eunis_code"], df["eunis_candidates"] = _labels(df[label_column].tolist(), report, label_scheme)
 
     # photos
     if "nuts0" not in df.columns:
@@ -346,6 +426,9 @@ def read_eva(header, *, label_column: str = "Expert System", sep: str = "\t", se
     Uses ``PlotObservationID``, ``Latitude``, ``Longitude`` (required), ``Expert System``
     (EUNIS-ESy codes: several comma-separated, ``!``-flagged, groupings such as ``Sb``, ``?``),
     ``Location uncertainty (m)`` and ``Date of recording`` (dd.mm.yyyy) when present.
+    Several codes give their common ancestor (``R22, R23!`` -> ``R2``), the codes themselves
+    kept in ``eunis_candidates`` (``R22;R23``); codes of different formations (``R22, S31``)
+    leave the plot unlabelled, counted in the load report.
     """
     report = LoadReport("EVA")
     df = _read_export(header, report, sep=sep)
@@ -361,8 +444,10 @@ def read_eva(header, *, label_column: str = "Expert System", sep: str = "\t", se
         report.note("date unreadable (kept, NaT)", (df["date"].isna() & df["Date of recording"].notna()).sum())
     else:
         df["date"] = pd.NaT
-    df["eunis_code"] = (_labels(df[label_column].tolist(), report, label_scheme)
-                        if label_column in df.columns else None)
+    if label_column in df.columns:
+        df["eunis_code"], df["eunis_candidates"] = _labels(df[label_column].tolist(), report, label_scheme)
+    else:
+        df["eunis_code"] = None
     return finalise(df, report, sea=sea, verbose=verbose, label_scheme=label_scheme)
 
 
@@ -382,7 +467,9 @@ def read_embal(table, photo_root=None, columns: dict | None = None, *, sea: str 
     ``columns`` maps our names to yours for other layouts, e.g. ``{"site": "PlotID"}``.
     Rows of one site are grouped: their photos become the site's views (``T<transect>-<k>``).
     Rows whose photo file is missing or whose photo cell is empty are counted; a site keeps the
-    photos that exist. Rows without a site id are skipped (counted).
+    photos that exist. Rows without a site id are skipped (counted, with their lines). A site
+    whose rows give different codes gets their common ancestor, the codes in
+    ``eunis_candidates``, as for an EVA cell listing several codes.
     """
     report = LoadReport("EMBAL")
     df = _read_export(table, report)
@@ -390,7 +477,7 @@ def read_embal(table, photo_root=None, columns: dict | None = None, *, sea: str 
     df = df.rename(columns=rename)
     _require(df, ["site", "transect", "lat", "lon", "photo"], "EMBAL table")
     no_site = df["site"].map(_text).isna()
-    report.skip("no site id", no_site.sum())
+    report.skip("no site id", no_site.sum(), where=_row_places(df.index[no_site]))
     df = df[~no_site]
     records = []
     for site, rows in df.groupby("site", sort=False):
@@ -419,7 +506,7 @@ def read_embal(table, photo_root=None, columns: dict | None = None, *, sea: str 
                         "eunis_code": label, "photos": photos, "photo_views": views, "satellite": None})
     out = pd.DataFrame(records, columns=list(records[0]) if records else SITE_COLUMNS)
     if len(out):
-        out["eunis_code"] = _labels(out["eunis_code"].tolist(), report, label_scheme)
+        out["eunis_code"], out["eunis_candidates"] = _labels(out["eunis_code"].tolist(), report, label_scheme)
     return finalise(out, report, sea=sea, verbose=verbose, label_scheme=label_scheme)
 
 
@@ -543,6 +630,9 @@ SEPARATORS = (",", ";", "\t", "|")
 
 MALFORMED = "malformed row (wrong number of fields)"
 UNKNOWN_CODE = "unknown EUNIS code (site kept unlabelled)"
+DIFFERENT_FORMATIONS = "EUNIS-ESy codes of different formations (site kept unlabelled)"
+GPS_FALLBACK = "GPS missing or not WGS84: theoretical point used"
+GPS_UNSIGNED = "GPS longitude without East/West in gps_ew: theoretical point used"
 
 
 class TableError(ValueError):
@@ -589,9 +679,12 @@ def read_table(path, *, lat: str = "lat", lon: str = "lon", label: str = "eunis_
     sites
         The site table (see the top of this module; a GeoDataFrame). Nothing is
         dropped silently: the :class:`LoadReport` counts, by reason, rows
-        skipped (malformed lines; missing, unreadable or out-of-range coordinates; duplicated ids)
-        and notes on kept rows (unknown EUNIS codes, which leave the site unlabelled; missing photo
-        files ...). It is printed and stored in ``sites.attrs["load_report"]``, with the columns
+        skipped (malformed lines, with too few or too many fields, and the first few of them by
+        line; missing, unreadable or out-of-range coordinates; duplicated ids)
+        and notes on kept rows (unknown EUNIS codes and EUNIS-ESy codes of different formations,
+        which leave the site unlabelled; missing photo files ...). A cell of several codes of one
+        formation gives their common ancestor and keeps the codes in ``eunis_candidates``.
+        The report is printed and stored in ``sites.attrs["load_report"]``, with the columns
         used in ``sites.attrs["columns"]`` and a few unknown codes in
         ``sites.attrs["unknown_codes"]`` (for finding typos).
 
@@ -634,7 +727,8 @@ def read_table(path, *, lat: str = "lat", lon: str = "lon", label: str = "eunis_
     df["coord_source"] = "table"
     eunis_labels = label_scheme == "eunis"
     esy = eunis_labels and (esy or _looks_like_esy(columns["label"], table[columns["label"]]))
-    df["eunis_code"], unknown = _clean_labels(table[columns["label"]], report, label_scheme)
+    df["eunis_code"], df["eunis_candidates"], unknown = _clean_labels(table[columns["label"]], report,
+                                                                       label_scheme)
     photos, views = _photo_lists(table, columns["photos"])
     df["photos"] = pd.Series(photos, index=df.index, dtype=object)
     df["photo_views"] = pd.Series(views, index=df.index, dtype=object)
@@ -660,7 +754,8 @@ def _read_delimited(path: Path, sep: str | None, report) -> tuple[pd.DataFrame, 
 
     Python's ``csv`` module is used rather than ``pandas.read_csv`` because it lets us see every
     row with too many *or too few* fields (pandas pads short rows silently), so each one can be
-    counted as malformed. Quoted cells may contain separators and line breaks."""
+    skipped as malformed, counted in ``report`` with the lines of the first few
+    (:data:`PLACES_KEPT`). Quoted cells may contain separators and line breaks."""
     try:
         return _parse_delimited(path, sep, report, encoding="utf-8-sig")   # -sig: Excel's byte-order mark
     except UnicodeDecodeError:
@@ -678,17 +773,21 @@ def _parse_delimited(path: Path, sep: str | None, report, encoding: str):
         f.seek(0)
         reader = csv.reader(f, delimiter=sep)
         header = [name.strip() for name in next(reader)]
-        rows, row_names, malformed = [], [], 0
-        for fields in reader:
+        rows, row_names, malformed = [], [], []
+        while True:
+            start = reader.line_num + 1          # where the row starts (a quoted cell may span lines)
+            fields = next(reader, None)
+            if fields is None:
+                break
             if not any(cell.strip() for cell in fields):
                 continue                         # blank line, e.g. at the end of the file
-            if len(fields) != len(header):
-                malformed += 1
+            if len(fields) != len(header):       # too few fields (a cut line) or too many (lost quotes)
+                malformed.append(f"line {start}: {len(fields)} fields, the header has {len(header)}")
                 continue
             rows.append(fields)
             row_names.append(f"line{reader.line_num}")
-    report.rows_read += malformed                # read_table adds the rows that parsed
-    report.skip(MALFORMED, malformed)
+    report.rows_read += len(malformed)           # read_table adds the rows that parsed
+    report.skip(MALFORMED, len(malformed), where=malformed)
     return pd.DataFrame(rows, columns=header, dtype=object), row_names
 
 
@@ -806,9 +905,10 @@ def _looks_like_esy(column: str, values: pd.Series) -> bool:
     return False
 
 
-def _clean_labels(values: pd.Series, report, label_scheme: str = "eunis") -> tuple[list[str | None], Counter]:
-    """One code (or None) per row, by :func:`_clean_label`, for :func:`read_table`: empty cells
-    are noted too, and unknown codes counted by code.
+def _clean_labels(values: pd.Series, report, label_scheme: str = "eunis"):
+    """One code (or None) and its candidates per row, by :func:`_clean_label`, for
+    :func:`read_table`: ``(codes, candidates, unknown)``. Empty cells are noted too, and unknown
+    codes counted by code in the Counter ``unknown``.
 
     EUNIS cells are read as EUNIS-ESy strings, a plain code being a one-code ESy cell; a column
     that does not look like ESy (:func:`_looks_like_esy`) has no cell that the two readings
@@ -818,18 +918,18 @@ def _clean_labels(values: pd.Series, report, label_scheme: str = "eunis") -> tup
     scheme = schemes.get(label_scheme)
     eunis_labels = label_scheme == "eunis"
     no_label = f"no {'EUNIS ' if eunis_labels else ''}label (site kept unlabelled)"
-    labels, unknown = [], Counter()
+    labels, candidates, unknown = [], [], Counter()
     for value in values:
         text = _text(value)
         if text is None or text.lower() in NO_LABEL:
             report.note(no_label)
             labels.append(None)
+            candidates.append(None)
             continue
-        code = _clean_label(text, scheme, report, unknown)
-        if code is None and eunis_labels and text not in unknown:   # no common formation
-            report.note("EUNIS-ESy codes of different formations (site kept unlabelled)")
+        code, codes = _clean_label(text, scheme, report, unknown)
         labels.append(code)
-    return labels, unknown
+        candidates.append(codes)
+    return labels, candidates, unknown
 
 
 def _photo_lists(table, photo_columns: list[str]) -> tuple[list[list[str]], list[list[str]]]:
@@ -932,6 +1032,8 @@ def read_sites(path):
     for col in ("photos", "photo_views"):
         if col in sites.columns:
             sites[col] = [list(v) if v is not None else [] for v in sites[col]]
+    if "eunis_candidates" in sites.columns:
+        sites["eunis_candidates"] = _candidates_column(sites["eunis_candidates"])
     return sites
 
 
@@ -1198,13 +1300,15 @@ def _attach_satellite(parts: list, source: dict, reports: dict) -> list:
 
 
 def _combine(parts: list):
-    """One site table from the parts; site ids must stay unique across sources."""
+    """One site table from the parts; site ids must stay unique across sources. A part without
+    ``eunis_candidates`` (a table read before the column existed) gives None there."""
     import geopandas as gpd
 
     parts = [p for p in parts if len(p)]
     if not parts:
         raise ValueError("no source gave a single usable site: see the load report above")
     sites = gpd.GeoDataFrame(pd.concat(parts, ignore_index=True), crs="EPSG:4326")
+    sites["eunis_candidates"] = _candidates_column(sites.get("eunis_candidates", pd.Series(index=sites.index)))
     dup = sites["site_id"].duplicated()
     if dup.any():
         raise ValueError(f"{int(dup.sum())} site ids occur in more than one source, e.g. "
@@ -1218,11 +1322,12 @@ def _report_frame(reports: dict[str, dict]) -> pd.DataFrame:
     for source, r in reports.items():
         if not r:
             continue
-        skipped = r.get("skipped", {})
+        skipped, notes, where = r.get("skipped", {}), r.get("notes", {}), r.get("where", {})
         rows.append({"source": source, "rows read": r.get("rows_read", 0), "kept": r.get("kept", 0),
                      "skipped": sum(skipped.values()),
-                     "skipped, by reason": "; ".join(f"{k}: {v}" for k, v in skipped.items()) or "-",
-                     "notes": "; ".join(f"{k}: {v}" for k, v in r.get("notes", {}).items()) or "-"})
+                     "skipped, by reason": "; ".join(f"{k}: {v}{_places(where, k, v)}"
+                                                     for k, v in skipped.items()) or "-",
+                     "notes": "; ".join(f"{k}: {v}{_places(where, k, v)}" for k, v in notes.items()) or "-"})
     columns = ["source", "rows read", "kept", "skipped", "skipped, by reason", "notes"]
     return pd.DataFrame(rows, columns=columns).set_index("source")
 

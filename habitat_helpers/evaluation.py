@@ -139,6 +139,9 @@ class CVResult:
     settings: dict
     #: one row per fit that failed (``level`` empty) or left out a level that sites are labelled at
     failure_log: pd.DataFrame = dataclasses.field(default_factory=_empty_failures)
+    #: one row per seed, fold, fraction and model: the hyperparameters chosen on the validation
+    #: blocks (``params``), their validation macro-F1 and how many candidates were tried
+    choices: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
 
     def _scores(self) -> pd.DataFrame:
         """:attr:`scores` with every column of :data:`SCORE_COLUMNS` (NaN where absent)."""
@@ -226,6 +229,42 @@ class CVResult:
         p = self.predictions[model][level].dropna(subset=["true"])
         return metrics.reliability(p["confidence"], p["true"] == p["pred"], n_bins)
 
+    def compare(self, model: str, baseline: str, level: int, metric: str = "macro_f1",
+                subset: str = ALL_SITES, fraction: float = 1.0) -> dict:
+        """``model`` against ``baseline`` at ``level``, paired over the same folds and seeds
+        (:func:`paired_interval`): the mean difference of ``metric``, its 95 % interval, the
+        wins and the pairs. Empty pairs give NaN."""
+        scores = self._scores()
+        sel = scores[(scores["subset"] == subset) & np.isclose(scores["fraction"].astype(float), fraction)
+                     & (scores["level"] == level)]
+        a = sel[sel["model"] == model].set_index(["seed", "fold"])
+        b = sel[sel["model"] == baseline].set_index(["seed", "fold"])
+        both = a.index.intersection(b.index)
+        test_train = (a.loc[both, "n"] / a.loc[both, "n_train"]).mean() if len(both) else np.nan
+        out = paired_interval(a.loc[both, metric].to_numpy(float), b.loc[both, metric].to_numpy(float),
+                              test_train_ratio=float(test_train))
+        return {"model": model, "baseline": baseline, "level": level, "fraction": fraction, "metric": metric,
+                model: float(a.loc[both, metric].mean()) if len(both) else np.nan,
+                "baseline_mean": float(b.loc[both, metric].mean()) if len(both) else np.nan, **out}
+
+    def comparisons(self, model: str = "aligned", baselines=None, levels=LEVELS, metric: str = "macro_f1",
+                    subset: str = ALL_SITES, fraction: float = 1.0) -> pd.DataFrame:
+        """:meth:`compare` of ``model`` against each baseline (default: every other model) at
+        each level it was scored at: one row each, ``better`` when the interval's lower bound
+        is above 0, ``worse`` when its upper bound is below 0."""
+        scores = self._scores()
+        scored = scores[scores["model"] == model]
+        if scored.empty:
+            return pd.DataFrame()
+        baselines = baselines or [m for m in dict.fromkeys(scores["model"]) if m != model]
+        rows = [self.compare(model, b, lv, metric, subset, fraction) for b in baselines for lv in levels
+                if lv in set(scored["level"])]
+        table = pd.DataFrame(rows).drop(columns=[model, "metric"])
+        table.insert(3, "model_mean", [r[model] for r in rows])
+        table["verdict"] = np.select([table["ci_low"] > 0, table["ci_high"] < 0], ["better", "worse"],
+                                     "no clear difference")
+        return table
+
     def to_json(self) -> dict:
         """Per-level metrics (mean, std over folds) of every model, plus the details: the
         levels not evaluated, the failures (:meth:`failures`) and the fold-level scores.
@@ -255,8 +294,36 @@ class CVResult:
             "per_class_f1": {model: {f"level{lv}": self.per_class_f1(model, lv).to_dict() for lv in by_level}
                              for model, by_level in self.predictions.items()},
             "failures": _records(self.failures()),
+            "comparisons": _records(self.comparisons()) if "aligned" in set(scores["model"]) else [],
+            "choices": [{**r, "params": r["params"]} for r in _records(self.choices)],
             "folds": scores.to_dict(orient="records"),
         }
+
+
+def paired_interval(a, b, test_train_ratio: float | None = None, confidence: float = 0.95) -> dict:
+    """Mean of the paired differences ``a - b`` (one pair per fold and seed) with a
+    ``confidence`` interval from Student's t over the pairs, its variance corrected for the
+    overlap of the training sets between folds (the corrected resampled t-test of Nadeau &
+    Bengio 2003, recommended by Bouckaert & Frank 2004): ``var * (1/J + n_test/n_train)``
+    instead of ``var / J`` for ``J`` pairs. Without ``test_train_ratio`` the plain t interval.
+    Returns ``difference``, ``ci_low``, ``ci_high``, ``wins`` (pairs where ``a > b``),
+    ``pairs`` and ``interval`` (the method, in words)."""
+    from scipy import stats
+
+    d = np.asarray(a, float) - np.asarray(b, float)
+    d = d[~np.isnan(d)]
+    n = len(d)
+    out = {"difference": float(d.mean()) if n else np.nan, "ci_low": np.nan, "ci_high": np.nan,
+           "wins": int((d > 0).sum()), "pairs": n}
+    corrected = test_train_ratio is not None and np.isfinite(test_train_ratio)
+    out["interval"] = (f"{confidence:.0%} corrected resampled t over {n} folds x seeds" if corrected
+                       else f"{confidence:.0%} t over {n} folds x seeds")
+    if n < 2:
+        return out
+    factor = 1 / n + (test_train_ratio if corrected else 0.0)
+    half = stats.t.ppf(0.5 + confidence / 2, n - 1) * np.sqrt(d.var(ddof=1) * factor)
+    out["ci_low"], out["ci_high"] = float(d.mean() - half), float(d.mean() + half)
+    return out
 
 
 def _any_modality_json(any_modality: pd.DataFrame) -> dict:
@@ -269,12 +336,326 @@ def _any_modality_json(any_modality: pd.DataFrame) -> dict:
             for (i, m), grp in anym.groupby(level=[0, 1], sort=False)}
 
 
+# --- the protocol: one place for every setting ------------------------------------------------
+
+#: The hyperparameter grids searched on the validation blocks, per model family. Every model but
+#: the majority gets the same number of candidates (six fits, each decoded two ways), so that no
+#: model has more chances than another to fit the validation blocks.
+#: ``dropout_copies``: train on copies of each site with every subset of its inputs (modality
+#: dropout); part of the aligned model's design, and available to the raw concatenation too
+#: (``grids={"concatenated": {"dropout_copies": (False, True)}}``), where it is off by default: it
+#: tripled that model's cost on the book's demo, and the validation blocks chose it in none of the
+#: folds where it was offered (measured: 2 of 2 folds, and on the tests' synthetic sites).
+#: ``decoding``: top-down (paths may stop above level 3) or the product of the levels
+#: (:class:`habitat_helpers.classify.HierarchicalClassifier`); it needs no refit, so trying both
+#: costs predictions only. ``multi_code="soft"`` (soft targets over the codes of a multi-code
+#: ESy cell) may be added to a grid; by default the common ancestor is used.
+GRIDS: dict[str, dict[str, tuple]] = {
+    "aligned": {"C": (0.05, 0.5, 5.0), "fusion": ("concat", "mean"), "dropout_copies": (True,),
+                "decoding": classify.DECODINGS, "multi_code": ("ancestor",)},
+    "concatenated": {"C": (0.02, 0.05, 0.2, 0.5, 2.0, 5.0), "dropout_copies": (False,),
+                     "decoding": classify.DECODINGS, "multi_code": ("ancestor",)},
+    "single": {"C": (0.02, 0.05, 0.2, 0.5, 2.0, 5.0), "decoding": classify.DECODINGS,
+               "multi_code": ("ancestor",)},
+    "knn": {"k": (3, 5, 10, 15, 30, 60), "decoding": classify.DECODINGS},
+    "majority": {},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Protocol:
+    """How :func:`cross_validate` splits, selects and repeats: each setting's default is defined
+    here once (the notebooks' parameters, the profiles and the command line start from it).
+
+    ``block_size_deg="auto"`` sizes the spatial blocks from the data: the distance up to which
+    the labels agree more than chance (:func:`habitat_helpers.spatial.autocorrelation_range_km`,
+    on the level-1 labels, whose range is the longest) turned into degrees
+    (:func:`habitat_helpers.spatial.block_size_for_range`). ``buffer_km`` removes, in each fold,
+    the training sites within that distance of a test site (from the alignment and the
+    classifiers alike). ``val_fraction`` of the training blocks are validation blocks: early
+    stopping of the alignment and the choice of every model's hyperparameters from ``grids``."""
+
+    folds: int = 5
+    block_size_deg: float | str = "auto"
+    buffer_km: float = 0.0
+    seeds: tuple[int, ...] = (0, 1, 2)
+    val_fraction: float = 0.15
+    label_fractions: tuple[float, ...] = (1.0,)
+    fraction_models: tuple[str, ...] | None = None   # default: aligned, raw single inputs, raw concatenated
+    grids: dict = dataclasses.field(default_factory=lambda: {k: dict(v) for k, v in GRIDS.items()})
+    #: alignment settings tried per fold (``AlignConfig`` fields, e.g. ``{"radius_km": (0.0, 5.0)}``);
+    #: empty: the ``align_config`` as given. Epochs are always chosen by early stopping.
+    align_grid: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        if not isinstance(self.folds, (int, np.integer)) or self.folds < 2:
+            raise ValueError(f"folds must be an integer of at least 2, not {self.folds!r}")
+        if isinstance(self.block_size_deg, str):
+            if self.block_size_deg != "auto":
+                raise ValueError(f"block_size_deg must be a number of degrees or 'auto', not {self.block_size_deg!r}")
+        elif not self.block_size_deg > 0:
+            raise ValueError(f"block_size_deg must be positive, not {self.block_size_deg!r}")
+        if not self.buffer_km >= 0:
+            raise ValueError(f"buffer_km must be 0 or more, not {self.buffer_km!r}")
+        if not self.seeds:
+            raise ValueError("give at least one seed")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction must lie strictly between 0 and 1, not {self.val_fraction!r}")
+        if any(not 0 < f <= 1 for f in self.label_fractions):
+            raise ValueError(f"label fractions must lie in (0, 1], not {list(self.label_fractions)}")
+        unknown = set(self.grids) - set(GRIDS)
+        if unknown:
+            raise ValueError(f"unknown model families in grids: {sorted(unknown)}; known: {sorted(GRIDS)}")
+        for family, grid in self.grids.items():
+            allowed = set(GRIDS[family])
+            if set(grid) - allowed or any(len(v) == 0 for v in grid.values()):
+                raise ValueError(f"grid of {family!r}: parameters {sorted(grid)} (each with at least one value) "
+                                 f"expected among {sorted(allowed)}")
+            for fusion in grid.get("fusion", ()):
+                if fusion not in ("concat", "mean"):
+                    raise ValueError(f"fusion must be 'concat' or 'mean', not {fusion!r}")
+        from . import align
+
+        fields = {f.name for f in dataclasses.fields(align.AlignConfig)} - {"seed", "modalities"}
+        if set(self.align_grid) - fields or any(len(v) == 0 for v in self.align_grid.values()):
+            raise ValueError(f"align_grid: {sorted(self.align_grid)} (each with at least one value) must be "
+                             f"hh.align.AlignConfig fields: {sorted(fields)}")
+        object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
+        object.__setattr__(self, "label_fractions", tuple(float(f) for f in self.label_fractions))
+
+    def grid(self, family: str) -> dict[str, tuple]:
+        return {**GRIDS[family], **self.grids.get(family, {})}
+
+
+# --- models as data --------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class FoldInputs:
+    """What a model's features may read in one fold: the sites' embeddings, coordinates and,
+    when the inputs can be aligned, the contrastive heads trained without the fold's test sites."""
+
+    lat: np.ndarray
+    lon: np.ndarray
+    embeddings: dict
+    modalities: tuple
+    heads: object = None
+
+    def only(self, subset) -> FoldInputs:
+        """The same inputs with every modality outside ``subset`` missing (NaN)."""
+        emb = {m: x if m in subset else np.full_like(x, np.nan) for m, x in self.embeddings.items()}
+        return dataclasses.replace(self, embeddings=emb)
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+    """One model of the comparison, as data: a ``name``, the ``features`` it reads
+    (``features(inputs: FoldInputs, params) -> n_sites x d``, NaN rows where a site lacks them),
+    a ``classifier`` factory (``classifier(params, scheme) -> HierarchicalClassifier``), the
+    ``family`` whose grid (:data:`GRIDS`, :attr:`Protocol.grids`) it searches, and the inputs it
+    reads (``inputs``; with ``dropout_copies`` in its grid, its training rows are copied once per
+    subset of a site's inputs). ``needs_heads``: the features use the aligned heads."""
+
+    name: str
+    features: object
+    classifier: object
+    family: str
+    inputs: tuple = ()
+    needs_heads: bool = False
+    #: ``train_on(inputs) -> bool mask``: the sites whose labels the model may learn from (default all)
+    train_on: object = None
+    #: the inputs the model is given at validation and test (default: all it reads)
+    predict_from: tuple | None = None
+    #: its own grid ``{parameter: values}`` instead of its family's (a new kind of model)
+    grid: dict | None = None
+
+    def grid_for(self, protocol: Protocol) -> dict[str, tuple]:
+        return dict(self.grid) if self.grid is not None else protocol.grid(self.family)
+
+    def test_features(self, inputs: FoldInputs, params: dict) -> np.ndarray:
+        """The features the model predicts from: those of :attr:`predict_from` only, when set."""
+        return self.features(inputs.only(self.predict_from) if self.predict_from else inputs, params)
+
+    def candidates(self, protocol: Protocol) -> list[dict]:
+        """Every combination of the grid (one empty dict when there is no grid)."""
+        grid = self.grid_for(protocol)
+        return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+
+
+def _logistic(params, scheme):
+    return classify.HierarchicalClassifier(C=params["C"], scheme=scheme,
+                                           decoding=params.get("decoding", classify.DECODINGS[0]),
+                                           multi_code=params.get("multi_code", "ancestor"))
+
+
+def _knn(params, scheme):
+    return classify.HierarchicalClassifier(estimator=classify.coordinate_knn(params["k"]), scheme=scheme,
+                                           decoding=params.get("decoding", classify.DECODINGS[0]))
+
+
+def _majority(params, scheme):
+    return classify.MajorityClassifier(scheme=scheme)
+
+
+def default_models(modalities) -> list[Model]:
+    """The models of the comparison (module docstring) for ``modalities``: the aligned model
+    when there are two or more inputs, each raw input alone, the raw inputs concatenated (and
+    without ``env``, when it is one of three or more), k-NN on coordinates and the majority.
+    A new baseline is one more :class:`Model` in this list."""
+    from . import align
+
+    modalities = tuple(modalities)
+    several = len(modalities) >= 2
+    models = []
+    if several:
+        models.append(Model("aligned", lambda inp, p: align.site_features(inp.heads, inp.embeddings,
+                                                                           inp.modalities, p["fusion"]),
+                            _logistic, "aligned", modalities, needs_heads=True))
+    for m in modalities:
+        models.append(Model(f"raw {m}", lambda inp, p, m=m: inp.embeddings[m], _logistic, "single", (m,)))
+    if several:
+        models.append(Model("raw concatenated", lambda inp, p: raw_concatenated(inp.embeddings, inp.modalities),
+                            _logistic, "concatenated", modalities))
+    if ENV in modalities and len(modalities) >= 3:      # the other inputs with and without env
+        others = tuple(m for m in modalities if m != ENV)
+        models.append(Model("raw concatenated without env",
+                            lambda inp, p: raw_concatenated(inp.embeddings, others), _logistic, "concatenated",
+                            others))
+    models.append(Model("k-NN on coordinates", lambda inp, p: classify.coordinates_radians(inp.lat, inp.lon),
+                        _knn, "knn"))
+    models.append(Model("majority", lambda inp, p: np.zeros((len(inp.lat), 1)), _majority, "majority"))
+    return models
+
+
+def transfer_models(modalities) -> list[Model]:
+    """Cross-source transfer (the method's promise: infer habitats from whichever input a site
+    has): models that learn only from the labels of sites **without** photos (EVA-like plots:
+    satellite patch and GPS) and predict at photo sites. Score them on
+    :data:`PHOTO_SITES`, beside ``raw photo`` (the photos' own, fewer labels) and ``majority``:
+
+    ``transfer: aligned, photo alone``
+        the aligned classifier trained on the aligned vectors of the sites without photos,
+        given only the ground photo at the test site: it works only if the shared space puts a
+        photo where the satellite patch and GPS of its place are.
+    ``transfer: raw gps``
+        the GPS classifier trained on the same labels, predicting from the photo sites' GPS.
+    ``transfer: majority``
+        the training frequencies of those labels.
+
+    Empty unless ``modalities`` holds photos and at least one other input."""
+    from . import align
+
+    modalities = tuple(modalities)
+    if "photo" not in modalities or len(modalities) < 2:
+        return []
+
+    def without_photos(inputs):
+        return np.isnan(inputs.embeddings["photo"]).any(axis=1)
+
+    out = [Model("transfer: aligned, photo alone",
+                 lambda inp, p: align.site_features(inp.heads, inp.embeddings, inp.modalities, p["fusion"]),
+                 _logistic, "aligned", modalities, needs_heads=True, train_on=without_photos,
+                 predict_from=("photo",))]
+    if "gps" in modalities:
+        out.append(Model("transfer: raw gps", lambda inp, p: inp.embeddings["gps"], _logistic, "single", ("gps",),
+                         train_on=without_photos))
+    out.append(Model("transfer: majority", lambda inp, p: np.zeros((len(inp.lat), 1)), _majority, "majority",
+                     train_on=without_photos))
+    return out
+
+
+def fit_model(model: Model, inputs: FoldInputs, params: dict, labels: pd.DataFrame, rows: np.ndarray,
+              scheme="eunis"):
+    """Fit ``model`` with ``params`` on the labelled ``rows`` (boolean mask) that have its
+    features; with ``params["dropout_copies"]``, also on copies of each site with every
+    non-empty subset of the inputs it has. Returns the fitted classifier and the number of
+    training sites."""
+    X = model.features(inputs, params)
+    usable = rows & ~np.isnan(X).any(axis=1)
+    if model.train_on is not None:
+        usable &= model.train_on(inputs)
+    clf = model.classifier(params, scheme)
+    if not params.get("dropout_copies") or len(model.inputs) < 2:
+        return clf.fit(X[usable], labels[usable]), int(usable.sum())
+    present = _present(inputs.embeddings, model.inputs)
+    blocks, ys = [], []
+    for subset in modality_subsets(model.inputs):
+        keep = usable & np.logical_and.reduce([present[m] for m in subset])
+        if keep.any():
+            blocks.append(model.features(inputs.only(subset), params)[keep])
+            ys.append(labels[keep])
+    return clf.fit(np.vstack(blocks), pd.concat(ys, ignore_index=True)), int(usable.sum())
+
+
+def _validation_score(clf, X, labels, rows) -> float:
+    """Mean macro-F1 over the levels scored on the validation ``rows`` (NaN when none)."""
+    scores, _ = _score(clf, X, labels, rows)
+    values = [s["macro_f1"] for s in scores.values() if s["n"] > 0 and not np.isnan(s["macro_f1"])]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def select(model: Model, inputs: FoldInputs, labels: pd.DataFrame, fit_rows: np.ndarray, val_rows: np.ndarray,
+           protocol: Protocol, scheme="eunis") -> tuple[dict, float, list[dict]]:
+    """Choose ``model``'s hyperparameters: fit every candidate of its grid on ``fit_rows`` and
+    score it on ``val_rows`` (validation blocks inside the training folds) by the mean macro-F1
+    over levels. Ties and unscorable validation sets keep the earliest candidate (the grid's
+    order). Returns the chosen parameters, their validation score and every candidate's score.
+    Raises ``ValueError`` when no candidate can be fitted."""
+    candidates = model.candidates(protocol)
+    if len(candidates) == 1:
+        return candidates[0], float("nan"), [{"params": candidates[0], "val_macro_f1": float("nan")}]
+    tried, errors, fitted = [], [], {}
+    for params in candidates:
+        # candidates that differ only in the decoding share one fit
+        key = tuple(sorted((k, str(v)) for k, v in params.items() if k != "decoding"))
+        if key not in fitted:
+            try:
+                fitted[key] = fit_model(model, inputs, params, labels, fit_rows, scheme)[0]
+            except ValueError as err:
+                fitted[key] = None
+                errors.append(str(err))
+        if fitted[key] is None:
+            continue
+        clf = fitted[key].with_decoding(params["decoding"]) if "decoding" in params else fitted[key]
+        tried.append({"params": params,
+                      "val_macro_f1": _validation_score(clf, model.test_features(inputs, params), labels,
+                                                        val_rows)})
+    if not tried:
+        raise ValueError(errors[0])
+    scored = [t for t in tried if not np.isnan(t["val_macro_f1"])]
+    best = max(scored, key=lambda t: t["val_macro_f1"]) if scored else tried[0]
+    return best["params"], best["val_macro_f1"], tried
+
+
+#: The block side when the labels cannot measure their range (fewer than 20 labelled sites, or
+#: a single habitat): 2 degrees, about 150-220 km across in Europe.
+FALLBACK_BLOCK_SIZE_DEG = 2.0
+
+
+def resolve_block_size(lat, lon, labels: pd.DataFrame, block_size_deg=None, seed: int = 0) -> tuple[float, dict]:
+    """The block side in degrees and how it was chosen: ``block_size_deg`` itself, or for
+    ``"auto"`` (the default, :attr:`Protocol.block_size_deg`) the labels' autocorrelation range
+    (level 1, ``labels["eunis_l1"]``) turned into degrees. Every split of the book (the
+    alignment's in chapters 2, 3 and 5, the folds of chapter 4) sizes its blocks here."""
+    block_size_deg = Protocol.block_size_deg if block_size_deg is None else block_size_deg
+    if block_size_deg != "auto":
+        return float(block_size_deg), {"block_size_deg": float(block_size_deg), "block_size_rule": "given"}
+    codes = labels["eunis_l1"].to_numpy(object) if "eunis_l1" in labels else np.full(len(lat), None, object)
+    try:
+        estimate = spatial.autocorrelation_range_km(lat, lon, codes, seed=seed)
+    except ValueError as err:        # e.g. unlabelled sites (the alignment needs no labels)
+        return FALLBACK_BLOCK_SIZE_DEG, {"block_size_deg": FALLBACK_BLOCK_SIZE_DEG,
+                                         "block_size_rule": f"fallback: the labels cannot size the blocks ({err})"}
+    size = spatial.block_size_for_range(estimate.range_km, lat)
+    return size, {"block_size_deg": size, "block_size_rule": "auto: the level-1 labels' autocorrelation range",
+                  "autocorrelation_range_km": float(estimate.range_km), "autocorrelation_method": estimate.method}
+
+
 def cross_validate(lat, lon, labels: pd.DataFrame, embeddings: dict[str, np.ndarray], *,
-                   modalities=MODALITIES, folds: int = 5, block_size_deg: float = 0.5, seeds=(0,),
-                   align_config=None, label_fractions=(1.0,), fraction_models=None,
-                   modality_dropout: bool = True, fusion: str = "concat", knn_k: int = 15, val_fraction: float = 0.15,
-                   scheme="eunis", device: str = "cpu", progress: bool = True) -> CVResult:
-    """Spatial block cross-validation of the aligned model and the baselines (module docstring).
+                   modalities=MODALITIES, models: list[Model] | None = None, protocol: Protocol | None = None,
+                   align_config=None, scheme="eunis", device: str = "cpu", n_jobs: int = 1,
+                   progress: bool = True, **settings) -> CVResult:
+    """Spatial block cross-validation of the aligned model and the baselines (module docstring),
+    with every model's hyperparameters chosen inside the training folds.
 
     Parameters
     ----------
@@ -287,115 +668,71 @@ def cross_validate(lat, lon, labels: pd.DataFrame, embeddings: dict[str, np.ndar
         per modality, ``n_sites x d`` (NaN rows where a site lacks it).
     modalities
         the inputs to use; with two or more, the aligned model is trained.
+    models
+        the :class:`Model` list (default :func:`default_models`).
+    protocol
+        a :class:`Protocol`; or give its fields as keywords (``folds=3, seeds=(0,)``), checked
+        before any work.
     align_config
-        :class:`habitat_helpers.align.AlignConfig` (its ``seed`` is replaced by each
-        seed; its ``modalities`` by ``modalities``).
-    label_fractions
-        fractions of the labelled training sites for the label-efficiency curve.
-    fraction_models
-        models refitted at fractions below 1 (default: aligned, the raw
-        embeddings, raw concatenated).
-    modality_dropout
-        train the aligned classifier on the vectors of every subset of a site's
-        inputs too, so that it has seen what a site with fewer inputs looks like.
-    fusion
-        how the aligned model combines a site's inputs (:func:`habitat_helpers.align.site_features`):
-        ``"mean"`` of the aligned vectors, or ``"concat"`` (side by side, zeros where missing).
+        :class:`habitat_helpers.align.AlignConfig` (its ``seed`` is replaced by each seed,
+        its ``modalities`` by ``modalities``).
     scheme
-        the label hierarchy (:func:`habitat_helpers.labels.get`; EUNIS 2021 by default): every
-        classifier decodes along its parents.
-    """
-    from tqdm.auto import tqdm
+        the label hierarchy (:func:`habitat_helpers.labels.get`; EUNIS 2021 by default).
+    n_jobs
+        folds run at once, each in its own process (:func:`habitat_helpers.runtime.fold_jobs`
+        gives the cores of a CPU); every fold runs on one thread, so the numbers do not depend
+        on ``n_jobs``. ``1``: in this process.
 
+    In each fold the training blocks (less the buffer) are split again by blocks into fitting
+    and validation sites; the alignment trains on the fitting sites and stops early on the
+    validation ones; each model fits every candidate of its grid on the labelled fitting sites,
+    keeps the best on the labelled validation sites, and is refitted with it on all the labelled
+    training sites before it sees the test fold (:attr:`CVResult.choices` records each choice).
+    """
     from . import align
 
+    protocol = dataclasses.replace(protocol, **settings) if protocol is not None else Protocol(**settings)
+    if not isinstance(n_jobs, (int, np.integer)) or n_jobs < 1:
+        raise ValueError(f"n_jobs must be a positive integer, not {n_jobs!r}")
     lat, lon = np.asarray(lat, float), np.asarray(lon, float)
-    labels = labels[list(classify.LEVEL_COLUMNS.values())].reset_index(drop=True)
+    labels = labels.reset_index(drop=True)
+    keep_cols = list(classify.LEVEL_COLUMNS.values()) + [c for c in ("eunis_candidates",) if c in labels]
+    labels = labels[keep_cols]
     modalities = tuple(modalities)
-    present = _present(embeddings, modalities)
+    missing = [m for m in modalities if m not in embeddings]
+    if missing:
+        raise ValueError(f"no embeddings for {', '.join(missing)}")
+    models = list(models) if models is not None else default_models(modalities)
+    names = [m.name for m in models]
+    if len(set(names)) != len(names):
+        raise ValueError(f"model names must be unique: {names}")
     labelled = labels["eunis_l1"].notna().to_numpy()
     n_per_level = {level: int(labels[classify.LEVEL_COLUMNS[level]].notna().sum()) for level in LEVELS}
-    aligned_on = len(modalities) >= 2
+    aligned_on = any(m.needs_heads for m in models)
     if aligned_on:
-        base = align_config or align.AlignConfig()
-        base = dataclasses.replace(base, modalities=modalities, pairs=())
-    fraction_models = fraction_models or (["aligned"] if aligned_on else []) + \
-        [f"raw {m}" for m in modalities] + (["raw concatenated"] if aligned_on else [])
+        base = dataclasses.replace(align_config or align.AlignConfig(), modalities=modalities, pairs=())
+        align_candidates = [dict(zip(protocol.align_grid, v)) for v in itertools.product(*protocol.align_grid.values())]
+    main = {"aligned", "raw concatenated", *(f"raw {m}" for m in modalities)}
+    fraction_models = protocol.fraction_models or tuple(m.name for m in models if m.name in main)
+    block_size, block_info = resolve_block_size(lat, lon, labels, protocol.block_size_deg, protocol.seeds[0])
 
-    score_rows, any_rows, failure_rows = [], [], []
+    tasks = [(seed, fold, block_folds(lat, lon, block_size, protocol.folds, seed))
+             for seed in protocol.seeds for fold in range(protocol.folds)]
+    context = _FoldContext(lat, lon, labels, embeddings, modalities, models, protocol, block_size,
+                           base if aligned_on else None, align_candidates if aligned_on else [{}], fraction_models,
+                           scheme, device, keep_predictions=protocol.seeds[0])
+    runs = _map_folds(context, tasks, n_jobs, progress)
+    score_rows, any_rows, failure_rows, choice_rows, buffer_rows = [], [], [], [], []
     pooled: dict = {}
-    heads = None
-    bar = tqdm(total=len(seeds) * folds, desc="spatial CV", unit="fold", disable=not progress)
-    for seed in seeds:
-        fold_of = block_folds(lat, lon, block_size_deg, folds, seed)
-        for fold in range(folds):
-            test = fold_of == fold
-            rest = np.where(~test)[0]
-            val_mask = spatial.spatial_block_split(lat[rest], lon[rest], block_size_deg, val_fraction,
-                                                   seed * 1000 + fold + 1)
-            features = {}
-            if aligned_on:
-                cfg = dataclasses.replace(base, seed=seed)
-                heads, _ = align.train_alignment(embeddings, rest[~val_mask], rest[val_mask], cfg, lat, lon,
-                                                 device=device, progress=False)
-                features["aligned"] = align.site_features(heads, embeddings, modalities, fusion)
-            for m in modalities:
-                features[f"raw {m}"] = embeddings[m]
-            if aligned_on:
-                features["raw concatenated"] = raw_concatenated(embeddings, modalities)
-            if ENV in modalities and len(modalities) >= 3:     # the other inputs with and without env
-                features["raw concatenated without env"] = raw_concatenated(
-                    embeddings, tuple(m for m in modalities if m != ENV))
-            features["k-NN on coordinates"] = classify.coordinates_radians(lat, lon)
-            features["majority"] = np.zeros((len(lat), 1))
-
-            train_all = labelled & ~test
-            subsets = {ALL_SITES: labelled & test}
-            if "photo" in modalities:
-                subsets[PHOTO_SITES] = labelled & test & present["photo"]
-            for fraction in label_fractions:
-                train = train_all.copy()
-                if fraction < 1:
-                    idx = np.where(train_all)[0]
-                    rng = np.random.default_rng([seed, fold, int(round(fraction * 10_000))])
-                    keep = rng.choice(idx, max(2, int(round(fraction * len(idx)))), replace=False)
-                    train = np.isin(np.arange(len(lat)), keep)
-                names = list(features) if fraction >= 1 else [n for n in fraction_models if n in features]
-                for name in names:
-                    X = features[name]
-                    usable = train & ~np.isnan(X).any(axis=1)
-                    fit = {"model": name, "seed": seed, "fold": fold, "fraction": fraction,
-                           "n_train": int(usable.sum())}
-                    try:
-                        clf = _fit(name, X, labels, usable, embeddings, heads if name == "aligned" else None,
-                                   modalities, modality_dropout, knn_k, fusion, scheme)
-                    except ValueError as err:       # e.g. a 1 % sample with a single habitat
-                        failure_rows.append({**fit, "level": None, "reason": str(err)})
-                        continue
-                    # levels below the deepest fitted one are not scored; say so where sites have labels
-                    failure_rows += [{**fit, "level": level, "reason": reason}
-                                     for level, reason in sorted(clf.skipped_.items())
-                                     if level > clf.depth_ and n_per_level[level] > 0]
-                    for subset, rows in subsets.items():
-                        scores, raw = _score(clf, X, labels, rows)
-                        for level in scores:
-                            score_rows.append({"seed": seed, "fold": fold, "fraction": fraction, "model": name,
-                                               "subset": subset, "level": level, "n_train": int(usable.sum()),
-                                               **scores[level]})
-                        if subset == ALL_SITES and fraction >= 1 and seed == seeds[0]:
-                            for level in raw:
-                                pooled.setdefault(name, {}).setdefault(level, []).append(raw[level])
-                    if name == "aligned" and fraction >= 1:
-                        any_rows += _any_modality(clf, heads, embeddings, labels, labelled & test, present,
-                                                  modalities, seed, fold, fusion)
-                    if name.startswith("raw ") and not name.startswith("raw concatenated") and fraction >= 1:
-                        m = name[4:]
-                        complete = labelled & test & np.logical_and.reduce([present[k] for k in modalities])
-                        scores, _ = _score(clf, X, labels, complete)
-                        any_rows += [{"seed": seed, "fold": fold, "inputs": f"{m} only", "model": name,
-                                      "level": level, **scores[level]} for level in scores]
-            bar.update(1)
-    bar.close()
+    for run in runs:                 # in the order of the tasks, whatever order they finished in
+        score_rows += run["scores"]
+        any_rows += run["any_modality"]
+        failure_rows += run["failures"]
+        choice_rows += run["choices"]
+        buffer_rows.append(run["buffer"])
+        for name, by_level in run["predictions"].items():
+            for level, part in by_level.items():
+                pooled.setdefault(name, {}).setdefault(level, []).append(part)
     predictions = {name: {level: pd.concat(parts, ignore_index=True) for level, parts in by_level.items()}
                    for name, by_level in pooled.items()}
     scores = pd.DataFrame(score_rows)
@@ -404,48 +741,185 @@ def cross_validate(lat, lon, labels: pd.DataFrame, embeddings: dict[str, np.ndar
             scores[column] = np.nan
     failures = pd.DataFrame(failure_rows, columns=list(FAILURE_COLUMNS)).astype({"level": "Int64"}) \
         if failure_rows else _empty_failures()
+    buffer = pd.DataFrame(buffer_rows)
     settings = {"modalities": list(modalities), "label_scheme": label_schemes.get(scheme).name,
-                "folds": folds, "block_size_deg": block_size_deg,
-                "seeds": list(seeds), "label_fractions": list(label_fractions), "modality_dropout": modality_dropout, "fusion": fusion,
-                "knn_k": knn_k, "n_sites": len(lat), "n_labelled": int(labelled.sum()),
+                "models": names, "folds": protocol.folds, **block_info,
+                "buffer_km": protocol.buffer_km,
+                "buffer_removed_sites_per_fold": float(buffer["removed"].mean()),
+                "buffer_removed_labelled_per_fold": float(buffer["removed_labelled"].mean()),
+                "seeds": list(protocol.seeds), "val_fraction": protocol.val_fraction,
+                "label_fractions": list(protocol.label_fractions), "fraction_models": list(fraction_models),
+                "grids": {m.name: {k: list(v) for k, v in m.grid_for(protocol).items()} for m in models},
+                "align_grid": {k: list(v) for k, v in protocol.align_grid.items()},
+                "n_sites": len(lat), "n_labelled": int(labelled.sum()),
                 "n_labelled_per_level": {f"level{level}": n for level, n in n_per_level.items()},
                 "align_config": dataclasses.asdict(base) if aligned_on else None}
-    return CVResult(scores, pd.DataFrame(any_rows), predictions, settings, failures)
+    choices = pd.DataFrame(choice_rows, columns=["model", "seed", "fold", "fraction", "params", "val_macro_f1",
+                                                 "candidates"])
+    return CVResult(scores, pd.DataFrame(any_rows), predictions, settings, failures, choices)
 
 
-def _fit(name, X, labels, usable, embeddings, heads, modalities, modality_dropout, knn_k, fusion="mean",
-         scheme="eunis"):
+@dataclasses.dataclass
+class _FoldContext:
+    """Everything one fold's work reads (sent once to each worker process)."""
+
+    lat: np.ndarray
+    lon: np.ndarray
+    labels: pd.DataFrame
+    embeddings: dict
+    modalities: tuple
+    models: list
+    protocol: Protocol
+    block_size: float
+    align_config: object
+    align_candidates: list
+    fraction_models: tuple
+    scheme: object
+    device: str
+    keep_predictions: int          # the seed whose pooled test predictions are kept
+
+
+def _map_folds(context: _FoldContext, tasks: list, n_jobs: int, progress: bool) -> list[dict]:
+    """:func:`_run_fold` for every ``(seed, fold, fold_of)`` task, on ``n_jobs`` processes (1: in
+    this process), with a progress bar; results in the order of ``tasks``."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(tasks), desc="spatial CV", unit="fold", disable=not progress)
+    if n_jobs == 1 or len(tasks) == 1:
+        out = []
+        for task in tasks:
+            out.append(_run_fold(context, *task))
+            bar.update(1)
+    else:
+        from joblib import Parallel, delayed
+
+        out = []
+        for result in Parallel(n_jobs=n_jobs, return_as="generator")(
+                delayed(_run_fold_in_worker)(context, *task) for task in tasks):
+            out.append(result)
+            bar.update(1)
+    bar.close()
+    return out
+
+
+def _run_fold_in_worker(context: _FoldContext, seed: int, fold: int, fold_of: np.ndarray) -> dict:
+    """:func:`_run_fold` in a worker process."""
+    return _run_fold(context, seed, fold, fold_of)
+
+
+def _run_fold(c: _FoldContext, seed: int, fold: int, fold_of: np.ndarray) -> dict:
+    """One fold of one seed, on one CPU thread (so that parallel folds share the cores instead of
+    contending, and the numbers do not depend on ``n_jobs``)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _fold_rows(c, seed, fold, fold_of)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fold_rows(c: _FoldContext, seed: int, fold: int, fold_of: np.ndarray) -> dict:
+    """The buffer, the validation blocks, the alignment, then every model selected, refitted and
+    scored at every labelled fraction. Returns its rows."""
     from . import align
 
-    if name == "majority":
-        return classify.MajorityClassifier(scheme=scheme).fit(None, labels[usable])
-    if name == "k-NN on coordinates":
-        return classify.HierarchicalClassifier(estimator=classify.coordinate_knn(knn_k), scheme=scheme).fit(
-            X[usable], labels[usable])
-    if name == "aligned" and modality_dropout:
-        present = _present(embeddings, modalities)
-        blocks, ys = [], []
-        for subset in modality_subsets(modalities):
-            rows = usable & np.logical_and.reduce([present[m] for m in subset])
-            if rows.any():
-                blocks.append(align.site_features(heads, {m: embeddings[m][rows] for m in modalities}, subset,
-                                                  fusion))
-                ys.append(labels[rows])
-        return classify.HierarchicalClassifier(scheme=scheme).fit(np.vstack(blocks), pd.concat(ys, ignore_index=True))
-    return classify.HierarchicalClassifier(scheme=scheme).fit(X[usable], labels[usable])
+    out = {"scores": [], "any_modality": [], "failures": [], "choices": [], "predictions": {}}
+    lat, lon, labels, protocol = c.lat, c.lon, c.labels, c.protocol
+    labelled = labels["eunis_l1"].notna().to_numpy()
+    present = _present(c.embeddings, c.modalities)
+    n_per_level = {level: int(labels[classify.LEVEL_COLUMNS[level]].notna().sum()) for level in LEVELS}
+    test = fold_of == fold
+    near = spatial.buffer_mask(lat, lon, test, protocol.buffer_km) if protocol.buffer_km > 0 else \
+        np.zeros(len(lat), bool)
+    out["buffer"] = {"seed": seed, "fold": fold, "removed": int(near.sum()),
+                     "removed_labelled": int((near & labelled).sum())}
+    rest = np.where(~test & ~near)[0]
+    val_mask = spatial.spatial_block_split(lat[rest], lon[rest], c.block_size, protocol.val_fraction,
+                                           seed * 1000 + fold + 1)
+    fit_sites = np.isin(np.arange(len(lat)), rest[~val_mask])
+    val_sites = np.isin(np.arange(len(lat)), rest[val_mask])
+    heads = {}
+    if c.align_config is not None:
+        for k, change in enumerate(c.align_candidates):
+            cfg = dataclasses.replace(c.align_config, seed=seed, **change)
+            heads[k], _ = align.train_alignment(c.embeddings, rest[~val_mask], rest[val_mask], cfg, lat, lon,
+                                                device=c.device, progress=False)
+    inputs = FoldInputs(lat, lon, c.embeddings, c.modalities)
+    train_all = labelled & ~test & ~near
+    subsets = {ALL_SITES: labelled & test}
+    if "photo" in c.modalities:
+        subsets[PHOTO_SITES] = labelled & test & present["photo"]
+    for fraction in protocol.label_fractions:
+        train = _label_sample(train_all, fraction, seed, fold)
+        for model in c.models:
+            if fraction < 1 and model.name not in c.fraction_models:
+                continue
+            fit = {"model": model.name, "seed": seed, "fold": fold, "fraction": fraction}
+            try:
+                params, val_score, model_inputs, clf, n_train = _select_and_fit(
+                    model, inputs, heads, c.align_candidates if model.needs_heads else [{}], labels,
+                    train & fit_sites, train & val_sites, train, protocol, c.scheme)
+            except ValueError as err:       # e.g. a 1 % sample with a single habitat
+                out["failures"].append({**fit, "n_train": int(train.sum()), "level": None, "reason": str(err)})
+                continue
+            out["choices"].append({**fit, "params": params, "val_macro_f1": val_score,
+                                   "candidates": len(model.candidates(protocol))
+                                   * (max(1, len(heads)) if model.needs_heads else 1)})
+            fit["n_train"] = n_train
+            # levels below the deepest fitted one are not scored; say so where sites have labels
+            out["failures"] += [{**fit, "level": level, "reason": reason}
+                                for level, reason in sorted(clf.skipped_.items())
+                                if level > clf.depth_ and n_per_level[level] > 0]
+            X = model.test_features(model_inputs, params)
+            for subset, rows in subsets.items():
+                scores, raw = _score(clf, X, labels, rows)
+                out["scores"] += [{**fit, "subset": subset, "level": level, **scores[level]} for level in scores]
+                if subset == ALL_SITES and fraction >= 1 and seed == c.keep_predictions:
+                    for level in raw:
+                        out["predictions"].setdefault(model.name, {})[level] = raw[level]
+            if fraction >= 1:
+                out["any_modality"] += _any_modality(model, clf, params, model_inputs, labels, labelled & test,
+                                                     present, c.modalities, seed, fold)
+    return out
 
 
-def _any_modality(clf, heads, embeddings, labels, rows, present, modalities, seed, fold,
-                  fusion="mean") -> list[dict]:
-    """The aligned classifier fed each subset of inputs, on the test sites that have them all."""
-    from . import align
+def _label_sample(train_all: np.ndarray, fraction: float, seed: int, fold: int) -> np.ndarray:
+    """A random ``fraction`` of the labelled training sites (at least two), the same for every model."""
+    if fraction >= 1:
+        return train_all
+    idx = np.where(train_all)[0]
+    rng = np.random.default_rng([seed, fold, int(round(fraction * 10_000))])
+    keep = rng.choice(idx, max(2, int(round(fraction * len(idx)))), replace=False)
+    return np.isin(np.arange(len(train_all)), keep)
 
+
+def _select_and_fit(model, inputs, heads, align_candidates, labels, fit_rows, val_rows, train, protocol, scheme):
+    """Select ``model``'s parameters (and, for the aligned model, the heads among the alignment
+    candidates) on the validation sites, then refit on all of ``train``."""
+    best = None
+    for k, change in enumerate(align_candidates):
+        model_inputs = dataclasses.replace(inputs, heads=heads[k]) if model.needs_heads else inputs
+        params, score, _ = select(model, model_inputs, labels, fit_rows, val_rows, protocol, scheme)
+        if best is None or (not np.isnan(score) and (np.isnan(best[1]) or score > best[1])):
+            best = ({**change, **params}, score, model_inputs, params)
+    chosen, score, model_inputs, params = best
+    clf, n_train = fit_model(model, model_inputs, params, labels, train, scheme)
+    return chosen, score, model_inputs, clf, n_train
+
+
+def _any_modality(model, clf, params, inputs, labels, rows, present, modalities, seed, fold) -> list[dict]:
+    """The aligned classifier fed each subset of inputs, and each raw single-input model, on
+    the test sites that have every input."""
+    if len(modalities) < 2 or model.predict_from or not (model.needs_heads or model.family == "single"):
+        return []
     complete = rows & np.logical_and.reduce([present[m] for m in modalities])
+    subsets = modality_subsets(modalities) if model.needs_heads else [model.inputs]
     out = []
-    for subset in modality_subsets(modalities):
-        X = align.site_features(heads, embeddings, subset, fusion)
-        scores, _ = _score(clf, X, labels, complete)
+    for subset in subsets:
+        scores, _ = _score(clf, model.features(inputs.only(subset), params), labels, complete)
         name = " + ".join(subset) if len(subset) > 1 else f"{subset[0]} only"
-        out += [{"seed": seed, "fold": fold, "inputs": name, "model": "aligned", "level": level, **scores[level]}
-                for level in scores]
+        out += [{"seed": seed, "fold": fold, "inputs": name, "model": model.name, "level": level,
+                 **scores[level]} for level in scores]
     return out

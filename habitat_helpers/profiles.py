@@ -41,8 +41,8 @@ class Profile:
     align_batch_size: int
     align_lr: float
     # evaluation and maps
-    block_size_deg: float         # side of the spatial blocks used to split train/test
-    test_fraction: float          # share of blocks held out for testing
+    test_fraction: float          # share of sites held out for testing, in whole spatial blocks (their
+    #                               size: hh.evaluation.resolve_block_size, from the labels)
     map_bbox: tuple[float, float, float, float]  # (lon_min, lat_min, lon_max, lat_max)
     map_resolution_deg: float
     umap_max_points: int
@@ -63,7 +63,7 @@ PROFILES: dict[str, Profile] = {
         image_encoder="efficientnet-lite0-imagenet", location_encoder="geoclip-location",
         encoder_input_size=64, batch_size=64, num_workers=0,
         align_dim=64, align_hidden=256, align_epochs=30, align_batch_size=128, align_lr=2e-3,
-        block_size_deg=2.0, test_fraction=0.3,
+        test_fraction=0.3,
         map_bbox=(-5.0, 42.0, 10.0, 52.0), map_resolution_deg=0.5, umap_max_points=400, probe_sites=200,
     ),
     "book": Profile(
@@ -74,7 +74,7 @@ PROFILES: dict[str, Profile] = {
         image_encoder="efficientnet-lite0-imagenet", location_encoder="geoclip-location",
         encoder_input_size=112, batch_size=64, num_workers=1,
         align_dim=128, align_hidden=512, align_epochs=60, align_batch_size=256, align_lr=1e-3,
-        block_size_deg=2.0, test_fraction=0.3,
+        test_fraction=0.3,
         map_bbox=(-5.0, 42.0, 15.0, 55.0), map_resolution_deg=0.1, umap_max_points=3000, probe_sites=600,
     ),
     "full": Profile(
@@ -89,7 +89,7 @@ PROFILES: dict[str, Profile] = {
         image_encoder="timm:swinv2_tiny_window8_256", location_encoder="geoclip-location",
         encoder_input_size=256, batch_size=256, num_workers=8,
         align_dim=256, align_hidden=1024, align_epochs=100, align_batch_size=4096, align_lr=1e-3,
-        block_size_deg=0.5, test_fraction=0.2,
+        test_fraction=0.2,
         map_bbox=EUROPE_WEST, map_resolution_deg=0.01, umap_max_points=20_000, probe_sites=20_000,
     ),
 }

@@ -97,7 +97,7 @@ def load_outputs(outputs_dir: str | Path) -> dict[str, dict]:
 
 
 def run_table(outputs: dict[str, dict]) -> str:
-    """What was run: profile, seed, data, sites, labels, folds."""
+    """What was run: profile, seed, data, sites, labels, folds, seeds, spatial blocks and buffer."""
     explore = outputs.get("01_explore_data", {})
     classify = outputs.get("04_classify_habitats", {})
     embed = outputs.get("02_extract_embeddings", {})
@@ -117,41 +117,93 @@ def run_table(outputs: dict[str, dict]) -> str:
          f"{embed.get('image_encoder', MISSING)} / {embed.get('location_encoder', MISSING)}"],
         ["spatial folds × seeds",
          f"{number(classify.get('folds'), 0)} × {len(seeds) if isinstance(seeds, list) else MISSING}"],
-        ["spatial block size (degrees)", number(classify.get("block_size_deg"), 2)],
+        ["seeds of the folds", ", ".join(map(str, seeds)) if isinstance(seeds, list) and seeds else MISSING],
+        ["spatial block size (degrees)", block_size(classify)],
+        ["buffer around the test sites (km)", number(classify.get("buffer_km"), 1)],
         ["spatial-positive radius (km)", number(classify.get("radius_km"), 1)],
     ]
     return markdown_table(["", "this run"], rows, align=["l", "l"])
 
 
+def block_size(classify: dict) -> str:
+    """The block size with the rule that set it: ``3.70 (auto: labels agree above chance up to 270 km)``,
+    ``0.50 (given)``; the bare number when the run did not record the rule (an older notebook)."""
+    rule = classify.get("block_size_rule")
+    rule = rule if isinstance(rule, dict) else {}
+    size = rule.get("block_size_deg")
+    size = number(size if _known(size) else classify.get("block_size_deg"), 2)
+    how = rule.get("block_size_rule")
+    if size == MISSING or not isinstance(how, str) or not how:
+        return size
+    reach = number(rule.get("autocorrelation_range_km"), 0)
+    if how.startswith("auto"):
+        how = "auto" if reach == MISSING else f"auto: labels agree above chance up to {reach} km"
+    return f"{size} ({how})"
+
+
+def _known(value) -> bool:
+    return number(value) != MISSING
+
+
+def interval(low, high, digits: int = 3) -> str:
+    """``[-0.010, 0.050]``, or ``–`` when a bound is missing."""
+    lo, hi = number(low, digits), number(high, digits)
+    return MISSING if MISSING in (lo, hi) else f"[{lo}, {hi}]"
+
+
 def claim_rows(classify: dict) -> list[dict]:
     """The claim records of notebook 4 with the verdict recomputed from their numbers.
 
-    A row *holds* when the aligned model's mean macro-F1 exceeds the best mono-scale baseline's by
-    more than the larger of the two fold-to-fold standard deviations; ``held`` is ``None`` when a
-    number is missing.
+    A row *holds* when the paired 95 % interval of the aligned model's lead over the best mono-scale
+    baseline (mean difference of macro-F1 over folds × seeds) lies above 0, i.e. ``ci_low > 0``;
+    ``held`` is ``None`` when a number is missing, as in the rows of an older notebook, which recorded
+    fold standard deviations instead of an interval.
     """
     best = classify.get("best_mono_scale")
     rows = []
     for r in classify.get("claim") or []:
         a, b = r.get("aligned"), r.get(best) if best else None
-        sa, sb = r.get("fold std of aligned"), r.get(f"fold std of {best}") if best else None
-        values = (a, b, sa, sb)
-        known = all(isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v) for v in values)
-        diff = a - b if known else None
-        margin = max(sa, sb) if known else None
-        rows.append({"fraction": r.get("labelled fraction"), "level": r.get("level"), "aligned": a, "baseline": b,
-                     "aligned_std": sa, "baseline_std": sb, "difference": diff, "margin": margin,
-                     "wins": r.get("folds aligned wins"), "held": (diff > margin) if known else None})
+        diff = r.get("difference")
+        if not _known(diff) and _known(a) and _known(b):
+            diff = a - b
+        low, high = r.get("ci_low"), r.get("ci_high")
+        known = all(_known(v) for v in (a, b, diff, low, high))
+        rows.append({"fraction": r.get("labelled fraction"), "level": r.get("level"), "aligned": a,
+                     "baseline": b, "difference": diff, "ci_low": low, "ci_high": high,
+                     "interval": r.get("interval"),
+                     "wins": r.get("aligned wins", r.get("folds aligned wins")),
+                     "held": (low > 0) if known else None})
     return rows
 
 
 def claim_verdict(classify: dict) -> bool | None:
-    """Whether the central claim held with all labels: at levels 2 and 3 the aligned model beats the
-    best mono-scale baseline by more than the fold std. ``None`` when the run did not record it."""
+    """Whether the central claim held with all labels: at levels 2 and 3 the paired 95 % interval of
+    the aligned model's lead over the best mono-scale baseline lies above 0. ``None`` when the run did
+    not record it."""
     rows = [r for r in claim_rows(classify) if r["fraction"] == 1.0 and r["level"] in (2, 3)]
     if {r["level"] for r in rows} != {2, 3} or any(r["held"] is None for r in rows):
         return None
     return all(r["held"] for r in rows)
+
+
+def _levels(levels) -> str:
+    levels = [str(lv) for lv in levels]
+    return f"level {levels[0]}" if len(levels) == 1 else "levels " + " and ".join(levels)
+
+
+def _where(row: dict) -> str:
+    """Where a row's interval lies, in words."""
+    if row["held"] is None:
+        return "not decided"
+    if row["ci_low"] > 0:
+        return "above 0"
+    return "below 0: the baseline is better" if row["ci_high"] < 0 else "includes 0"
+
+
+def _methods(rows) -> str:
+    """The interval methods recorded in ``rows`` (``interval`` texts), once each."""
+    texts = (r.get("interval") for r in rows)
+    return "; ".join(dict.fromkeys(t for t in texts if isinstance(t, str) and t))
 
 
 def claim_table(classify: dict) -> str:
@@ -162,25 +214,89 @@ def claim_table(classify: dict) -> str:
     best = classify.get("best_mono_scale", MISSING)
     yes_no = {True: "yes", False: "no", None: MISSING}
     table = markdown_table(
-        ["labelled fraction", "level", "aligned", best, "difference", "larger fold std", "folds aligned wins",
-         "beats by more than the std"],
-        [[percent(r["fraction"]), str(r["level"]), mean_std(r["aligned"], r["aligned_std"]),
-          mean_std(r["baseline"], r["baseline_std"]), number(r["difference"]), number(r["margin"]),
-          r["wins"] or MISSING, yes_no[r["held"]]] for r in rows])
+        ["labelled fraction", "level", "aligned", best, "difference", "95 % interval", "aligned wins",
+         "better"],
+        [[percent(r["fraction"]), str(r["level"]), number(r["aligned"]), number(r["baseline"]),
+          number(r["difference"]), interval(r["ci_low"], r["ci_high"]), r["wins"] or MISSING,
+          yes_no[r["held"]]] for r in rows])
     verdict = claim_verdict(classify)
-    full = {r["level"]: r for r in rows if r["fraction"] == 1.0}
-    detail = "; ".join(f"level {lv}: difference {number(full[lv]['difference'])}, larger fold std "
-                       f"{number(full[lv]['margin'])}" for lv in (2, 3) if lv in full)
-    failed = [str(lv) for lv in (2, 3) if lv in full and full[lv]["held"] is False]
-    failed = f"level {failed[0]}" if len(failed) == 1 else "levels " + " and ".join(failed)
+    full = {r["level"]: r for r in rows if r["fraction"] == 1.0 and r["level"] in (2, 3)}
+    detail = "; ".join(f"level {lv}: difference {number(r['difference'])}, interval "
+                       f"{interval(r['ci_low'], r['ci_high'])}, {_where(r)}"
+                       for lv, r in sorted(full.items()))
+    failed = _levels(lv for lv in (2, 3) if lv in full and full[lv]["held"] is False)
+    if not any(_known(r["ci_low"]) or _known(r["ci_high"]) for r in rows):
+        return table + "\n" + ("**The run recorded no paired interval, so the claim is undecided here** "
+                               "(the metrics come from an older notebook version; run `make book` to "
+                               "record it).\n")
+    method = _methods(full.values())
+    method = f" The intervals are paired over the same folds and seeds ({method})." if method else ""
     sentence = {
-        True: f"**With all labels the claim held in this run**: the aligned model beat {best} by more than the "
-              f"fold-to-fold standard deviation at both levels 2 and 3 ({detail}).",
-        False: f"**With all labels the claim did not hold in this run**: at {failed} the aligned model did "
-               f"not beat {best} by more than the fold-to-fold standard deviation ({detail}).",
-        None: "**The run did not record enough numbers to decide the claim with all labels.**",
+        True: f"**With all labels the claim held in this run**: at both levels 2 and 3 the 95 % interval "
+              f"of the aligned model's lead over {best} in macro-F1 lies above 0 ({detail}).",
+        False: f"**With all labels the claim did not hold in this run**: at {failed} the 95 % interval "
+               f"of the aligned model's lead over {best} in macro-F1 does not lie above 0 ({detail}).",
+        None: "**The run did not record enough numbers to decide the claim with all labels**"
+              + (f" ({detail})." if detail else "."),
     }[verdict]
-    return table + "\n" + sentence + "\n"
+    return table + "\n" + sentence + method + "\n"
+
+
+def comparisons_table(classify: dict) -> str:
+    """The aligned model against every baseline at every level (all labels): both means of macro-F1, the
+    mean paired difference over folds × seeds, its 95 % interval, the pairs won and the verdict, which is
+    recomputed from the interval (``better`` above 0, ``worse`` below 0, else ``no clear difference``)."""
+    records = [r for r in classify.get("comparisons") or [] if isinstance(r, dict)]
+    if not records:
+        return _not_recorded("The comparison with every baseline")
+    model = records[0].get("model") or "aligned"
+    names = _ordered(dict.fromkeys(str(r.get("baseline")) for r in records))
+    order = {name: k for k, name in enumerate(names)}
+    records.sort(key=lambda r: (order[str(r.get("baseline"))], str(r.get("level"))))
+    rows = []
+    for r in records:
+        low, high = r.get("ci_low"), r.get("ci_high")
+        verdict = (MISSING if not (_known(low) and _known(high))
+                   else "better" if low > 0 else "worse" if high < 0 else "no clear difference")
+        wins, pairs = number(r.get("wins"), 0), number(r.get("pairs"), 0)
+        rows.append([str(r.get("baseline", MISSING)), str(r.get("level", MISSING)),
+                     number(r.get("model_mean", r.get(model))), number(r.get("baseline_mean")),
+                     number(r.get("difference")), interval(low, high),
+                     MISSING if MISSING in (wins, pairs) else f"{wins}/{pairs}", verdict])
+    table = markdown_table(["baseline", "level", f"{model} (mean)", "baseline (mean)", "difference",
+                            "95 % interval", f"{model} wins", "verdict"], rows, align=["l"] + ["r"] * 6 + ["l"])
+    method = _methods(records)
+    note = (f"Macro-F1, mean over folds × seeds; the difference and its interval are paired over the same "
+            f"folds and seeds ({method or 'method not recorded'}). *better*: the interval lies above 0; "
+            "*worse*: below 0; *no clear difference*: it includes 0.")
+    return table + "\n" + note + "\n"
+
+
+def choices_table(classify: dict) -> str:
+    """Per model, the hyperparameter grid searched on the validation blocks and the settings chosen, each
+    with the number of folds × seeds that chose it (most often first)."""
+    grids = classify.get("grids") or {}
+    counts: dict[str, dict[str, int]] = {}
+    for key, n in (classify.get("choices") or {}).items():
+        model, _, setting = (part.strip() for part in key.partition("|"))
+        setting = setting if setting and setting != "-" else "nothing to choose"
+        counts.setdefault(model, {})[setting] = n if _known(n) else 0
+    if not grids and not counts:
+        return _not_recorded("The hyperparameters chosen")
+    rows = []
+    for name in _ordered(dict.fromkeys([*grids, *counts])):
+        grid = grids.get(name)
+        if isinstance(grid, dict):
+            grid = "; ".join(f"{p} ∈ {{{', '.join(map(str, values))}}}" if isinstance(values, (list, tuple))
+                             else f"{p} = {values}" for p, values in grid.items()) or "nothing to choose"
+        else:
+            grid = MISSING
+        chosen = counts.get(name, {})
+        total = number(sum(chosen.values()), 0)
+        most_often_first = sorted(chosen.items(), key=lambda kv: (-kv[1], kv[0]))
+        chosen = "; ".join(f"{setting} ({number(n, 0)}/{total})" for setting, n in most_often_first)
+        rows.append([name, grid, chosen or MISSING])
+    return markdown_table(["model", "grid searched", "chosen (folds × seeds)"], rows, align=["l", "l", "l"])
 
 
 def scores_table(classify: dict, level: int, subset: str = "models") -> str:
@@ -339,6 +455,8 @@ def results_fragments(outputs_dir: str | Path) -> dict[str, str]:
     fragments = {
         "run": run_table(outputs),
         "claim": claim_table(classify),
+        "comparisons": comparisons_table(classify),
+        "choices": choices_table(classify),
         "macro_f1": macro_f1_table(classify),
         "macro_f1_photo_sites": macro_f1_table(classify, "models_on_photo_sites"),
         "reference": reference_table(outputs),

@@ -27,6 +27,18 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
+def fold_jobs(device: str = "cpu", most: int = 4) -> int:
+    """How many cross-validation folds to run at once (``n_jobs`` of
+    :func:`habitat_helpers.evaluation.cross_validate`): the CPU's cores, at most ``most`` (each
+    worker holds a copy of the embeddings), or 1 on a GPU (the folds take turns on it)."""
+    import os
+
+    if device != "cpu":
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(most, cores))
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch so that the same seed gives the same numbers."""
     import torch

@@ -20,7 +20,8 @@ def _paired_modalities(n=300, seed=0):
 
 def _train(emb, seed=0, epochs=25):
     idx = np.arange(len(emb["gps"]))
-    cfg = hh.align.AlignConfig(dim=16, hidden=64, epochs=epochs, batch_size=64, lr=3e-3, seed=seed, patience=100)
+    cfg = hh.align.AlignConfig(dim=16, hidden=64, epochs=epochs, batch_size=64, lr=3e-3, seed=seed, patience=100,
+                               radius_km=0.0)   # paired positives: no coordinates needed
     return hh.align.train_alignment(emb, idx[:220], idx[220:260], cfg, progress=False)
 
 
@@ -59,7 +60,7 @@ def test_site_features_handle_missing_modalities():
 def test_fixed_temperature_stays_fixed():
     emb = _paired_modalities(n=100)
     cfg = hh.align.AlignConfig(dim=8, hidden=16, epochs=3, batch_size=32, learn_temperature=False,
-                               temperature_init=0.2, seed=0)
+                               temperature_init=0.2, seed=0, radius_km=0.0)
     idx = np.arange(100)
     _, history = hh.align.train_alignment(emb, idx[:80], idx[80:], cfg, progress=False)
     assert history["temperature"].tolist() == pytest.approx([0.2] * len(history))

@@ -33,7 +33,8 @@ def _clustered(n=240, seed=0):
 
 
 def _config(**kw):
-    base = dict(dim=16, hidden=32, epochs=6, batch_size=48, lr=3e-3, seed=0, patience=100, dropout=0.1)
+    base = dict(dim=16, hidden=32, epochs=6, batch_size=48, lr=3e-3, seed=0, patience=100, dropout=0.1,
+                radius_km=0.0)
     return hh.align.AlignConfig(**{**base, **kw})
 
 

@@ -220,7 +220,7 @@ def _evaluate(table: Path, out: Path, cache: Path, *extra: str) -> list[str]:
 
 def test_evaluate_level1_table(level1_csv, folder, capsys):
     out = folder / "run" / "results.json"
-    assert cli.main(_evaluate(level1_csv, out, folder / "cache")) == 0
+    assert cli.main(_evaluate(level1_csv, out, folder / "cache", "--seed", "0")) == 0
     results = json.loads(out.read_text())
     scores = results["results"]["all labelled test sites"]
     for model in ("raw gps", "k-NN on coordinates", "majority"):
@@ -259,7 +259,7 @@ def test_evaluate_saves_the_fold_scores_before_the_report(level1_csv, folder, mo
     monkeypatch.setattr(hh.evaluation.CVResult, "to_json", broken)
     out = folder / "broken" / "results.json"
     with pytest.raises(RuntimeError, match="could not be built"):
-        cli.main(_evaluate(level1_csv, out, folder / "cache"))
+        cli.main(_evaluate(level1_csv, out, folder / "cache", "--seed", "0"))
     assert not out.exists()
     assert len(pd.read_csv(folder / "broken" / "results_folds.csv")) == 9
     assert "the fold-level scores are saved in" in capsys.readouterr().err

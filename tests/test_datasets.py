@@ -120,6 +120,7 @@ def test_eva_header(tmp_path):
     # the duplicate of plot 5 comes after the out-of-range row was skipped, so it is kept once
     assert sites.loc["eva:1", "eunis_l3"] == "R22" and sites.loc["eva:1", "date"] == pd.Timestamp("2015-06-01")
     assert sites.loc["eva:2", "eunis_code"] == "R2" and pd.isna(sites.loc["eva:2", "eunis_l3"])
+    assert sites.loc["eva:2", "eunis_candidates"] == "R22;R23" and sites.loc["eva:1", "eunis_candidates"] is None
     assert sites.loc["eva:3", "eunis_code"] == "S"
     assert pd.isna(sites.loc["eva:4", "eunis_code"]) and pd.isna(sites.loc["eva:4", "date"])
     assert pd.isna(sites.loc["eva:7", "eunis_code"])
@@ -228,6 +229,40 @@ def test_site_table_roundtrip(tmp_path):
     assert list(back.columns) == list(sites.columns)
     assert back["photos"].iloc[0] == [] and back.crs.to_epsg() == 4326
     pd.testing.assert_series_equal(back["lat"], sites["lat"])
+    assert back["eunis_candidates"].tolist() == [None, "R22;R23", None, None, None, None, None]
+    unlabelled = sites[sites["eunis_code"].isna()]       # a column of None only survives as None
+    back = hh.datasets.read_sites(hh.datasets.write_sites(unlabelled, tmp_path / "unlabelled.parquet"))
+    assert back["eunis_candidates"].tolist() == [None, None]
+
+
+def test_candidates_survive_combining_sources(tmp_path):
+    """load() of a data spec: EVA sites keep their candidates, a table of single codes gives None,
+    and a part read without the column (an older site table) gives None, not NaN."""
+    (tmp_path / "plots.csv").write_text("id,lat,lon,eunis_code\np1,48.2,11.4,R22\np2,48.3,11.5,\"V11, V12\"\n")
+    (tmp_path / "spec.yml").write_text(f"name: mixed\nsources:\n  - kind: eva\n    header: {_eva_header(tmp_path)}\n"
+                                       "  - kind: table\n    path: plots.csv\n")
+    data = hh.datasets.load(tmp_path / "spec.yml", verbose=False)
+    candidates = data.sites.set_index("site_id")["eunis_candidates"]
+    assert candidates["eva:2"] == "R22;R23" and candidates["plots:p2"] == "V11;V12"
+    assert candidates["plots:p1"] is None and candidates.drop(["eva:2", "plots:p2"]).isna().all()
+    old = data.sites[data.sites["source"] == "plots"].drop(columns="eunis_candidates")
+    combined = hh.datasets._combine([data.sites[data.sites["source"] == "eva"], old])
+    assert combined["eunis_candidates"].tolist()[-2:] == [None, None]
+    assert combined["eunis_candidates"].tolist().count("R22;R23") == 1
+
+
+@pytest.mark.slow
+def test_demo_eva_candidates(tmp_path):
+    """The demo's EVA cells such as 'R22, R21' reach hh.datasets.load as eunis_candidates."""
+    data = hh.datasets.load("demo", "tiny", 0, verbose=False)
+    header = pd.read_csv(data.folder / "eva/eva_header.csv", sep="\t", dtype=str, keep_default_na=False)
+    expected = {f"eva:{plot}": ";".join(hh.eunis.parse_esy(cell))
+                for plot, cell in zip(header["PlotObservationID"], header["Expert System"]) if "," in cell}
+    sites = data.sites.set_index("site_id")
+    assert expected and sites.loc[list(expected), "eunis_candidates"].to_dict() == expected
+    assert sites["eunis_candidates"].notna().sum() == len(expected)
+    multi = sites.loc[list(expected)]
+    assert [c.split(";")[0][:2] for c in multi["eunis_candidates"]] == multi["eunis_code"].tolist()
 
 
 def test_malformed_rows_and_unreadable_coordinates_are_counted(tmp_path):
@@ -235,12 +270,52 @@ def test_malformed_rows_and_unreadable_coordinates_are_counted(tmp_path):
     path.write_text("PlotObservationID\tLatitude\tLongitude\n"
                     "1\t48\t11\n"
                     "2\t48.1\t11.1\textra\tfields\n"
-                    "3\tnorth\t11.2\n")
+                    "3\tnorth\t11.2\n"
+                    "4\t48.3\n")
     sites = hh.datasets.read_eva(path)
     report = sites.attrs["load_report"]
-    assert list(sites["site_id"]) == ["eva:1"] and report["rows_read"] == 3
-    assert report["skipped"] == {"malformed row (wrong number of fields)": 1,
+    assert list(sites["site_id"]) == ["eva:1"] and report["rows_read"] == 4
+    assert report["skipped"] == {"malformed row (wrong number of fields)": 2,
                                  "unreadable coordinates (not a number)": 1}
+    assert report["where"] == {"malformed row (wrong number of fields)": [
+        "line 3: 5 fields, the header has 3", "line 5: 2 fields, the header has 3"]}
+
+
+def test_read_table_skips_short_and_long_rows_with_their_lines(tmp_path):
+    """Rows with too few fields are not padded with NaN, rows with too many not cut: both are
+    skipped and counted, with the line each starts on (a quoted cell may span lines)."""
+    path = tmp_path / "plots.csv"
+    path.write_text("site_id,lat,lon,eunis_code\n"
+                    "a,48.0,11.0,R22\n"
+                    "b,48.1\n"                              # line 3: cut short
+                    "c,48.2,11.2,R22,R23\n"                 # line 4: an unquoted list
+                    "d,48.3,11.3,\"R22,\n R23!, R22\"\n"     # lines 5-6: one row, a quoted list
+                    "e,48.4,11.4,\"R22, S31\"\n"             # two formations
+                    "f,48.5,\"11.5,T11\n"                     # line 8: an open quote eats line 9
+                    "g,48.6,11.6,R22\n")
+    sites = hh.datasets.read_table(path)
+    report = sites.attrs["load_report"]
+    assert sites["site_id"].tolist() == ["plots:a", "plots:d", "plots:e"]
+    assert (report["rows_read"], report["kept"]) == (6, 3)
+    assert report["skipped"] == {"malformed row (wrong number of fields)": 3}
+    assert report["where"]["malformed row (wrong number of fields)"] == [
+        "line 3: 2 fields, the header has 4", "line 4: 5 fields, the header has 4",
+        "line 8: 3 fields, the header has 4"]
+    assert sites["eunis_code"].tolist()[:2] == ["R22", "R2"] and pd.isna(sites["eunis_code"].iloc[2])
+    assert sites["eunis_candidates"].tolist() == [None, "R22;R23", None]
+    assert report["notes"] == {"EUNIS-ESy codes of different formations (site kept unlabelled)": 1}
+
+
+def test_load_report_keeps_the_first_places():
+    report = hh.datasets.LoadReport("t")
+    report.skip("bad", 3, where=["line 2", "line 3", "line 4"])
+    report.skip("bad", 4, where=["line 7", "line 8", "line 9", "line 10"])
+    report.note("odd", 1)
+    assert report.as_dict()["where"] == {"bad": ["line 2", "line 3", "line 4", "line 7", "line 8"]}
+    assert "  skipped, bad: 7 (line 2; line 3; line 4; line 7; line 8; ...)" in str(report)
+    assert "  note, odd: 1" in str(report).splitlines()
+    frame = hh.datasets._report_frame({"t": report.as_dict()})
+    assert frame.loc["t", "skipped, by reason"] == "bad: 7 (line 2; line 3; line 4; line 7; line 8; ...)"
 
 
 def test_data_card_and_label_agreement(tmp_path):

@@ -29,6 +29,11 @@ def _synthetic(n=360, seed=0):
     return lat, lon, labels, emb
 
 
+#: small grids keep the tests fast; the selection itself is tested with the default grids
+SMALL_GRIDS = {"aligned": {"C": (0.5,), "fusion": ("concat",)}, "concatenated": {"C": (0.5,), "dropout_copies": (False,)},
+               "single": {"C": (0.05, 0.5)}, "knn": {"k": (5, 15)}}
+
+
 def test_block_folds_keep_blocks_whole_and_balance_sizes():
     lat, lon, _, _ = _synthetic()
     folds = hh.evaluation.block_folds(lat, lon, 0.5, 5, seed=0)
@@ -124,6 +129,23 @@ def test_cross_validation_same_seed_same_numbers():
     assert "aligned" not in set(a["model"])                        # one modality: nothing to align
 
 
+def test_the_aligned_path_gives_the_same_numbers_with_the_same_seed():
+    lat, lon, labels, emb = _synthetic(n=200)
+    cfg = hh.align.AlignConfig(dim=8, hidden=16, epochs=3, batch_size=64, lr=3e-3)
+    kwargs = dict(modalities=("satellite", "gps"), folds=3, block_size_deg=1.0, seeds=(4,), align_config=cfg,
+                  grids=SMALL_GRIDS, progress=False)
+    a = hh.evaluation.cross_validate(lat, lon, labels, emb, **kwargs)
+    b = hh.evaluation.cross_validate(lat, lon, labels, emb, **kwargs)
+    assert "aligned" in set(a.scores["model"])
+    pd.testing.assert_frame_equal(a.scores, b.scores)
+    pd.testing.assert_frame_equal(a.any_modality, b.any_modality)
+    c = hh.evaluation.cross_validate(lat, lon, labels, emb, **{**kwargs, "seeds": (5,)})
+    assert not np.allclose(a.scores["macro_f1"], c.scores["macro_f1"])    # the seed matters
+    parallel = hh.evaluation.cross_validate(lat, lon, labels, emb, **kwargs, n_jobs=2)
+    pd.testing.assert_frame_equal(a.scores, parallel.scores)               # folds in two processes
+    pd.testing.assert_frame_equal(a.choices, parallel.choices)
+
+
 def test_env_with_other_inputs_adds_the_concatenation_without_env():
     """With env among three or more modalities, the harness also scores the other inputs without env,
     on the same folds; the best mono-scale baseline is never a concatenation."""
@@ -132,16 +154,132 @@ def test_env_with_other_inputs_adds_the_concatenation_without_env():
     emb["env"] = np.column_stack([lat / 10, rng.normal(size=len(lat))]).astype(np.float32)  # "climate" + noise
     cfg = hh.align.AlignConfig(dim=8, hidden=16, epochs=2, batch_size=64, lr=3e-3)
     res = hh.evaluation.cross_validate(lat, lon, labels, emb, modalities=("satellite", "gps", "env"), folds=3,
-                                       block_size_deg=1.0, seeds=(0,), align_config=cfg, modality_dropout=False,
+                                       block_size_deg=1.0, seeds=(0,), align_config=cfg, grids=SMALL_GRIDS,
                                        progress=False)
     models = set(res.summary().index.get_level_values(0))
     assert {"raw env", "raw concatenated", "raw concatenated without env", "aligned"} <= models
     without = hh.evaluation.cross_validate(lat, lon, labels, {k: emb[k] for k in ("satellite", "gps")},
                                            modalities=("satellite", "gps"), folds=3, block_size_deg=1.0, seeds=(0,),
-                                           align_config=cfg, modality_dropout=False, progress=False)
+                                           align_config=cfg, grids=SMALL_GRIDS, progress=False)
     f1 = res.summary()["macro_f1"]["mean"]
     f1_without = without.summary()["macro_f1"]["mean"]
     for level in (1, 2, 3):   # same folds, same features: the same numbers as the run without env
         assert f1.loc[("raw concatenated without env", level)] == pytest.approx(f1_without.loc[("raw concatenated", level)])
     assert not res.best_mono_scale().startswith("raw concatenated")
     assert {"env only", "satellite + gps + env"} <= set(res.any_modality["inputs"])
+
+
+def test_the_alignment_and_the_selection_never_see_a_test_fold_site(monkeypatch):
+    """Every site the heads train or stop on is outside the test fold and its buffer, and every
+    choice of hyperparameters is unchanged when the test fold's labels are scrambled."""
+    lat, lon, labels, emb = _synthetic(n=240)
+    seen = []
+    real_train = hh.align.train_alignment
+
+    def spy(embeddings, train_idx, val_idx, config, *args, **kwargs):
+        seen.append((config.seed, np.asarray(train_idx), np.asarray(val_idx)))
+        return real_train(embeddings, train_idx, val_idx, config, *args, **kwargs)
+
+    monkeypatch.setattr(hh.align, "train_alignment", spy)
+    cfg = hh.align.AlignConfig(dim=8, hidden=16, epochs=2, batch_size=64, lr=3e-3)
+    kwargs = dict(modalities=("satellite", "gps"), folds=3, block_size_deg=1.0, buffer_km=30.0, seeds=(0,),
+                  align_config=cfg, grids={**SMALL_GRIDS, "single": {"C": (0.01, 1.0, 100.0)}}, progress=False)
+    res = hh.evaluation.cross_validate(lat, lon, labels, emb, **kwargs)
+    folds = hh.evaluation.block_folds(lat, lon, 1.0, 3, 0)
+    assert len(seen) == 3
+    for fold, (_, train_idx, val_idx) in enumerate(seen):
+        test = np.where(folds == fold)[0]
+        used = np.concatenate([train_idx, val_idx])
+        assert not set(used) & set(test)
+        far = hh.spatial.haversine_km(lat[used][:, None], lon[used][:, None], lat[test][None], lon[test][None])
+        assert far.min() > 30.0                                     # the buffer holds
+    assert res.settings["buffer_km"] == 30.0 and res.settings["buffer_removed_sites_per_fold"] > 0
+    assert set(res.choices["model"]) >= {"aligned", "raw satellite", "k-NN on coordinates"}
+    assert res.settings["grids"]["raw gps"]["C"] == [0.01, 1.0, 100.0]
+    # scramble the labels of fold 0's test sites: fold 0's choices cannot move
+    scrambled = labels.copy()
+    rows = np.where((folds == 0) & labels["eunis_l1"].notna().to_numpy())[0]
+    scrambled.iloc[rows] = scrambled.iloc[np.random.default_rng(1).permutation(rows)].to_numpy()
+    assert not scrambled.equals(labels)
+    again = hh.evaluation.cross_validate(lat, lon, scrambled, emb, **kwargs)
+    first = res.choices[res.choices["fold"] == 0].reset_index(drop=True)
+    second = again.choices[again.choices["fold"] == 0].reset_index(drop=True)
+    pd.testing.assert_frame_equal(first, second)
+
+
+def test_paired_interval_against_hand_computation():
+    a = np.array([0.80, 0.75, 0.90, 0.85, 0.70, 0.82])
+    b = np.array([0.78, 0.70, 0.86, 0.86, 0.65, 0.80])
+    d = a - b                                        # 0.02 0.05 0.04 -0.01 0.05 0.02
+    out = hh.evaluation.paired_interval(a, b)
+    half = 2.570582 * d.std(ddof=1) / np.sqrt(6)     # t(0.975, 5)
+    assert out["difference"] == pytest.approx(d.mean())
+    assert out["ci_low"] == pytest.approx(d.mean() - half, rel=1e-5)
+    assert out["wins"] == 5 and out["pairs"] == 6
+    corrected = hh.evaluation.paired_interval(a, b, test_train_ratio=0.25)
+    assert corrected["ci_high"] - corrected["difference"] == pytest.approx(
+        2.570582 * np.sqrt(d.var(ddof=1) * (1 / 6 + 0.25)), rel=1e-5)     # Nadeau & Bengio's correction
+    assert np.isnan(hh.evaluation.paired_interval(a[:1], b[:1])["ci_low"])
+
+
+def test_settings_are_checked_before_any_work():
+    lat, lon, labels, emb = _synthetic(n=60)
+    with pytest.raises(ValueError, match="fusion must be"):
+        hh.evaluation.cross_validate(lat, lon, labels, emb, grids={"aligned": {"fusion": ("sum",)}})
+    with pytest.raises(TypeError):
+        hh.evaluation.cross_validate(lat, lon, labels, emb, fold=3)          # misspelt setting
+    with pytest.raises(ValueError, match="block_size_deg"):
+        hh.evaluation.Protocol(block_size_deg="large")
+    with pytest.raises(ValueError, match="AlignConfig fields"):
+        hh.evaluation.Protocol(align_grid={"radius": (1.0,)})
+    assert hh.align.config_for("tiny", 0).radius_km == hh.align.AlignConfig().radius_km
+
+
+def test_transfer_models_learn_from_sites_without_photos_and_predict_from_the_photo():
+    lat, lon, labels, emb = _synthetic(n=240)
+    rng = np.random.default_rng(2)
+    photo = emb["satellite"] @ rng.normal(size=(12, 10)) + 0.3 * rng.normal(size=(len(lat), 10))
+    photo[rng.random(len(lat)) < 0.6] = np.nan                      # most sites have no photo
+    emb["photo"] = photo.astype(np.float32)
+    modalities = ("photo", "satellite", "gps")
+    cfg = hh.align.AlignConfig(dim=8, hidden=16, epochs=2, batch_size=64, lr=3e-3)
+    models = [m for m in hh.evaluation.default_models(modalities) if m.name in ("raw photo", "majority")]
+    models += hh.evaluation.transfer_models(modalities)
+    res = hh.evaluation.cross_validate(lat, lon, labels, emb, modalities=modalities, models=models, folds=3,
+                                       block_size_deg=1.0, seeds=(0,), align_config=cfg, grids=SMALL_GRIDS,
+                                       progress=False)
+    photo_sites = res.summary(hh.evaluation.PHOTO_SITES)["n"]["mean"]
+    full = res.scores[(res.scores["subset"] == hh.evaluation.ALL_SITES) & (res.scores["level"] == 1)]
+    has_photo = ~np.isnan(emb["photo"]).any(axis=1)
+    folds = hh.evaluation.block_folds(lat, lon, 1.0, 3, 0)
+    labelled = labels["eunis_l1"].notna().to_numpy()
+    for fold in range(3):
+        rows = full[full["fold"] == fold].set_index("model")
+        # the transfer models learn from the labelled training sites without photos only
+        assert rows.loc["transfer: raw gps", "n_train"] == (labelled & ~has_photo & (folds != fold)).sum()
+        assert rows.loc["raw photo", "n_train"] == (labelled & has_photo & (folds != fold)).sum()
+        # ... and the aligned one predicts from the photo alone: only photo sites are scored
+        assert rows.loc["transfer: aligned, photo alone", "n"] == (labelled & has_photo & (folds == fold)).sum()
+    assert photo_sites.loc[("transfer: aligned, photo alone", 1)] == pytest.approx(photo_sites.loc[("raw photo", 1)])
+    assert hh.evaluation.transfer_models(("satellite", "gps")) == []
+
+
+def test_a_new_baseline_is_one_entry_in_the_models_list():
+    """A model of one's own (here k-NN on the raw satellite embedding, with its own grid) gets the
+    same folds and validation blocks as the built-in ones, and its choices are recorded."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    lat, lon, labels, emb = _synthetic(n=200)
+    mine = hh.evaluation.Model(
+        "k-NN on satellite", features=lambda inputs, p: inputs.embeddings["satellite"],
+        classifier=lambda p, scheme: hh.classify.HierarchicalClassifier(
+            estimator=lambda: KNeighborsClassifier(p["k"]), scheme=scheme),
+        family="single", grid={"k": (1, 25)})
+    models = [m for m in hh.evaluation.default_models(("satellite",)) if m.name == "majority"] + [mine]
+    res = hh.evaluation.cross_validate(lat, lon, labels, emb, modalities=("satellite",), models=models, folds=3,
+                                       block_size_deg=1.0, seeds=(0,), progress=False)
+    f1 = res.summary()["macro_f1"]["mean"]
+    assert f1.loc[("k-NN on satellite", 1)] > f1.loc[("majority", 1)] + 0.3
+    chosen = res.choices[res.choices["model"] == "k-NN on satellite"]
+    assert len(chosen) == 3 and set(chosen["candidates"]) == {2}
+    assert res.settings["grids"]["k-NN on satellite"] == {"k": [1, 25]}

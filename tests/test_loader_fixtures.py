@@ -32,7 +32,9 @@ gen = _load_generator()
 
 MALFORMED = "malformed row (wrong number of fields)"
 FALLBACK = "GPS missing or not WGS84: theoretical point used"
+UNSIGNED = "GPS longitude without East/West in gps_ew: theoretical point used"
 UNKNOWN = "unknown EUNIS code (site kept unlabelled)"
+FORMATIONS = "EUNIS-ESy codes of different formations (site kept unlabelled)"
 NOT_COVERED = "patch does not cover the site (not attached)"
 L2A = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12"]
 
@@ -116,6 +118,7 @@ def test_lucas_report(lucas):
     report = lucas.attrs["load_report"]
     assert (report["rows_read"], report["kept"]) == (12, 11)
     assert report["skipped"] == {MALFORMED: 1}                                # 37462848
+    assert report["where"] == {MALFORMED: ["line 8: 55 fields, the header has 53"]}
     assert report["notes"] == {FALLBACK: 1, "photo W expected but missing under photo_root": 1}
     assert list(lucas.index) == LUCAS_SITES                                  # file order, revisit kept
     assert lucas["on_land"].all() and lucas.crs.to_epsg() == 4326
@@ -200,8 +203,94 @@ def test_lucas_truncated_line_is_counted_as_malformed(files, tmp_path):
     truncated = ",".join(text.splitlines()[1].split(",")[:12])   # cut after gps_proj, no newline
     path = tmp_path / "truncated.csv"
     path.write_text(text + truncated.replace("37402876", "37402878").replace("1204511", "1204512"))
-    report = hh.datasets.read_lucas(path).attrs["load_report"]
+    sites = hh.datasets.read_lucas(path)
+    report = sites.attrs["load_report"]
     assert report["rows_read"] == 13 and report["skipped"] == {MALFORMED: 2} and report["kept"] == 11
+    assert "lucas:37402878:2015" not in set(sites["site_id"])
+    assert report["where"][MALFORMED] == ["line 8: 55 fields, the header has 53",
+                                          "line 14: 12 fields, the header has 53"]
+
+
+def test_lucas_short_and_long_label_rows_are_noted_with_their_lines(files, tmp_path):
+    """A label table's rows with too few or too many fields are noted with their lines, not padded."""
+    labels = tmp_path / "labels.csv"
+    labels.write_text("point_id,year,eunis_code\n"
+                      "37402876,2015,R22\n"
+                      "37442850,2015\n"                     # cut short: not 'no label'
+                      "36062768,2018,R22,R23\n"             # an unquoted list: not 'R22'
+                      "37022842,2018,T11\n")
+    sites = hh.datasets.read_lucas(files["lucas_table"], labels=labels).set_index("site_id")
+    report = sites.attrs["load_report"]
+    assert report["notes"]["malformed label rows ignored (wrong number of fields)"] == 2
+    assert report["where"]["malformed label rows ignored (wrong number of fields)"] == [
+        "line 3: 2 fields, the header has 3", "line 4: 4 fields, the header has 3"]
+    assert sites.loc["lucas:37402876:2015", "eunis_code"] == "R22"
+    assert sites.loc["lucas:37022842:2018", "eunis_code"] == "T11"
+    assert pd.isna(sites.loc["lucas:36062768:2018", "eunis_code"])
+
+
+def test_lucas_gps_longitude_without_east_or_west_falls_back(files, tmp_path):
+    """A blank or unknown gps_ew (gps_long carries no sign) must not give an eastern longitude:
+    the theoretical point is used, counted with the points; 'w' reads as West."""
+    lines = files["lucas_table"].read_text().splitlines(keepends=True)
+    lines[1] = lines[1].replace(",East,1.90481,", ",,1.90481,", 1)         # 37402876 (2015): blank
+    lines[2] = lines[2].replace(",East,2.03340,", ",8,2.03340,", 1)        # 37442850 (2015): no-data code
+    lines[3] = lines[3].replace(",West,1.55031,", ",w,1.55031,", 1)        # 36062768 (2018): 'w' is West
+    path = tmp_path / "blank_ew.csv"
+    path.write_text("".join(lines))
+    sites = hh.datasets.read_lucas(path).set_index("site_id")
+    blank = sites.loc["lucas:37402876:2015"]
+    assert blank["coord_source"] == "theoretical"
+    assert (blank["lat"], blank["lon"]) == (pytest.approx(47.9021), pytest.approx(1.9047))   # th_*
+    assert sites.loc["lucas:37442850:2015", "coord_source"] == "theoretical"
+    assert sites.loc["lucas:36062768:2018", "lon"] == pytest.approx(-1.55031)
+    assert sites.loc["lucas:36062768:2018", "coord_source"] == "gps"
+    report = sites.attrs["load_report"]
+    assert report["kept"] == 11 and report["notes"][FALLBACK] == 1                           # 36082770
+    assert report["notes"][UNSIGNED] == 2
+    assert report["where"][UNSIGNED] == ["point 37402876, 2015", "point 37442850, 2015"]
+
+
+def _lucas_frame(n: int, **columns) -> pd.DataFrame:
+    """``n`` LUCAS points near Munich with a WGS84 GPS fix East of Greenwich; ``columns`` override."""
+    table = pd.DataFrame({"point_id": [str(44402990 + 2 * i) for i in range(n)], "year": "2018",
+                          "nuts0": "DE", "th_lat": "48.2012", "th_long": "11.4601", "gps_proj": "WGS84",
+                          "gps_lat": "48.20118", "gps_ew": "East", "gps_long": "11.46022", "gps_prec": "5",
+                          "obs_dist": "12"})
+    for name, values in columns.items():
+        table[name] = values
+    return table
+
+
+def test_lucas_zero_or_unflagged_longitudes():
+    """Longitude 0 needs no East/West; without a gps_ew column every other GPS longitude falls back."""
+    sites = hh.datasets.read_lucas(_lucas_frame(2, gps_ew=["", ""], gps_long=["0.00000", "11.46022"]))
+    assert sites["coord_source"].tolist() == ["gps", "theoretical"]
+    assert sites["lon"].tolist() == pytest.approx([0.0, 11.4601])
+    assert sites.attrs["load_report"]["notes"] == {UNSIGNED: 1}
+    sites = hh.datasets.read_lucas(_lucas_frame(3).drop(columns="gps_ew"))
+    assert (sites["coord_source"] == "theoretical").all()
+    assert sites.attrs["load_report"]["notes"] == {UNSIGNED: 3}
+
+
+def test_lucas_precision_of_8_88_888_m_is_real_8888_is_no_data():
+    """gps_prec 8, 88 and 888 m are distances; 8888, 88888 (also written 8888.0) and 88.888 mean
+    'no data' (uncertainty unknown, the GPS fix still used)."""
+    prec = ["8", "88", "888", "8888", "88888", "8888.0", "88.888", "8.0"]
+    sites = hh.datasets.read_lucas(_lucas_frame(len(prec), gps_prec=prec))
+    assert (sites["coord_source"] == "gps").all()
+    np.testing.assert_array_equal(sites["coord_uncertainty_m"], [8, 88, 888, np.nan, np.nan, np.nan, np.nan, 8])
+    obs = ["8", "888", "8888", "8888.00"]                    # the fallback's uncertainty: obs_dist
+    sites = hh.datasets.read_lucas(_lucas_frame(4, gps_lat="88.888888", obs_dist=obs))
+    np.testing.assert_array_equal(sites["coord_uncertainty_m"], [8, 888, np.nan, np.nan])
+
+
+def test_lucas_coordinate_no_data_codes_written_as_decimals():
+    """88.0 (a no-data code 88 saved by a program that made the column numeric) is no latitude."""
+    sites = hh.datasets.read_lucas(_lucas_frame(3, gps_lat=["88.0", "8888.0", "48.20118"]))
+    assert sites["coord_source"].tolist() == ["theoretical", "theoretical", "gps"]
+    assert sites["lat"].tolist() == pytest.approx([48.2012, 48.2012, 48.20118])
+    assert sites.attrs["load_report"]["notes"] == {FALLBACK: 2}
 
 
 # --- EVA --------------------------------------------------------------------------------------
@@ -210,7 +299,8 @@ def test_eva_report(eva):
     report = eva.attrs["load_report"]
     assert (report["rows_read"], report["kept"]) == (12, 10)
     assert report["skipped"] == {"missing coordinates": 1, "duplicated site id": 1}     # 1010, 1002
-    assert report["notes"] == {UNKNOWN: 1, "date unreadable (kept, NaT)": 1}           # E1.2a, 00.06
+    assert report["notes"] == {UNKNOWN: 1, "date unreadable (kept, NaT)": 1,           # E1.2a, 00.06
+                               FORMATIONS: 1}                                          # R22, T11
     assert list(eva.index) == [f"eva:{n}" for n in (1001, 1002, 1003, 1004, 1005, 1006, 1007, 1008, 1009,
                                                    1011)]
 
@@ -223,6 +313,27 @@ def test_eva_expert_system_cells_become_labels(eva):
     assert eva.loc["eva:1002", ["eunis_l1", "eunis_l2"]].tolist() == ["R", "R2"]
     assert pd.isna(eva.loc["eva:1002", "eunis_l3"]) and pd.isna(eva.loc["eva:1004", "eunis_l2"])
     assert eva["eunis_l1"].notna().sum() == 6
+
+
+def test_eva_multi_code_cells_keep_their_candidates(eva):
+    """A cell listing several codes keeps them, in order, as eunis_candidates (soft targets); one
+    code, a grouping, no label and codes of two formations (unlabelled) give None."""
+    assert eva["eunis_candidates"].to_dict() == {
+        "eva:1001": None, "eva:1002": "R22;R23", "eva:1003": None, "eva:1004": None, "eva:1005": None,
+        "eva:1006": None, "eva:1007": None, "eva:1008": None, "eva:1009": None, "eva:1011": None}
+
+
+def test_eva_codes_of_two_formations_are_noted(files, tmp_path):
+    """'R22, S31' has no common ancestor: the site is kept unlabelled and counted, not silently."""
+    lines = files["eva_header"].read_text(encoding="utf-8").splitlines(keepends=True)
+    lines.append(lines[1].replace("1001\t", "1012\t", 1).replace("\tR22\t", "\tR22, S31\t", 1))
+    lines.append(lines[1].replace("1001\t", "1013\t", 1).replace("\tR22\t", "\tR23, R22, R23!\t", 1))
+    path = tmp_path / "header.csv"
+    path.write_text("".join(lines), encoding="utf-8")
+    sites = hh.datasets.read_eva(path).set_index("site_id")
+    assert sites.attrs["load_report"]["notes"][FORMATIONS] == 2                    # 1011 and 1012
+    assert pd.isna(sites.loc["eva:1012", "eunis_code"]) and sites.loc["eva:1012", "eunis_candidates"] is None
+    assert sites.loc["eva:1013", ["eunis_code", "eunis_candidates"]].tolist() == ["R2", "R23;R22"]
 
 
 def test_eva_coordinates_dates_uncertainty(eva):
@@ -248,6 +359,7 @@ def test_embal_groups_rows_into_sites(embal, files):
     assert embal.loc["embal:DE-0412", "photos"] == [str(files["embal_photos"] / f"DE-0412/{n}.jpg")
                                                     for n in ("T1_1", "T1_2", "T2_1")]
     assert embal["eunis_code"].tolist() == ["T11", "R22", "R2"]        # R22 + R23 -> R2
+    assert embal["eunis_candidates"].tolist() == [None, None, "R22;R23"]
     assert embal.loc["embal:FR-0107", ["lat", "lon"]].tolist() == pytest.approx([47.3001, 2.5002])
     assert embal.loc["embal:DE-0413", "date"] == pd.Timestamp("2023-06-14")
 
@@ -265,10 +377,23 @@ def test_embal_empty_photo_cell_is_counted(files, tmp_path):
 def test_embal_row_without_site_is_reported(files, tmp_path):
     """A row whose site cell is empty is skipped and counted, not dropped silently by groupby."""
     path = tmp_path / "embal.csv"
-    path.write_text(files["embal_table"].read_text() + ",1,48.50030,11.00020,DE-0412/T1_1.jpg,R22,2023-06-14\n")
+    path.write_text(files["embal_table"].read_text() + ",1,48.50030,11.00020,DE-0412/T1_1.jpg,R22,2023-06-14\n"
+                    + "  ,1,48.50030,11.00020,DE-0412/T1_2.jpg,R22,2023-06-14\n")
     report = hh.datasets.read_embal(path, photo_root=files["embal_photos"]).attrs["load_report"]
-    assert report["rows_read"] == 9 and report["kept"] == 3
-    assert report["skipped"] == {"no site id": 1}
+    assert report["rows_read"] == 10 and report["kept"] == 3
+    assert report["skipped"] == {"no site id": 2}
+    assert report["where"] == {"no site id": ["line 10", "line 11"]}
+
+
+def test_embal_short_row_is_malformed_not_a_site_without_code(files, tmp_path):
+    """A row cut after the photo (no eunis_code, no date fields) is skipped as malformed, with its line."""
+    path = tmp_path / "embal.csv"
+    path.write_text(files["embal_table"].read_text() + "DE-0499,1,48.50030,11.00020,DE-0412/T1_1.jpg\n")
+    sites = hh.datasets.read_embal(path, photo_root=files["embal_photos"])
+    report = sites.attrs["load_report"]
+    assert (report["rows_read"], report["kept"]) == (9, 3) and "embal:DE-0499" not in set(sites["site_id"])
+    assert report["skipped"] == {MALFORMED: 1}
+    assert report["where"] == {MALFORMED: ["line 10: 5 fields, the header has 7"]}
 
 
 # --- satellite patches ------------------------------------------------------------------------

@@ -87,9 +87,17 @@ def test_classification_cross_validation(run):
     assert m["models_on_photo_sites"]["raw photo"]["level1"]["n"] == pytest.approx(
         m["models"]["raw photo"]["level1"]["n"])
     assert m["best_mono_scale"] in {"raw satellite", "raw gps"}       # the photo model misses sites
-    for row in m["claim"]:
-        assert row["beats by more than the std"] == (
-            row["difference"] > max(row["fold std of aligned"], row[f"fold std of {m['best_mono_scale']}"]))
+    for row in m["claim"]:           # a paired interval over folds x seeds around the mean difference
+        assert row["ci_low"] <= row["difference"] <= row["ci_high"]
+        assert row["difference"] == pytest.approx(row["aligned"] - row[m["best_mono_scale"]])
+        assert row["better (interval above 0)"] == (row["ci_low"] > 0)
+        assert row["aligned wins"].endswith(f"/{m['folds'] * len(m['seeds'])}")
+    assert m["block_size_rule"]["block_size_rule"].startswith("auto") and m["block_size_deg"] > 0.5
+    assert m["block_size_deg"] == pytest.approx(m["block_size_rule"]["block_size_deg"])
+    for model in m["grids"]:           # every model chose from a declared grid
+        chosen = sum(n for key, n in m["choices"].items() if key.startswith(f"{model} | "))
+        assert chosen == m["folds"] * len(m["seeds"]), model
+    assert {"transfer: aligned, photo alone", "transfer: raw gps"} <= set(m["transfer_macro_f1"])
     assert "photo + satellite + gps | aligned" in m["any_modality_macro_f1"]
     assert "aligned | level2 | 1" in m["label_efficiency_macro_f1"]
 

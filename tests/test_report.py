@@ -9,27 +9,60 @@ from habitat_helpers import cli, report
 BEST = "raw satellite"
 
 
-def claim_row(fraction, level, aligned, baseline, std_aligned, std_baseline, wins="3/5"):
+INTERVAL = "95% corrected resampled t over 15 folds x seeds"
+
+
+def claim_row(fraction, level, aligned, baseline, ci_low, ci_high, wins="9/15"):
+    """One row of notebook 4's ``claim``; the recorded flag always says False (the report recomputes it)."""
     return {"labelled fraction": fraction, "level": level, "aligned": aligned, BEST: baseline,
-            "difference": None if aligned is None else aligned - baseline,
-            "fold std of aligned": std_aligned, f"fold std of {BEST}": std_baseline,
-            "folds aligned wins": wins, "beats by more than the std": False}
+            "difference": None if aligned is None else aligned - baseline, "ci_low": ci_low,
+            "ci_high": ci_high, "interval": INTERVAL, "aligned wins": wins,
+            "better (interval above 0)": False}
 
 
-def classify_metrics(level2=(0.80, 0.70), level3=(0.40, 0.30)):
-    """Notebook 4's metrics: with the defaults the aligned model wins by 0.10 against a std of 0.05."""
+def old_claim_row(fraction, level, aligned, baseline, std_aligned, std_baseline, wins="3/5"):
+    """A row as an older notebook 4 wrote it: fold standard deviations, no interval."""
+    return {"labelled fraction": fraction, "level": level, "aligned": aligned, BEST: baseline,
+            "difference": aligned - baseline, "fold std of aligned": std_aligned,
+            f"fold std of {BEST}": std_baseline, "folds aligned wins": wins,
+            "beats by more than the std": True}
+
+
+def comparison(baseline, level, model_mean, baseline_mean, ci_low, ci_high, wins=12, verdict="better"):
+    return {"model": "aligned", "baseline": baseline, "level": level, "model_mean": model_mean,
+            "fraction": 1.0, "baseline_mean": baseline_mean, "difference": model_mean - baseline_mean,
+            "ci_low": ci_low, "ci_high": ci_high, "wins": wins, "pairs": 15, "interval": INTERVAL,
+            "verdict": verdict}
+
+
+def classify_metrics(level2=(0.80, 0.70, 0.05, 0.15), level3=(0.40, 0.30, 0.02, 0.18)):
+    """Notebook 4's metrics: with the defaults the aligned model's intervals lie above 0 at levels 2 and 3.
+    ``level2``, ``level3``: aligned mean, baseline mean, ci_low, ci_high with all labels."""
     return {
-        "profile": "tiny", "seed": 0, "synthetic": True, "folds": 5, "seeds": [0], "block_size_deg": 0.5,
-        "radius_km": 5.0, "best_mono_scale": BEST,
+        "profile": "tiny", "seed": 0, "synthetic": True, "folds": 5, "seeds": [0, 1, 2],
+        "block_size_deg": 3.7,
+        "block_size_rule": {"block_size_deg": 3.7,
+                            "block_size_rule": "auto: the level-1 labels' autocorrelation range",
+                            "autocorrelation_range_km": 270.0,
+                            "autocorrelation_method": "indicator variogram"},
+        "buffer_km": 20.0, "radius_km": 5.0, "best_mono_scale": BEST,
         "models": {
             "majority": {"level1": {"macro_f1": 0.1, "macro_f1_std": 0.01, "n": 40.0}},
             "aligned": {"level1": {"accuracy": 0.91234, "accuracy_std": 0.0123, "macro_f1": 0.8, "macro_f1_std": 0.05,
                                    "ece": None, "n": 40.4},
                         "level2": {"macro_f1": 0.7}},
         },
-        "claim": [claim_row(0.1, 2, 0.5, 0.45, 0.2, 0.1, "4/5"),
-                  claim_row(1.0, 2, *level2, 0.05, 0.04),
-                  claim_row(1.0, 3, *level3, 0.03, 0.05)],
+        "claim": [claim_row(0.1, 2, 0.5, 0.45, -0.02, 0.12, "10/15"),
+                  claim_row(1.0, 2, *level2),
+                  claim_row(1.0, 3, *level3)],
+        "comparisons": [comparison("majority", 1, 0.8, 0.1, 0.6, 0.8),
+                        comparison("raw gps", 2, 0.7, 0.69, -0.02, 0.04, 8, verdict="better"),
+                        comparison("raw gps", 1, 0.8, 0.85, -0.09, -0.01, 3, verdict="worse"),
+                        comparison(BEST, 3, 0.4, 0.3, None, None, 0)],
+        "grids": {"majority": {}, "raw gps": {"C": [0.02, 0.5, 5.0]},
+                  "aligned": {"C": [0.05, 0.5, 5.0], "fusion": ["concat", "mean"]}},
+        "choices": {"aligned | C=0.5, fusion=concat": 9, "aligned | C=5.0, fusion=mean": 6,
+                    "majority | -": 15, "raw gps | C=0.5": 15},
         "label_efficiency_macro_f1": {"aligned | level2 | 0.1": 0.5, "aligned | level2 | 1": 0.8,
                                       "majority | level2 | 1": 0.02},
         "any_modality_macro_f1": {"gps only | aligned": {"level1": 0.3, "level2": 0.2, "level3": None},
@@ -65,40 +98,104 @@ def test_scores_table_orders_models_and_fills_gaps():
     assert rows(report.macro_f1_table(classify_metrics()))[0] == ["aligned", "0.800 ± 0.050", "0.700", "–"]
 
 
-def test_claim_verdict_is_computed_from_the_numbers():
+def test_claim_holds_when_both_intervals_lie_above_zero():
     held = classify_metrics()
-    # the recorded flag says False everywhere; the verdict comes from mean difference > larger fold std
+    # the recorded flag says False everywhere; the verdict comes from ci_low > 0
     assert report.claim_verdict(held) is True
     table = report.claim_table(held)
-    assert "claim held in this run" in table and "did not hold" not in table
+    assert table.splitlines()[0] == (f"| labelled fraction | level | aligned | {BEST} | difference "
+                                     "| 95 % interval | aligned wins | better |")
     body = rows(table)
-    assert body[0] == ["10 %", "2", "0.500 ± 0.200", "0.450 ± 0.100", "0.050", "0.200", "4/5", "no"]
-    assert body[1] == ["100 %", "2", "0.800 ± 0.050", "0.700 ± 0.040", "0.100", "0.050", "3/5", "yes"]
-    assert f"| aligned | {BEST} |" in table.splitlines()[0]
+    assert body[0] == ["10 %", "2", "0.500", "0.450", "0.050", "[-0.020, 0.120]", "10/15", "no"]
+    assert body[1] == ["100 %", "2", "0.800", "0.700", "0.100", "[0.050, 0.150]", "9/15", "yes"]
+    assert body[2] == ["100 %", "3", "0.400", "0.300", "0.100", "[0.020, 0.180]", "9/15", "yes"]
+    assert "**With all labels the claim held in this run**" in table and "did not hold" not in table
+    assert "level 3: difference 0.100, interval [0.020, 0.180], above 0" in table
+    assert INTERVAL in table                                   # the sentence names the interval's method
 
-    # level 3 within the noise: a difference of 0.04 against a std of 0.05
-    close = classify_metrics(level3=(0.34, 0.30))
+
+def test_claim_does_not_hold_when_an_interval_straddles_zero():
+    close = classify_metrics(level3=(0.34, 0.30, -0.01, 0.09))
+    close["claim"][2]["better (interval above 0)"] = True     # a wrong recorded flag is not believed
     assert report.claim_verdict(close) is False
     text = report.claim_table(close)
-    assert "did not hold" in text and "at level 3 the aligned" in text
-    assert rows(text)[2][-1] == "no"
+    assert "claim did not hold in this run**: at level 3 the 95 % interval" in text
+    assert "level 3: difference 0.040, interval [-0.010, 0.090], includes 0" in text
+    assert rows(text)[2][-3:] == ["[-0.010, 0.090]", "9/15", "no"]
 
-    # the baseline ahead at both levels
-    behind = classify_metrics(level2=(0.6, 0.7), level3=(0.2, 0.3))
+
+def test_claim_does_not_hold_when_the_baseline_is_ahead():
+    behind = classify_metrics(level2=(0.6, 0.7, -0.15, -0.05), level3=(0.2, 0.3, -0.18, -0.02))
     assert report.claim_verdict(behind) is False
-    assert rows(report.claim_table(behind))[1][4] == "-0.100"
-    assert "at levels 2 and 3" in report.claim_table(behind)
+    text = report.claim_table(behind)
+    assert rows(text)[1][4:6] == ["-0.100", "[-0.150, -0.050]"]
+    assert "at levels 2 and 3 the 95 % interval" in text
+    assert "interval [-0.180, -0.020], below 0: the baseline is better" in text
 
 
 def test_claim_undecided_when_numbers_are_missing():
-    m = classify_metrics(level3=(None, 0.3))
+    m = classify_metrics(level3=(0.34, 0.3, None, 0.09))
     assert report.claim_verdict(m) is None
     text = report.claim_table(m)
-    assert rows(text)[2][2] == rows(text)[2][-1] == "–"
-    assert "did not record enough numbers" in text
+    assert rows(text)[2][5] == rows(text)[2][-1] == "–"
+    assert "did not record enough numbers" in text and "level 3: difference 0.040, interval –" in text
+    no_mean = classify_metrics(level3=(None, 0.3, 0.01, 0.09))
+    assert report.claim_verdict(no_mean) is None
+    assert rows(report.claim_table(no_mean))[2][2] == "–"
     older = {"models": {"aligned (all inputs)": {"level1": {"macro_f1": 0.7}}}}   # an older notebook 4
     assert report.claim_verdict(older) is None
     assert "not recorded in this run" in report.claim_table(older)
+
+
+def test_claim_rows_of_an_older_notebook_are_undecided():
+    """Rows with fold standard deviations and no interval: shown, never decided, never a crash."""
+    m = {"best_mono_scale": BEST, "claim": [old_claim_row(1.0, 2, 0.8, 0.7, 0.05, 0.04),
+                                            old_claim_row(1.0, 3, 0.4, 0.3, 0.03, 0.05)]}
+    assert report.claim_verdict(m) is None
+    text = report.claim_table(m)
+    assert rows(text)[0] == ["100 %", "2", "0.800", "0.700", "0.100", "–", "3/5", "–"]
+    assert "recorded no paired interval, so the claim is undecided" in text and "held" not in text
+
+
+def test_comparisons_table_orders_baselines_and_recomputes_verdicts():
+    text = report.comparisons_table(classify_metrics())
+    assert text.splitlines()[0] == ("| baseline | level | aligned (mean) | baseline (mean) | difference "
+                                    "| 95 % interval | aligned wins | verdict |")
+    assert rows(text) == [
+        [BEST, "3", "0.400", "0.300", "0.100", "–", "0/15", "–"],
+        ["raw gps", "1", "0.800", "0.850", "-0.050", "[-0.090, -0.010]", "3/15", "worse"],
+        ["raw gps", "2", "0.700", "0.690", "0.010", "[-0.020, 0.040]", "8/15", "no clear difference"],
+        ["majority", "1", "0.800", "0.100", "0.700", "[0.600, 0.800]", "12/15", "better"]]
+    assert INTERVAL in text
+    assert "not recorded in this run" in report.comparisons_table({})
+
+
+def test_choices_table_shows_grids_and_settings_chosen():
+    assert rows(report.choices_table(classify_metrics())) == [
+        ["aligned", "C ∈ {0.05, 0.5, 5.0}; fusion ∈ {concat, mean}",
+         "C=0.5, fusion=concat (9/15); C=5.0, fusion=mean (6/15)"],
+        ["raw gps", "C ∈ {0.02, 0.5, 5.0}", "C=0.5 (15/15)"],
+        ["majority", "nothing to choose", "nothing to choose (15/15)"]]
+    grid_only = report.choices_table({"grids": {"raw photo": {"C": [1.0]}}})       # nothing chosen
+    assert rows(grid_only) == [["raw photo", "C ∈ {1.0}", "–"]]
+    assert "not recorded in this run" in report.choices_table({})
+
+
+def test_run_table_shows_blocks_buffer_and_seeds():
+    def run(classify):
+        return dict((r[0], r[1]) for r in rows(report.run_table({"04_classify_habitats": classify})))
+
+    auto = run(classify_metrics())
+    assert auto["spatial block size (degrees)"] == "3.70 (auto: labels agree above chance up to 270 km)"
+    assert auto["buffer around the test sites (km)"] == "20.0"
+    assert auto["seeds of the folds"] == "0, 1, 2" and auto["spatial folds × seeds"] == "5 × 3"
+    assert auto["spatial-positive radius (km)"] == "5.0"
+    given = run({"block_size_deg": 0.5,
+                 "block_size_rule": {"block_size_deg": 0.5, "block_size_rule": "given"}})
+    assert given["spatial block size (degrees)"] == "0.50 (given)"
+    older = run({"block_size_deg": 0.5, "radius_km": 5.0})                        # no rule, buffer or seeds
+    assert older["spatial block size (degrees)"] == "0.50"
+    assert older["buffer around the test sites (km)"] == older["seeds of the folds"] == "–"
 
 
 def test_label_efficiency_and_any_modality_tables():
@@ -137,17 +234,19 @@ def test_write_results_from_an_outputs_folder(tmp_path):
     (outputs / "04_classify_habitats" / "metrics.json").write_text(json.dumps(classify_metrics()))
     written = report.write_results(outputs, tmp_path / "results")
     names = {p.stem for p in written}
-    assert {"run", "claim", "macro_f1", "scores_level2", "label_efficiency", "any_modality", "ablation",
-            "retrieval", "map", "reference", "environment"} <= names
+    assert {"run", "claim", "comparisons", "choices", "macro_f1", "scores_level2", "label_efficiency",
+            "any_modality", "ablation", "retrieval", "map", "reference", "environment"} <= names
     assert "claim held in this run" in (tmp_path / "results" / "claim.md").read_text()
     run = dict((r[0], r[1]) for r in rows((tmp_path / "results" / "run.md").read_text()))
-    assert run["profile"] == "tiny" and run["sites"] == "–" and run["spatial folds × seeds"] == "5 × 1"
+    assert run["profile"] == "tiny" and run["sites"] == "–" and run["spatial folds × seeds"] == "5 × 3"
+    assert "| raw gps | 2 |" in (tmp_path / "results" / "comparisons.md").read_text()
+    assert "| aligned |" in (tmp_path / "results" / "choices.md").read_text()
     assert "not recorded in this run" in (tmp_path / "results" / "ablation.md").read_text()
     assert "## claim" in report.results_markdown(outputs)
     assert cli.main(["report", str(outputs), str(tmp_path / "again")]) == 0
 
 
-@pytest.mark.parametrize("name", ["claim", "macro_f1", "map"])
+@pytest.mark.parametrize("name", ["claim", "comparisons", "choices", "macro_f1", "map"])
 def test_fragments_have_no_headings(tmp_path, name):
     text = report.results_fragments(tmp_path)[name]           # no metrics at all: every table says so
     assert not any(line.startswith("#") for line in text.splitlines())

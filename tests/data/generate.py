@@ -75,7 +75,8 @@ dd.mm.yyyy, ``Relevé area (m²)``, ``Aspect (°)``, ``Expert System``, ``Longit
 plot   cell          exercises
 =====  ============  ==============================================================
 1001   ``R22``       a plain level-3 code; a GeoTIFF centred on the plot (attached)
-1002   ``R22, R23!`` several codes, one ``!``-flagged -> common ancestor ``R2``
+1002   ``R22, R23!`` several codes, one ``!``-flagged -> common ancestor ``R2``,
+                     ``eunis_candidates`` ``R22;R23``
 1003   ``R23!``      a flagged code alone -> ``R23``; a BigEarthNet band folder
 1004   ``R``         level 1 only; its GeoTIFF lies 600 m east: attached within the
                      default 1 km tolerance, not with ``tolerance_m=0``
@@ -86,7 +87,7 @@ plot   cell          exercises
 1009   ``E1.2a``     an old (EUNIS 2007) code, not EUNIS 2021: counted, kept unlabelled
 1010   ``R22``       no coordinates -> skipped, ``missing coordinates``
 1002   ``R22, R23!`` the same PlotObservationID again -> skipped, ``duplicated site id``
-1011   ``R22, T11``  codes of two formations -> no common ancestor, unlabelled
+1011   ``R22, T11``  codes of two formations -> no common ancestor, unlabelled (counted)
 =====  ============  ==============================================================
 
 ``read_eva``: 12 rows read, 10 kept, skipped 1 + 1; 6 sites labelled at level 1.
@@ -101,7 +102,7 @@ first appearance, photos in file order.
 * ``DE-0412``: transects 1 and 2, two photos each; ``T2_2.jpg`` is not on disk (counted,
   ``photo file missing``) -> views ``T1-00 T1-01 T2-02``; ``R22``.
 * ``DE-0413``: two photos, codes ``R22`` and ``R23`` (conflicting: counted, common
-  ancestor ``R2``).
+  ancestor ``R2``, ``eunis_candidates`` ``R22;R23``).
 * ``FR-0107``: one photo in each of two transects; the code on the first row only
   (``T11``), coordinates differing slightly between rows (counted, first used).
 
