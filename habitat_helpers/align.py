@@ -124,22 +124,29 @@ def site_features(model: AlignmentModel, embeddings: dict[str, np.ndarray],
     ``fusion="concat"``: every head's aligned embedding side by side, zeros where a modality
     is missing or not among ``modalities``, plus one 0/1 presence flag per head
     (``n_heads x (dim + 1)`` columns): a classifier can then weigh the modalities."""
+    chosen = tuple(modalities or model.heads)
+    return fuse({m: model.embed(m, embeddings[m]) for m in chosen}, tuple(model.heads), fusion)
+
+
+def fuse(vectors: dict[str, np.ndarray], heads: tuple[str, ...], fusion: str = "mean") -> np.ndarray:
+    """:func:`site_features` from aligned vectors already computed (``vectors[m]``: the
+    ``n x dim`` output of ``model.embed`` for the modalities to use; NaN rows where a site lacks
+    one). ``heads`` are all the model's modalities, in order (the ``concat`` layout)."""
+    if fusion not in ("mean", "concat"):
+        raise ValueError("fusion must be 'mean' or 'concat'")
+    first = next(iter(vectors.values()))
     if fusion == "concat":
-        chosen = set(modalities or model.heads)
-        parts, any_present = [], None
-        for m in model.heads:
-            n = len(next(iter(embeddings.values())))
-            x = model.embed(m, embeddings[m]) if m in chosen else np.full((n, model.config.dim), np.nan, np.float32)
+        parts, any_present = [], np.zeros(len(first), bool)
+        for m in heads:
+            x = vectors.get(m)
+            x = np.full(first.shape, np.nan, np.float32) if x is None else x
             ok = ~np.isnan(x[:, 0])
-            any_present = ok if any_present is None else any_present | ok
+            any_present |= ok
             parts += [np.nan_to_num(x), ok[:, None].astype(np.float32)]
         out = np.hstack(parts)
         out[~any_present] = np.nan
         return out
-    if fusion != "mean":
-        raise ValueError("fusion must be 'mean' or 'concat'")
-    modalities = modalities or tuple(model.heads)
-    stacked = np.stack([model.embed(m, embeddings[m]) for m in modalities])  # (m, n, dim)
+    stacked = np.stack(list(vectors.values()))  # (m, n, dim)
     present = ~np.isnan(stacked[:, :, 0])
     total = np.nansum(stacked, axis=0)
     total[~present.any(axis=0)] = np.nan

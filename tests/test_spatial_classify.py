@@ -100,3 +100,15 @@ def test_knn_probe_separates_clusters_and_skips_missing():
     assert scores["level3"]["accuracy"] > 0.9 and scores["level1"]["n"] == len(Xt)
     both[-1] = np.nan
     assert hh.classify.knn_probe(both, lab, train, ~train, k=5)["level1"]["n"] == len(Xt) - 1
+
+
+def test_fast_macro_f1_equals_level_metrics():
+    rng = np.random.default_rng(0)
+    codes = np.array(["R1", "R2", "T1", "T2", "S3"], dtype=object)
+    truth = rng.choice(codes, 300).astype(object)
+    truth[rng.random(300) < 0.2] = None                      # unlabelled sites are skipped
+    pred = np.where(rng.random(300) < 0.6, truth, rng.choice(codes, 300)).astype(object)
+    pred[truth == None] = "R1"                               # noqa: E711
+    pred[:5] = "V9"                                          # a code absent from the truth
+    assert hh.metrics.macro_f1(truth, pred) == pytest.approx(hh.metrics.level_metrics(truth, pred)["macro_f1"])
+    assert np.isnan(hh.metrics.macro_f1([None, None], ["R1", "R2"]))
