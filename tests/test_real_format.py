@@ -23,7 +23,7 @@ def run(tmp_path_factory, shared_dir):
     spec = write_real_spec(folder / "data", shared_dir, n_points=200)
     out = folder / "book"
     # fewer ablation variants, folds and label fractions than the book: the run stays a few minutes
-    smaller = {"ABLATION_RADII_KM": [0.0, 5.0], "FOLDS": 3, "LABEL_FRACTIONS": [1.0]}
+    smaller = {"ABLATION_RADII_KM": [0.0, 5.0], "FOLDS": 3, "N_SEEDS": 1, "LABEL_FRACTIONS": [1.0]}
     timings = hh.notebooks.run_all("tiny", 0, out, progress=False, data=str(spec), extra_parameters=smaller)
     return out, timings
 
