@@ -49,8 +49,7 @@ def main() -> None:
     labelled = sites["eunis_l1"].notna().to_numpy()
     X = hh.embed.embed_locations(sites["lat"][labelled], sites["lon"][labelled], encoder)
     clf = hh.classify.HierarchicalClassifier().fit(X, sites[["eunis_l1", "eunis_l2", "eunis_l3"]][labelled])
-    classes = {1: sorted({c[:1] for c in clf.classes[3]}), 2: sorted({c[:2] for c in clf.classes[3]}),
-               3: list(clf.classes[3])}
+    classes = clf.level_codes()          # stopped (coarser) codes included
 
     def predict(cells):
         return clf.predict(hh.embed.embed_locations(cells["lat"], cells["lon"], encoder))

@@ -285,7 +285,7 @@ class HierarchicalClassifier:
         the product down the path of each fitted level's probability given the path's code at
         the fitted level above (the level's probabilities renormalised over the habitats under
         that code), no factor below a leaf; with ``decoding="product"``, see
-        :meth:`_product_proba`. Rows sum to 1; NaN rows where ``X`` is NaN."""
+        ``_product_proba``. Rows sum to 1; NaN rows where ``X`` is NaN."""
         probs = self.predict_proba(X)
         if self.decoding == "product":
             return self._product_proba(probs)

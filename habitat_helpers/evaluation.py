@@ -137,10 +137,10 @@ class CVResult:
     any_modality: pd.DataFrame    # one row per seed, fold, inputs, model, level
     predictions: dict             # model -> level -> pooled test predictions (first seed, all labels)
     settings: dict
-    #: one row per fit that failed (``level`` empty) or left out a level that sites are labelled at
+    #: One row per fit that failed (``level`` empty) or left out a level that sites are labelled at.
     failure_log: pd.DataFrame = dataclasses.field(default_factory=_empty_failures)
-    #: one row per seed, fold, fraction and model: the hyperparameters chosen on the validation
-    #: blocks (``params``), their validation macro-F1 and how many candidates were tried
+    #: One row per seed, fold, fraction and model, with the hyperparameters chosen on the
+    #: validation blocks (``params``), their validation macro-F1 and how many candidates were tried.
     choices: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
 
     def _scores(self) -> pd.DataFrame:
@@ -355,14 +355,14 @@ def _any_modality_json(any_modality: pd.DataFrame) -> dict:
 #: The hyperparameter grids searched on the validation blocks, per model family. Every model but
 #: the majority gets the same number of candidates (four fits, each decoded two ways), so that no
 #: model has more chances than another to fit the validation blocks.
-#: ``dropout_copies``: train on copies of each site with every subset of its inputs (modality
+#: ``dropout_copies`` trains on copies of each site with every subset of its inputs (modality
 #: dropout); part of the aligned model's design, and available to the raw concatenation too
 #: (``grids={"concatenated": {"dropout_copies": (False, True)}}``), where it is off by default: it
 #: tripled that model's cost on the book's demo, and the validation blocks chose it in none of the
 #: folds where it was offered (measured: 2 of 2 folds, and on the tests' synthetic sites). The
 #: values of ``C`` and ``k`` span the choices made over 9 folds x seeds of the book's demo with
 #: grids of six (C 0.02-5, k 3-60), which took 1.5 times as long.
-#: ``decoding``: top-down (paths may stop above level 3) or the product of the levels
+#: ``decoding`` is top-down (paths may stop above level 3) or the product of the levels
 #: (:class:`habitat_helpers.classify.HierarchicalClassifier`); it needs no refit, so trying both
 #: costs predictions only. ``multi_code="soft"`` (soft targets over the codes of a multi-code
 #: ESy cell) may be added to a grid; by default the common ancestor is used.
@@ -398,8 +398,9 @@ class Protocol:
     label_fractions: tuple[float, ...] = (1.0,)
     fraction_models: tuple[str, ...] | None = None   # default: aligned, raw single inputs, raw concatenated
     grids: dict = dataclasses.field(default_factory=lambda: {k: dict(v) for k, v in GRIDS.items()})
-    #: alignment settings tried per fold (``AlignConfig`` fields, e.g. ``{"radius_km": (0.0, 5.0)}``);
-    #: empty: the ``align_config`` as given. Epochs are always chosen by early stopping.
+    #: Alignment settings tried in every fold, as ``AlignConfig`` fields and values, for example
+    #: ``{"radius_km": (0.0, 5.0)}``. Empty means the ``align_config`` as given. Epochs are always
+    #: chosen by early stopping.
     align_grid: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
@@ -454,7 +455,7 @@ class FoldInputs:
     embeddings: dict
     modalities: tuple
     heads: object = None
-    #: the heads' aligned vectors of every modality (``heads.embed``), computed once per fold
+    #: The heads' aligned vectors of every modality (``heads.embed``), computed once per fold.
     vectors: dict | None = None
 
     def with_heads(self, heads) -> FoldInputs:
@@ -491,11 +492,12 @@ class Model:
     family: str
     inputs: tuple = ()
     needs_heads: bool = False
-    #: ``train_on(inputs) -> bool mask``: the sites whose labels the model may learn from (default all)
+    #: A function of the fold's inputs giving the sites whose labels the model may learn from
+    #: (a boolean mask); None for all.
     train_on: object = None
-    #: the inputs the model is given at validation and test (default: all it reads)
+    #: The inputs the model is given at validation and test; None for all it reads.
     predict_from: tuple | None = None
-    #: its own grid ``{parameter: values}`` instead of its family's (a new kind of model)
+    #: The model's own grid (parameter to values) instead of its family's, for a new kind of model.
     grid: dict | None = None
 
     def grid_for(self, protocol: Protocol) -> dict[str, tuple]:
@@ -558,7 +560,7 @@ def transfer_models(modalities) -> list[Model]:
     """Cross-source transfer (the method's promise: infer habitats from whichever input a site
     has): models that learn only from the labels of sites **without** photos (EVA-like plots:
     satellite patch and GPS) and predict at photo sites. Score them on
-    :data:`PHOTO_SITES`, beside ``raw photo`` (the photos' own, fewer labels) and ``majority``:
+    ``PHOTO_SITES``, beside ``raw photo`` (the photos' own, fewer labels) and ``majority``:
 
     ``transfer: aligned, photo alone``
         the aligned classifier trained on the aligned vectors of the sites without photos,

@@ -125,31 +125,23 @@ def label_agreement_by_distance(lat, lon, labels, bins_km=(0, 25, 50, 100, 200, 
 class RangeEstimate:
     """How far label agreement reaches: what ``autocorrelation_range_km`` returns.
 
-    Attributes
-    ----------
-    range_km : float
-        The distance beyond which two labelled sites share their label no more often than
-        chance (see ``autocorrelation_range_km`` for the exact rule). When ``decayed`` is
-        false it is only a lower bound: the largest distance looked at.
-    chance : float
-        The share of all pairs of labelled sites that share their label, whatever their
-        distance.
-    table : pandas.DataFrame
-        One row per distance bin: ``distance_km`` (text), ``lo_km`` and ``hi_km`` (the bin
-        holds the pairs with ``lo_km <= distance < hi_km``), ``km_mid``, ``pairs``,
-        ``agreement`` (share of the bin's pairs with the same label), ``excess``
-        (``agreement - chance``), ``tolerance`` (the largest excess still counted as
-        chance), ``at_chance`` (``excess <= tolerance``) and ``used`` (the bin has enough
-        pairs to take part in the rule).
-    method : str
-        The rule and its settings, in one sentence (for a figure caption or a report).
-    n_sites : int
-        Labelled sites the estimate is based on (after subsampling to ``max_sites``).
-    decayed : bool
-        Whether agreement fell to chance within the distances looked at.
-    note : str
-        Empty, or a warning to read with ``range_km``: agreement never fell to chance, or it
-        was at chance from the first bin on (no clear autocorrelation).
+    - ``range_km`` (float): the distance beyond which two labelled sites share their label no
+      more often than chance (see ``autocorrelation_range_km`` for the exact rule). When
+      ``decayed`` is false it is only a lower bound: the largest distance looked at.
+    - ``chance`` (float): the share of all pairs of labelled sites that share their label,
+      whatever their distance.
+    - ``table`` (DataFrame): one row per distance bin, with ``distance_km`` (text), ``lo_km``
+      and ``hi_km`` (the bin holds the pairs with ``lo_km <= distance < hi_km``), ``km_mid``,
+      ``pairs``, ``agreement`` (share of the bin's pairs with the same label), ``excess``
+      (``agreement - chance``), ``tolerance`` (the largest excess still counted as chance),
+      ``at_chance`` (``excess <= tolerance``) and ``used`` (the bin has enough pairs to take
+      part in the rule).
+    - ``method`` (str): the rule and its settings, in one sentence (for a caption or a report).
+    - ``n_sites`` (int): labelled sites the estimate is based on (after subsampling to
+      ``max_sites``).
+    - ``decayed`` (bool): whether agreement fell to chance within the distances looked at.
+    - ``note`` (str): empty, or a warning to read with ``range_km``: agreement never fell to
+      chance, or it was at chance from the first bin on (no clear autocorrelation).
     """
 
     range_km: float
