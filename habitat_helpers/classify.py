@@ -74,17 +74,12 @@ MULTI_CODE = ("ancestor", "soft")
 DECODINGS = ("top-down", "product")
 
 
-def _ancestors(scheme, codes, level: int) -> list:
+def _ancestors(scheme, codes, level: int, keep_coarser: bool = False) -> list:
     """The ancestor at ``level`` of each code (the code itself at its own level, ``None`` for a
-    missing code): the one place that knows how codes nest, through ``scheme``'s parents."""
-    lookup = {c: scheme.ancestor(c, level) for c in set(codes) if isinstance(c, str)}
-    return [lookup.get(c) if isinstance(c, str) else None for c in codes]
-
-
-def _codes_at(scheme, codes, level: int) -> list:
-    """The code of each path (named by its leaf) at ``level``: the leaf's ancestor there, or the
-    leaf itself where the path stopped above ``level`` (``None`` for a missing code)."""
-    lookup = {c: scheme.ancestor(c, level) if scheme.level_of(c) >= level else c
+    missing code): the one place that knows how codes nest, through ``scheme``'s parents. With
+    ``keep_coarser``, a code coarser than ``level`` (a path that stopped above it) stays itself
+    instead of having no ancestor there."""
+    lookup = {c: c if keep_coarser and scheme.level_of(c) < level else scheme.ancestor(c, level)
               for c in set(codes) if isinstance(c, str)}
     return [lookup.get(c) if isinstance(c, str) else None for c in codes]
 
@@ -331,7 +326,7 @@ class HierarchicalClassifier:
         paths = self.path_proba(X) if paths is None else paths
         out = {}
         for level in range(1, self.depth_ + 1):
-            codes = pd.Index(_codes_at(self.scheme, list(paths.columns), level))
+            codes = pd.Index(_ancestors(self.scheme, list(paths.columns), level, keep_coarser=True))
             out[level] = paths.T.groupby(codes.to_numpy()).sum(min_count=1).T
         return out
 
@@ -339,21 +334,22 @@ class HierarchicalClassifier:
         """The codes :meth:`predict` can give at each level down to the deepest fitted one
         (sorted; the columns of :meth:`level_proba`, stopped coarser codes included), e.g. the
         ``classes`` of :func:`habitat_helpers.maps.predict_rasters`."""
-        return {level: sorted(set(_codes_at(self.scheme, self.paths_, level))) for level in range(1, self.depth_ + 1)}
+        return {level: sorted(set(_ancestors(self.scheme, self.paths_, level, keep_coarser=True))) for level in range(1, self.depth_ + 1)}
 
-    def predict(self, X: np.ndarray) -> pd.DataFrame:
+    def predict(self, X: np.ndarray, paths: pd.DataFrame | None = None) -> pd.DataFrame:
         """Hierarchy-consistent predictions ``eunis_l1, eunis_l2, eunis_l3``: the most probable
         path's code at each level, its leaf at the levels below the one where it stopped,
         ``None`` below the deepest fitted level. Plus ``p_l3`` (the path's probability) and
-        ``entropy_l3`` (entropy of the path probabilities, in nats)."""
-        paths = self.path_proba(X)
+        ``entropy_l3`` (entropy of the path probabilities, in nats). ``paths``: the
+        :meth:`path_proba` of ``X`` when already computed."""
+        paths = self.path_proba(X) if paths is None else paths
         values = paths.to_numpy()
         ok = ~np.isnan(values).any(axis=1)
         best = np.full(len(X), None, dtype=object)
         best[ok] = np.array(paths.columns, dtype=object)[np.nanargmax(values[ok], axis=1)]
         safe = np.nan_to_num(values, nan=1.0)
         depth = self.depth_
-        out = pd.DataFrame({col: _codes_at(self.scheme, best, level) if level <= depth else [None] * len(best)
+        out = pd.DataFrame({col: _ancestors(self.scheme, best, level, keep_coarser=True) if level <= depth else [None] * len(best)
                             for level, col in LEVEL_COLUMNS.items()})
         out["p_l3"] = np.where(ok, safe.max(axis=1), np.nan)
         out["entropy_l3"] = np.where(ok, -(safe * np.log(safe + 1e-12)).sum(axis=1), np.nan)

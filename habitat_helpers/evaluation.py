@@ -35,6 +35,7 @@ have them all.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
 
 import numpy as np
@@ -96,8 +97,9 @@ def _score(clf, X, labels: pd.DataFrame, rows: np.ndarray) -> tuple[dict, dict]:
     """Per-level metrics of ``clf`` on ``rows`` (those with features), and the raw predictions,
     for the levels ``clf`` predicts (down to its deepest fitted level; none below)."""
     rows = rows & ~np.isnan(X).any(axis=1)
-    pred = clf.predict(X[rows])
-    proba = clf.level_proba(X[rows])
+    paths = clf.path_proba(X[rows])
+    pred = clf.predict(X[rows], paths=paths)
+    proba = clf.level_proba(X[rows], paths=paths)
     truth = labels[rows].reset_index(drop=True)
     out, raw = {}, {}
     for level in LEVELS:
@@ -591,12 +593,12 @@ def transfer_models(modalities) -> list[Model]:
 
 
 def fit_model(model: Model, inputs: FoldInputs, params: dict, labels: pd.DataFrame, rows: np.ndarray,
-              scheme="eunis"):
+              scheme="eunis", X: np.ndarray | None = None):
     """Fit ``model`` with ``params`` on the labelled ``rows`` (boolean mask) that have its
     features; with ``params["dropout_copies"]``, also on copies of each site with every
-    non-empty subset of the inputs it has. Returns the fitted classifier and the number of
-    training sites."""
-    X = model.features(inputs, params)
+    non-empty subset of the inputs it has. ``X``: the model's features for ``params`` when
+    already computed. Returns the fitted classifier and the number of training sites."""
+    X = model.features(inputs, params) if X is None else X
     usable = rows & ~np.isnan(X).any(axis=1)
     if model.train_on is not None:
         usable &= model.train_on(inputs)
@@ -642,20 +644,22 @@ def select(model: Model, inputs: FoldInputs, labels: pd.DataFrame, fit_rows: np.
         return candidates[0], float("nan"), [{"params": candidates[0], "val_macro_f1": float("nan")}]
     tried, errors, fitted = [], [], {}
     for params in candidates:
-        # candidates that differ only in the decoding share one fit
+        # candidates that differ only in the decoding share one fit and one set of features
         key = tuple(sorted((k, str(v)) for k, v in params.items() if k != "decoding"))
         if key not in fitted:
+            X = model.features(inputs, params)
+            X_val = model.test_features(inputs, params) if model.predict_from else X
             try:
-                fitted[key] = fit_model(model, inputs, params, labels, fit_rows, scheme)[0]
+                fitted[key] = fit_model(model, inputs, params, labels, fit_rows, scheme, X=X)[0], X_val
             except ValueError as err:
-                fitted[key] = None
+                fitted[key] = None, None
                 errors.append(str(err))
-        if fitted[key] is None:
+        clf, X_val = fitted[key]
+        if clf is None:
             continue
-        clf = fitted[key].with_decoding(params["decoding"]) if "decoding" in params else fitted[key]
-        tried.append({"params": params,
-                      "val_macro_f1": _validation_score(clf, model.test_features(inputs, params), labels,
-                                                        val_rows)})
+        if "decoding" in params:
+            clf = clf.with_decoding(params["decoding"])
+        tried.append({"params": params, "val_macro_f1": _validation_score(clf, X_val, labels, val_rows)})
     if not tried:
         raise ValueError(errors[0])
     scored = [t for t in tried if not np.isnan(t["val_macro_f1"])]
@@ -677,6 +681,29 @@ def resolve_block_size(lat, lon, labels: pd.DataFrame, block_size_deg=None, seed
     if block_size_deg != "auto":
         return float(block_size_deg), {"block_size_deg": float(block_size_deg), "block_size_rule": "given"}
     codes = labels["eunis_l1"].to_numpy(object) if "eunis_l1" in labels else np.full(len(lat), None, object)
+    key = _range_key(lat, lon, codes, seed)
+    if key not in _RANGES:           # a chapter sizes the same labels' blocks several times
+        if len(_RANGES) >= 8:
+            _RANGES.pop(next(iter(_RANGES)))
+        _RANGES[key] = _block_size_from_range(lat, lon, codes, seed)
+    size, info = _RANGES[key]
+    return size, dict(info)
+
+
+#: Block sizes already estimated, by :func:`_range_key` (the estimate takes about a second).
+_RANGES: dict = {}
+
+
+def _range_key(lat, lon, codes, seed) -> str:
+    digest = hashlib.sha1()
+    for values in (np.asarray(lat, float), np.asarray(lon, float)):
+        digest.update(np.ascontiguousarray(values).tobytes())
+    digest.update("\x1f".join("" if c is None or c != c else str(c) for c in codes).encode())
+    digest.update(str(seed).encode())
+    return digest.hexdigest()
+
+
+def _block_size_from_range(lat, lon, codes, seed) -> tuple[float, dict]:
     try:
         estimate = spatial.autocorrelation_range_km(lat, lon, codes, seed=seed)
     except ValueError as err:        # e.g. unlabelled sites (the alignment needs no labels)
@@ -896,7 +923,7 @@ def _fold_rows(c: _FoldContext, seed: int, fold: int, fold_of: np.ndarray) -> di
                 continue
             fit = {"model": model.name, "seed": seed, "fold": fold, "fraction": fraction}
             try:
-                params, val_score, model_inputs, clf, n_train = _select_and_fit(
+                params, val_score, model_inputs, clf, n_train, X = _select_and_fit(
                     model, inputs, heads, c.align_candidates if model.needs_heads else [{}], labels,
                     train & fit_sites, train & val_sites, train, protocol, c.scheme)
             except ValueError as err:       # e.g. a 1 % sample with a single habitat
@@ -910,7 +937,6 @@ def _fold_rows(c: _FoldContext, seed: int, fold: int, fold_of: np.ndarray) -> di
             out["failures"] += [{**fit, "level": level, "reason": reason}
                                 for level, reason in sorted(clf.skipped_.items())
                                 if level > clf.depth_ and n_per_level[level] > 0]
-            X = model.test_features(model_inputs, params)
             for subset, rows in subsets.items():
                 scores, raw = _score(clf, X, labels, rows)
                 out["scores"] += [{**fit, "subset": subset, "level": level, **scores[level]} for level in scores]
@@ -935,7 +961,8 @@ def _label_sample(train_all: np.ndarray, fraction: float, seed: int, fold: int) 
 
 def _select_and_fit(model, inputs, heads, align_candidates, labels, fit_rows, val_rows, train, protocol, scheme):
     """Select ``model``'s parameters (and, for the aligned model, the heads among the alignment
-    candidates) on the validation sites, then refit on all of ``train``."""
+    candidates) on the validation sites, then refit on all of ``train``. Returns the choice, its
+    validation score, the inputs it reads, the classifier, its training sites and its test features."""
     best = None
     for k, change in enumerate(align_candidates):
         model_inputs = heads[k] if model.needs_heads else inputs
@@ -943,8 +970,10 @@ def _select_and_fit(model, inputs, heads, align_candidates, labels, fit_rows, va
         if best is None or (not np.isnan(score) and (np.isnan(best[1]) or score > best[1])):
             best = ({**change, **params}, score, model_inputs, params)
     chosen, score, model_inputs, params = best
-    clf, n_train = fit_model(model, model_inputs, params, labels, train, scheme)
-    return chosen, score, model_inputs, clf, n_train
+    X = model.features(model_inputs, params)
+    clf, n_train = fit_model(model, model_inputs, params, labels, train, scheme, X=X)
+    X_test = model.test_features(model_inputs, params) if model.predict_from else X
+    return chosen, score, model_inputs, clf, n_train, X_test
 
 
 def _any_modality(model, clf, params, inputs, labels, rows, present, modalities, seed, fold) -> list[dict]:
