@@ -417,6 +417,173 @@ def _lucas_url(row, view: str) -> str:
     return LUCAS_PHOTO_URL.format(year=row.year, nuts0=row.nuts0, p1=pid[0:3], p2=pid[3:6], pid=pid, view=view)
 
 
+_LUCAS_POINTS_FILE = "lucas2015_points.csv"
+_LUCAS_POINTS_ATTRIBUTION = "Source: Eurostat, LUCAS 2015 primary data"
+
+
+def lucas_points(path=None, *, countries=None, verbose: bool = True):
+    """The real LUCAS 2015 survey points shipped with the package, as a site table.
+
+    The package ships a compact copy of 14,613 real LUCAS 2015 points in 15 western and
+    northern countries (ES PT FR BE NL LU DE DK UK IE SE FI EE LV LT), written by
+    ``scripts/build_lucas_points.py``: point id, the LUCAS *theoretical* point (WGS84, rounded
+    to 5 decimals, about 1 m), land cover ``lc1``, land use ``lu1`` and country. These are the
+    points of the LUCAS topsoil sub-sample (about 1 LUCAS point in 10), so artificial land
+    (A), water (G) and wetlands (H) are nearly absent: the class shares are not Europe's.
+
+    Parameters
+    ----------
+    path
+        None (default) for the shipped copy; otherwise a CSV with the columns ``point_id``,
+        ``lat``, ``lon`` and ``lc1``, and optionally ``lu1``, ``country`` (or ``nuts0``) and
+        ``year`` (2015 when absent), such as the full table
+        ``../shared/data/lucas_points/lucas2015_points_west_north.csv``. Leading ``#``
+        comment lines are skipped.
+    countries
+        keep only these countries (NUTS0 codes such as ``("FR", "ES")``, or one code);
+        None keeps all.
+    verbose
+        print the load report.
+
+    Returns
+    -------
+    sites
+        The site table (see the top of this module; a GeoDataFrame) with ``source``
+        ``"lucas"``, site ids ``lucas:<point_id>:<year>`` as in :func:`read_lucas`,
+        ``coord_source`` ``"theoretical"`` and the land cover in ``eunis_code`` and its
+        levels in ``eunis_l1`` .. ``eunis_l3`` (the LC1 tree of
+        ``habitat_helpers.labels.get("lucas-lc1")``: ``E20`` gives ``E``, ``E2``, ``E20``),
+        plus two columns ``lu1`` and ``country``. Nothing is dropped silently: the load
+        report (:class:`LoadReport`, printed and in ``sites.attrs["load_report"]``) counts
+        malformed lines, missing or unreadable coordinates and duplicated ids (skipped),
+        points left out by ``countries``, and codes the scheme does not know or blank
+        ``lc1`` cells (kept unlabelled; a few unknown codes in
+        ``sites.attrs["unknown_codes"]``). ``sites.attrs["attribution"]`` holds the
+        attribution to show with any use of the data: "Source: Eurostat, LUCAS 2015 primary
+        data" (reuse under Commission Decision 2011/833/EU; nomenclature: d'Andrimont et
+        al. 2020, Sci. Data 7:352).
+
+    Raises
+    ------
+    ValueError
+        When ``countries`` names a country that is not in the table (the message lists
+        those that are) or a required column is missing.
+
+    Example
+    -------
+    >>> import habitat_helpers as hh
+    >>> sites = hh.datasets.lucas_points(countries=("FR", "ES"), verbose=False)
+    >>> len(sites), sites["eunis_l1"].value_counts().index[0]
+    (7077, 'B')
+    >>> sites.attrs["attribution"]
+    'Source: Eurostat, LUCAS 2015 primary data'
+    """
+    from . import paths
+
+    path = paths.resource(_LUCAS_POINTS_FILE) if path is None else Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"LUCAS points table not found: {path}")
+    report = LoadReport(path.name)
+    df, row_names = _read_commented_csv(path, report)
+    report.rows_read += len(df)
+    _require(df, ["point_id", "lat", "lon", "lc1"], "LUCAS points table")
+    df = df.set_axis(row_names)
+    country_column = "country" if "country" in df.columns else "nuts0" if "nuts0" in df.columns else None
+    country = (df[country_column].str.strip().str.upper() if country_column
+               else pd.Series("", index=df.index, dtype=object))
+    if countries is not None:
+        wanted = [countries] if isinstance(countries, str) else list(countries)
+        wanted = [str(c).strip().upper() for c in wanted]
+        available = sorted(set(country) - {""})
+        unknown = [c for c in wanted if c not in available]
+        if unknown:
+            raise ValueError(f"unknown countries {unknown}: the table has {', '.join(available)}")
+        keep = country.isin(wanted)
+        report.skip(f"country not in countries={wanted} (left out on request)", (~keep).sum())
+        df, country = df[keep], country[keep]
+
+    year = df["year"].str.strip() if "year" in df.columns else "2015"
+    out = pd.DataFrame(index=df.index)
+    out["site_id"] = "lucas:" + df["point_id"].str.strip() + ":" + year
+    out["source"] = "lucas"
+    out["lat"] = _coordinate_text(df["lat"], report)
+    out["lon"] = _coordinate_text(df["lon"], report)
+    out["coord_source"] = "theoretical"
+    codes, candidates, unknown_codes = _clean_labels_once(df["lc1"], report, "lucas-lc1")
+    out["eunis_code"], out["eunis_candidates"] = codes, candidates
+    extra = pd.DataFrame({"lu1": df["lu1"].map(_text) if "lu1" in df.columns else None,
+                          "country": country.map(_text)}, index=df.index)
+    # The rows finalise keeps: readable, in-range coordinates, the first row of each site id.
+    lat, lon = pd.to_numeric(out["lat"], errors="coerce"), pd.to_numeric(out["lon"], errors="coerce")
+    ids = out.loc[lat.between(-90, 90) & lon.between(-180, 180), "site_id"]
+    extra = extra.loc[ids[~ids.duplicated()].index]
+    sites = finalise(out, report, verbose=False, label_scheme="lucas-lc1")
+    if len(extra) != len(sites):                 # finalise changed its rules: say so, never misalign
+        raise RuntimeError("lucas_points: the rows kept by finalise are not the ones expected")
+    position = list(sites.columns).index("on_land") + 1
+    for k, column in enumerate(("lu1", "country")):
+        sites.insert(position + k, column, extra[column].to_numpy(dtype=object))
+    sites.attrs["load_report"] = report.as_dict()
+    sites.attrs["unknown_codes"] = dict(unknown_codes.most_common(20))
+    sites.attrs["attribution"] = _LUCAS_POINTS_ATTRIBUTION
+    if verbose:
+        print(report)
+        if unknown_codes:
+            examples = ", ".join(f"{code!r} ({n})" for code, n in unknown_codes.most_common(5))
+            print(f"  unknown lucas-lc1 codes, most frequent first: {examples}")
+    return sites
+
+
+def _clean_labels_once(values: pd.Series, report, label_scheme: str):
+    """:func:`_clean_labels` for a column of few distinct values: each value is cleaned once and
+    its notes and unknown codes are counted once per row holding it."""
+    cleaned, unknown = {}, Counter()
+    for value, n in Counter(values).items():
+        part = LoadReport(report.source)
+        codes, candidates, unknown_here = _clean_labels(pd.Series([value], dtype=object), part, label_scheme)
+        cleaned[value] = (codes[0], candidates[0])
+        for what, k in part.notes.items():
+            report.note(what, k * n)
+        for code, k in unknown_here.items():
+            unknown[code] += k * n
+    return [cleaned[v][0] for v in values], [cleaned[v][1] for v in values], unknown
+
+
+def _read_commented_csv(path: Path, report) -> tuple[pd.DataFrame, list[str]]:
+    """A comma-separated file after its leading ``#`` comment lines, as :func:`_read_delimited`
+    reads one: all cells as text, rows with the wrong number of fields skipped and counted in
+    ``report`` (with their lines), each row named by its line (``line12``)."""
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        comments = 0
+        for line in f:
+            if not line.startswith("#"):
+                break
+            comments += 1
+        f.seek(0)
+        for _ in range(comments):
+            f.readline()
+        reader = csv.reader(f)
+        header = [name.strip() for name in next(reader, [])]
+        if not header:
+            raise ValueError(f"{path} has no header line after its comments")
+        rows, row_names, malformed = [], [], []
+        while True:
+            start = comments + reader.line_num + 1
+            fields = next(reader, None)
+            if fields is None:
+                break
+            if not any(cell.strip() for cell in fields):
+                continue
+            if len(fields) != len(header):
+                malformed.append(f"line {start}: {len(fields)} fields, the header has {len(header)}")
+                continue
+            rows.append(fields)
+            row_names.append(f"line{comments + reader.line_num}")
+    report.rows_read += len(malformed)
+    report.skip(MALFORMED, len(malformed), where=malformed)
+    return pd.DataFrame(rows, columns=header, dtype=object), row_names
+
+
 # --- EVA -------------------------------------------------------------------------------------
 
 def read_eva(header, *, label_column: str = "Expert System", sep: str = "\t", sea: str = "flag",
