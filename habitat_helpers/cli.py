@@ -214,6 +214,27 @@ def summary_text(result, levels) -> str:
 
 # --- the evaluate command -----------------------------------------------------------------------
 
+def _align_grid_item(text: str) -> tuple[str, tuple]:
+    """An argparse type: ``"radius_km=0,5,25"`` -> ``("radius_km", (0.0, 5.0, 25.0))``, each value
+    of the type of the :class:`habitat_helpers.align.AlignConfig` field's default."""
+    import dataclasses
+
+    from . import align
+
+    name, sep, values = text.partition("=")
+    name = name.strip()
+    fields = {f.name: f for f in dataclasses.fields(align.AlignConfig)} if sep else {}
+    if name not in fields or name in ("seed", "modalities"):
+        known = ", ".join(sorted(set(f.name for f in dataclasses.fields(align.AlignConfig)) - {"seed", "modalities"}))
+        raise argparse.ArgumentTypeError(f"{text!r}: expected FIELD=V1,V2 with FIELD among {known}")
+    default = getattr(align.AlignConfig(), name)
+    kind = type(default) if isinstance(default, (int, float, str)) and not isinstance(default, bool) else float
+    parsed = _comma_list(kind)(values)
+    if not parsed:
+        raise argparse.ArgumentTypeError(f"{text!r}: give at least one value")
+    return name, tuple(parsed)
+
+
 def _comma_list(kind, allowed=None):
     """An argparse type: ``"1,2,3"`` -> ``[1, 2, 3]``, checking each item."""
     def parse(text: str):
@@ -312,6 +333,11 @@ def _add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
                             f"(default: {align.AlignConfig.radius_km:g})")
     model.add_argument("--align-epochs", type=int, default=None,
                        help="alignment: most training epochs (default: hh.align.AlignConfig's)")
+    model.add_argument("--align-grid", action="append", default=[], type=_align_grid_item, metavar="FIELD=V1,V2",
+                       help="alignment settings to choose from on the validation blocks of every fold, an "
+                            "hh.align.AlignConfig field and its values, e.g. radius_km=0,5,25; repeat for "
+                            "several fields (each value retrains the alignment in every fold; default: none, "
+                            "the settings as given)")
     model.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: auto, a GPU when present)")
     model.add_argument("--jobs", type=int, default=None,
                        help="folds run at once, each in its own process (default: the cores, at most 4, on a "
@@ -444,7 +470,8 @@ def _check_evaluate_arguments(args, seeds):
     try:
         protocol = evaluation.Protocol(folds=args.folds, block_size_deg=args.block_size_deg,
                                        buffer_km=args.buffer_km, seeds=tuple(seeds),
-                                       label_fractions=tuple(args.label_fractions))
+                                       label_fractions=tuple(args.label_fractions),
+                                       align_grid=dict(args.align_grid))
     except ValueError as err:
         raise UsageError(str(err)) from None
     if "photo" in args.modalities and not args.photo_cols:

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from habitat_helpers import cli, datasets
+from habitat_helpers import cli, datasets, evaluation
 
 # Three regions: (centre lat, centre lon, level-2 habitats west / east of the centre).
 # The level-3 habitat adds 1 south of the centre and 2 north of it (R21 / R22 ...).
@@ -248,6 +248,8 @@ def test_evaluate_eva_export_with_named_columns(eva_csv, folder):
     (["--lat-col", "Breite"], "no latitude column: looked for 'Breite'. The table has the columns 'site_id', 'lat'"),
     (["--label-col", "habitat"], "no EUNIS label column"),
     (["--block-size-deg", "40"], "cannot make 3 folds"),
+    (["--align-grid", "radius=1,2"], "expected FIELD=V1,V2 with FIELD among"),
+    (["--align-grid", "radius_km=near"], "'near' is not a float"),
     (["--modalities", "gps,photo"], "--photo-cols"),
     (["--modalities", "gps,photo", "--photo-cols", "note"], "no site has a usable photo file"),
 ])
@@ -346,9 +348,17 @@ def test_evaluate_photos_and_gps_trains_the_aligned_model(tmp_path):
     out = tmp_path / "results.json"
     args = ["evaluate", "--sites", str(tmp_path / "sites.csv"), "--photo-cols", "photo_N,photo_S",
             "--modalities", "photo,gps", "--folds", "3", "--levels", "1", "--image-size", "32",
-            "--align-epochs", "3", "--out", str(out), "--cache", str(tmp_path / "cache"), "--no-progress"]
+            "--align-epochs", "3", "--align-grid", "radius_km=0,5", "--out", str(out),
+            "--cache", str(tmp_path / "cache"), "--no-progress"]
     assert cli.main(args) == 0
     results = json.loads(out.read_text())
+    # the alignment's radius is chosen on the validation blocks of each fold, like every other setting
+    assert results["settings"]["align_grid"] == {"radius_km": [0.0, 5.0]}
+    aligned = [c for c in results["choices"] if c["model"] == "aligned"]
+    assert len(aligned) == 3 * len(results["settings"]["seeds"])                   # one choice per fold
+    assert all(c["params"]["radius_km"] in (0.0, 5.0) for c in aligned)
+    per_heads = len(evaluation.default_models(("photo", "gps"))[0].candidates(evaluation.Protocol()))
+    assert all(c["candidates"] == 2 * per_heads for c in aligned)          # every candidate for each radius
     scores = results["results"]["all labelled test sites"]
     assert {"aligned", "raw photo", "raw gps", "raw concatenated", "k-NN on coordinates", "majority"} <= set(scores)
     assert results["embeddings"]["photo"]["sites_with_input"] == 144 - len(range(0, 144, 5))

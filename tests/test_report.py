@@ -270,3 +270,17 @@ def test_reference_table_without_a_ceiling_for_real_data():
     table = report.reference_table(outputs)
     ceiling_row = next(line for line in table.splitlines() if "reachable" in line)
     assert ceiling_row.count(report.MISSING) == 3 and "| 5 |" in table
+
+
+def test_every_site_labelled_table_has_its_own_verdict_and_regime():
+    m = classify_metrics()
+    assert "no comparison with every site labelled" in report.every_site_table(m)   # not recorded: said
+    m["every_site_labelled"] = {"best_mono_scale": "raw photo",
+                                "claim": [{**claim_row(1.0, level, 0.6, 0.7, -0.15, -0.05), "raw photo": 0.7}
+                                          for level in (2, 3)]}
+    text = report.every_site_table(m)
+    assert text.splitlines()[0].split(" | ")[3] == "raw photo"
+    assert "**With every site labelled the claim did not hold in this run**" in text
+    assert rows(text)[0] == ["100 %", "2", "0.600", "0.700", "-0.100", "[-0.150, -0.050]", "9/15", "no"]
+    # the main table's verdict is unaffected (it held with the defaults)
+    assert "**With all labels the claim held in this run**" in report.claim_table(m)
