@@ -281,6 +281,34 @@ class CVResult:
                                      "no clear difference")
         return table
 
+    def best_versus(self, models, baselines, levels=LEVELS, metric: str = "macro_f1",
+                    subset: str = ALL_SITES) -> pd.DataFrame:
+        """Per level, the best of ``models`` against the best of ``baselines`` (each the highest
+        mean ``metric`` at that level, with all labels), paired over folds and seeds
+        (:meth:`compare`): one row per level with both names and means, the difference, its 95 %
+        interval, the wins and the verdict. For example the project's models against the classical
+        baselines. The two "best" are picked on the test folds' means, so the row answers "how
+        far apart are the best of each group", not "which model would you pick" (that choice
+        belongs to validation blocks)."""
+        means = self.summary(subset)[metric]["mean"]
+        rows = []
+        for level in levels:
+            at = {m: means.get((m, level), np.nan) for m in (*models, *baselines)}
+            best_m = max((m for m in models if not np.isnan(at[m])), key=at.get, default=None)
+            best_b = max((m for m in baselines if not np.isnan(at[m])), key=at.get, default=None)
+            if best_m is None or best_b is None:
+                continue
+            c = self.compare(best_m, best_b, level, metric, subset)
+            rows.append({"level": level, "model": best_m, "model_mean": c[best_m], "baseline": best_b,
+                         "baseline_mean": c["baseline_mean"], "difference": c["difference"],
+                         "ci_low": c["ci_low"], "ci_high": c["ci_high"], "wins": c["wins"], "pairs": c["pairs"],
+                         "interval": c["interval"]})
+        table = pd.DataFrame(rows, columns=["level", "model", "model_mean", "baseline", "baseline_mean",
+                                            "difference", "ci_low", "ci_high", "wins", "pairs", "interval"])
+        table["verdict"] = np.select([table["ci_low"] > 0, table["ci_high"] < 0], ["better", "worse"],
+                                     "no clear difference")
+        return table
+
     def to_json(self) -> dict:
         """Per-level metrics (mean, std over folds) of every model, plus the details: the
         levels not evaluated, the failures (:meth:`failures`) and the fold-level scores.
@@ -556,6 +584,34 @@ def default_models(modalities) -> list[Model]:
                         _knn, "knn"))
     models.append(Model("majority", lambda inp, p: np.zeros((len(inp.lat), 1)), _majority, "majority"))
     return models
+
+
+#: The grid of :func:`forest_model`: four fits (leaf sizes), each decoded two ways, as for the others.
+FOREST_GRID = {"min_samples_leaf": (1, 3, 10, 30), "decoding": classify.DECODINGS}
+
+
+def forest_model(inputs=(ENV,), name: str | None = None, n_estimators: int = 100) -> Model:
+    """The classical habitat-model baseline: a random forest per level on the coordinates (latitude
+    and longitude in degrees) plus the raw ``inputs`` (by default the environmental covariates), as
+    habitat and species distribution models use (e.g. Random Forest and XGBoost in hdm-framework).
+    It chooses its leaf size from :data:`FOREST_GRID` on the validation blocks like every other
+    model. Sites without one of the ``inputs`` are left out of its training and test (NaN
+    features)."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    inputs = tuple(inputs)
+    name = name or "random forest on coordinates + " + " + ".join(inputs)
+
+    def features(inp, p):
+        return np.column_stack([inp.lat, inp.lon, *(inp.embeddings[m] for m in inputs)])
+
+    def classifier(p, scheme):
+        return classify.HierarchicalClassifier(
+            estimator=lambda: RandomForestClassifier(n_estimators, min_samples_leaf=p["min_samples_leaf"],
+                                                     n_jobs=1, random_state=0),
+            scheme=scheme, decoding=p["decoding"])
+
+    return Model(name, features, classifier, "forest", inputs, grid=dict(FOREST_GRID))
 
 
 def transfer_models(modalities) -> list[Model]:

@@ -283,3 +283,51 @@ def test_a_new_baseline_is_one_entry_in_the_models_list():
     chosen = res.choices[res.choices["model"] == "k-NN on satellite"]
     assert len(chosen) == 3 and set(chosen["candidates"]) == {2}
     assert res.settings["grids"]["k-NN on satellite"] == {"k": [1, 25]}
+
+
+def test_forest_baseline_reads_coordinates_and_covariates_and_chooses_its_leaf():
+    """The classical habitat-model baseline: a random forest on coordinates + env. On a table whose
+    level-1 habitat is the sign of one covariate, it beats the majority and the k-NN on coordinates
+    cannot see that covariate; it picks a leaf size from its grid in every fold."""
+    lat, lon, labels, emb = _synthetic(n=300)
+    rng = np.random.default_rng(3)
+    env = rng.normal(size=(len(lat), 3)).astype(np.float32)
+    l1 = np.where(env[:, 0] > 0, "R", "T")
+    labels = pd.DataFrame({"eunis_l1": l1, "eunis_l2": [f"{c}1" for c in l1], "eunis_l3": None}, dtype=object)
+    forest = hh.evaluation.forest_model(n_estimators=30)
+    assert forest.name == "random forest on coordinates + env"
+    models = [m for m in hh.evaluation.default_models(("env",)) if m.name in ("majority", "k-NN on coordinates")]
+    res = hh.evaluation.cross_validate(lat, lon, labels, {"env": env}, modalities=("env",),
+                                       models=models + [forest], folds=3, block_size_deg=1.0, seeds=(0,),
+                                       progress=False)
+    f1 = res.summary()["macro_f1"]["mean"]
+    assert f1.loc[(forest.name, 1)] > 0.85 > f1.loc[("k-NN on coordinates", 1)] + 0.2
+    chosen = res.choices[res.choices["model"] == forest.name]
+    assert len(chosen) == 3 and set(chosen["candidates"]) == {8}
+    assert all(p["min_samples_leaf"] in hh.evaluation.FOREST_GRID["min_samples_leaf"] for p in chosen["params"])
+    X = forest.features(hh.evaluation.FoldInputs(lat, lon, {"env": env}, ("env",)), {})
+    np.testing.assert_allclose(X, np.column_stack([lat, lon, env]), rtol=1e-6)
+
+
+def test_best_versus_pairs_the_best_of_each_group_per_level():
+    """Hand-made fold scores: per level the best of each group by mean, their paired difference."""
+    rows = []
+    for seed in (0, 1):
+        for fold in range(3):
+            for level, (a, b, c) in {1: (0.8, 0.6, 0.7), 2: (0.4, 0.5, 0.3)}.items():
+                for model, value in (("mine", a), ("other of mine", 0.1), ("forest", b), ("knn", c)):
+                    rows.append({"model": model, "seed": seed, "fold": fold, "fraction": 1.0,
+                                 "subset": hh.evaluation.ALL_SITES, "level": level,
+                                 "macro_f1": value + 0.01 * fold, "n": 50, "n_train": 100})
+    scores = pd.DataFrame(rows)
+    for column in hh.evaluation.SCORE_COLUMNS:
+        if column not in scores:
+            scores[column] = np.nan
+    res = hh.evaluation.CVResult(scores, pd.DataFrame(), {}, {"folds": 3}, hh.evaluation._empty_failures(),
+                                 pd.DataFrame())
+    table = res.best_versus(["mine", "other of mine"], ["forest", "knn"]).set_index("level")
+    assert table.loc[1, "model"] == "mine" and table.loc[1, "baseline"] == "knn"
+    assert table.loc[2, "baseline"] == "forest"
+    assert table.loc[1, "difference"] == pytest.approx(0.1) and table.loc[1, "verdict"] == "better"
+    assert table.loc[2, "difference"] == pytest.approx(-0.1) and table.loc[2, "verdict"] == "worse"
+    assert table.loc[1, "wins"] == 6 and table.loc[1, "pairs"] == 6
