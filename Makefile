@@ -21,7 +21,7 @@ WORKSHOP_PROFILE ?= tiny
 .PHONY: help install test test-fast lint book notebooks html workshop lock clean
 
 help:
-	@echo "make test       lint, unit tests and the five notebooks under the tiny profile"
+	@echo "make test       lint, unit tests and the six notebooks under the tiny profile"
 	@echo "make book       run the notebooks (PROFILE=$(PROFILE), DATA=$(DATA)) and build the HTML book in _build/html"
 	@echo "make test-fast  unit tests only (skips the slow notebook run)"
 	@echo "make workshop   student copies of the notebooks (solutions removed) in build/workshop"

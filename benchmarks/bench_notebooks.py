@@ -1,4 +1,4 @@
-"""Time the five notebooks under a profile against its budget.
+"""Time the six notebooks under a profile against its budget.
 
     python benchmarks/bench_notebooks.py --profile book      # the published run (budget 600 s)
     python benchmarks/bench_notebooks.py --quick             # notebook 01 only, tiny profile

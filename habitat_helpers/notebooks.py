@@ -30,7 +30,7 @@ NOTEBOOK_DIR = paths.PROJECT_ROOT / "notebooks"
 
 
 def notebook_paths(folder: str | Path = NOTEBOOK_DIR) -> list[Path]:
-    """The numbered notebooks ``01_...`` to ``05_...`` in order."""
+    """The numbered notebooks (``01_...``, ``02_...``, ...) in order."""
     found = sorted(Path(folder).glob("[0-9][0-9]_*.ipynb"))
     if not found:
         raise FileNotFoundError(f"no numbered notebooks in {folder}")
@@ -83,9 +83,29 @@ def _kernel_environment():
                 os.environ[key] = value
 
 
+def parameter_names(path: str | Path) -> list[str]:
+    """The names a notebook's ``parameters`` cell assigns, in order (empty without one)."""
+    import ast
+
+    for cell in json.loads(Path(path).read_text())["cells"]:
+        if cell["cell_type"] == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
+            tree = ast.parse("".join(cell["source"]))
+            return [t.id for node in tree.body if isinstance(node, ast.Assign)
+                    for t in node.targets if isinstance(t, ast.Name)]
+    return []
+
+
+def reads_data(path: str | Path) -> bool:
+    """Whether a notebook takes the ``DATA`` parameter (chapters 1-5 do; the LUCAS case study
+    reads its own points)."""
+    return "DATA" in parameter_names(path)
+
+
 def _execute(pm, nb: Path, out: Path, profile: str, seed: int, extra: dict | None, progress: bool) -> float:
     # OUTPUT_DIR is relative to the executed notebook (papermill runs it in out/notebooks)
     params = {"PROFILE": profile, "SEED": seed, "OUTPUT_DIR": f"../outputs/{nb.stem}", **(extra or {})}
+    if not reads_data(nb):
+        params.pop("DATA", None)
     start = time.perf_counter()
     executed = out / "notebooks" / nb.name
     pm.execute_notebook(str(nb), str(executed), parameters=params,

@@ -1,8 +1,8 @@
 """Run profiles: one name fixes every size in the pipeline.
 
 =========  ====================================================================
-``tiny``   tests and CI: all five notebooks together in under 3 minutes on 2 CPU cores
-``book``   the published book: all five notebooks together in at most 10 minutes on 2 cores
+``tiny``   tests and CI: all six notebooks together in under 3 minutes on 2 CPU cores
+``book``   the published book: all six notebooks together in at most 10 minutes on 2 cores
 ``full``   real LUCAS / EVA / EMBAL data on a GPU server (not run here)
 =========  ====================================================================
 

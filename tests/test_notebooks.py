@@ -1,4 +1,4 @@
-"""Run all five notebooks with papermill under the `tiny` profile and check what they recorded."""
+"""Run all six notebooks with papermill under the `tiny` profile and check what they recorded."""
 
 import pytest
 
@@ -21,7 +21,11 @@ def metrics(run, name):
 def test_every_notebook_wrote_its_metrics(run):
     for nb in hh.notebooks.notebook_paths():
         m = metrics(run, nb.stem)
-        assert m["profile"] == "tiny" and m["seed"] == 0 and m["synthetic"] is True and m["data"] == "demo"
+        assert m["profile"] == "tiny" and m["seed"] == 0
+        if hh.notebooks.reads_data(nb):
+            assert m["synthetic"] is True and m["data"] == "demo"
+        else:                                       # the case study reads real LUCAS points
+            assert m["synthetic"] is False and m["data"].startswith("LUCAS 2015")
         assert (run[0] / "notebooks" / nb.name).exists()
 
 
@@ -148,7 +152,7 @@ def test_map(run):
 
 @pytest.mark.parametrize("name, figures, maps", [("01_explore_data", 4, 1), ("02_extract_embeddings", 1, 0),
                                                  ("03_contrastive_alignment", 3, 0), ("04_classify_habitats", 1, 0),
-                                                 ("05_map_habitats", 1, 1)])
+                                                 ("05_map_habitats", 1, 1), ("06_lucas_land_cover", 5, 0)])
 def test_executed_notebooks_show_their_figures(run, name, figures, maps):
     import json
 
@@ -168,7 +172,37 @@ def test_papermill_parameters_are_hidden_in_the_book(run):
         cells = json.loads((run[0] / "notebooks" / nb.name).read_text())["cells"]
         injected = [c for c in cells if "injected-parameters" in c["metadata"].get("tags", [])]
         assert len(injected) == 1 and "remove-cell" in injected[0]["metadata"]["tags"], nb.name
-        assert "DATA = \"demo\"" in "".join(injected[0]["source"])
+        # DATA goes only to the chapters that take it
+        assert ("DATA = \"demo\"" in "".join(injected[0]["source"])) == hh.notebooks.reads_data(nb), nb.name
+
+
+def test_lucas_case_study(run):
+    """Chapter 6 on real LUCAS points (tiny: a 400-point subsample, one seed): every model at every
+    level, the classical baselines beside the project's models, the paired best-versus-best rows,
+    the EUNIS crosswalk and a map of one country written as a GeoTIFF whose classes are the map's."""
+    import rasterio
+
+    m = metrics(run, "06_lucas_land_cover")
+    assert m["n_points"] == 14613 and m["n_sites"] == 400 and m["seeds"] == [0] and m["folds"] == 3
+    assert m["label_scheme"].startswith("LUCAS") and "Eurostat" in m["attribution"]
+    assert set(m["project_models"]) == {"aligned", "raw gps", "raw env", "raw concatenated"}
+    assert {"random forest on coordinates + env", "k-NN on coordinates", "majority"} == set(m["baseline_models"])
+    for model in m["project_models"] + m["baseline_models"]:
+        assert set(m["models"][model]) == {"level1", "level2", "level3"}, model
+    majority = m["models"]["majority"]["level1"]["macro_f1"]
+    # real labels, location and climate only: every trained model beats the majority at level 1
+    for model in m["project_models"] + ["random forest on coordinates + env"]:
+        assert m["models"][model]["level1"]["macro_f1"] > majority + 0.05, model
+    rows = {r["level"]: r for r in m["best_versus"]}
+    assert set(rows) == {1, 2, 3}
+    for r in rows.values():
+        assert r["model"] in m["project_models"] and r["baseline"] in m["baseline_models"]
+        assert r["pairs"] == 3 and r["ci_low"] <= r["difference"] <= r["ci_high"]
+    assert m["eunis_l1"]["crosswalk"]["B"] == "V" and m["eunis_l1"]["crosswalk"]["A"] is None
+    assert m["map"]["n_cells"] > 100 and 0 < m["map"]["mean_p_l1"] <= 1
+    with rasterio.open(run[0] / "outputs" / "06_lucas_land_cover" / m["map"]["geotiff"]) as src:
+        values = set(src.read(1).ravel()) - {0}
+        assert {src.tags(1)[f"class_{v}"].split()[0] for v in values} == set(m["map"]["level1_share"])
 
 
 def test_chapter_4_runs_alone_on_a_new_seed_in_an_empty_cache(tmp_path, monkeypatch):

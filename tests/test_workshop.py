@@ -9,7 +9,7 @@ import pytest
 import habitat_helpers as hh
 
 # Notebooks that must have at least one exercise.
-WITH_EXERCISES = ("01", "02", "03", "04", "05")
+WITH_EXERCISES = ("01", "02", "03", "04", "05", "06")
 
 
 def _code(cid, source, tags=None):
@@ -186,7 +186,7 @@ def test_source_notebooks_follow_the_convention(path):
 
 @pytest.mark.slow
 def test_student_copies_of_the_notebooks_stop_at_their_first_exercise(tmp_path):
-    """Student copies of the five notebooks, run in order under `tiny` like `make test` runs the sources:
+    """Student copies of the six notebooks, run in order under `tiny` like `make test` runs the sources:
     every cell before the first exercise call runs cleanly, and that call raises NotImplementedError.
     Each copy writes everything the next one reads before its exercises, so this needs no other run."""
     copies = hh.workshop.make_student_copies(hh.notebooks.NOTEBOOK_DIR, tmp_path / "workshop", profile="tiny")
