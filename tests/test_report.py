@@ -284,3 +284,107 @@ def test_every_site_labelled_table_has_its_own_verdict_and_regime():
     assert rows(text)[0] == ["100 %", "2", "0.600", "0.700", "-0.100", "[-0.150, -0.050]", "9/15", "no"]
     # the main table's verdict is unaffected (it held with the defaults)
     assert "**With all labels the claim held in this run**" in report.claim_table(m)
+
+
+PROJECT = ["aligned", "raw gps", "raw env", "raw concatenated"]
+BASELINES = ["k-NN on coordinates", "random forest on coordinates + env", "majority"]
+
+
+def versus(level, model, model_mean, baseline, baseline_mean, ci_low, ci_high, wins=7, verdict="better"):
+    """One record of ``cv.best_versus`` as chapter 6 writes it (``verdict`` as recorded, possibly wrong)."""
+    return {"level": level, "model": model, "model_mean": model_mean, "baseline": baseline,
+            "baseline_mean": baseline_mean, "difference": model_mean - baseline_mean, "ci_low": ci_low,
+            "ci_high": ci_high, "wins": wins, "pairs": 9, "interval": "95% corrected resampled t over 9 folds x seeds",
+            "verdict": verdict}
+
+
+def lucas_metrics(best_versus=None):
+    """Chapter 6's metrics (hand-made): by default the aim is met at every level."""
+    def levels(f1, std):
+        return {f"level{k}": {"macro_f1": f1 / k, "macro_f1_std": std, "accuracy": 0.5, "n": 200.0}
+                for k in (1, 2, 3)}
+
+    return {
+        "data": "LUCAS 2015 topsoil points (Eurostat)", "synthetic": False,
+        "attribution": "Source: Eurostat, LUCAS 2015 primary data", "profile": "book", "seed": 0,
+        "seeds": [0, 1, 2], "folds": 3, "n_points": 14613, "n_sites": 2000, "label_scheme": "lucas-lc1",
+        "block_size_deg": 13.75,
+        "block_size_rule": {"block_size_deg": 13.75, "block_size_rule": "auto: the level-1 labels' autocorrelation "
+                            "range", "autocorrelation_range_km": 1000.0},
+        # stored out of order: the table puts the project's models first, then the baselines
+        "models": {"majority": levels(0.06, 0.02), "raw gps": levels(0.3, 0.05), "aligned": levels(0.32, 0.04),
+                   "k-NN on coordinates": levels(0.24, 0.05)},
+        "project_models": PROJECT, "baseline_models": BASELINES,
+        "best_versus": best_versus if best_versus is not None else [
+            versus(1, "aligned", 0.32, "k-NN on coordinates", 0.24, 0.03, 0.13),
+            versus(2, "aligned", 0.16, "k-NN on coordinates", 0.12, 0.01, 0.07),
+            versus(3, "raw gps", 0.10, "random forest on coordinates + env", 0.07, 0.005, 0.055)],
+        "eunis_l1": {"crosswalk": {"C": "T", "B": "V", "A": "J", "G": None},
+                     "macro_f1": {"raw gps": 0.41, "aligned": 0.45}},
+    }
+
+
+def test_real_data_table_shows_models_in_groups_and_the_data():
+    text = report.real_data_table({"06_lucas_land_cover": lucas_metrics()})
+    assert "LUCAS 2015 topsoil points (Eurostat) (Source: Eurostat, LUCAS 2015 primary data)" in text
+    assert "2000 of 14613 points" in text and "3 spatial folds × 3 seeds" in text
+    assert "blocks of 13.75 (auto: labels agree above chance up to 1000 km) degrees" in text
+    tables = [block for block in text.split("\n\n") if block.startswith("|")]
+    assert tables[0].splitlines()[0] == "| model | group | level 1 | level 2 | level 3 |"
+    assert rows(tables[0]) == [
+        ["aligned", "project", "0.320 ± 0.040", "0.160 ± 0.040", "0.107 ± 0.040"],
+        ["raw gps", "project", "0.300 ± 0.050", "0.150 ± 0.050", "0.100 ± 0.050"],
+        ["k-NN on coordinates", "baseline", "0.240 ± 0.050", "0.120 ± 0.050", "0.080 ± 0.050"],
+        ["majority", "baseline", "0.060 ± 0.020", "0.030 ± 0.020", "0.020 ± 0.020"]]
+    assert rows(tables[1])[0] == ["1", "aligned", "0.320", "k-NN on coordinates", "0.240", "0.080",
+                                  "[0.030, 0.130]", "7/9", "better"]
+    assert "95% corrected resampled t over 9 folds x seeds" in text
+    assert ("EUNIS level 1 (crosswalk A → J, B → V, C → T, G → none) give macro-F1 aligned 0.450, "
+            "raw gps 0.410") in text
+    assert not any(line.startswith("#") for line in text.splitlines())
+
+
+def test_real_data_verdict_is_recomputed_from_the_interval():
+    wrong = lucas_metrics([versus(1, "aligned", 0.32, "k-NN on coordinates", 0.24, -0.02, 0.18, verdict="better"),
+                           versus(2, "raw gps", 0.10, "majority", 0.15, -0.09, -0.01, 3, verdict="better"),
+                           versus(3, "raw gps", 0.10, "majority", 0.07, None, 0.05, verdict="better")])
+    text = report.real_data_table({"06_lucas_land_cover": wrong})
+    best = rows([block for block in text.split("\n\n") if block.startswith("|")][1])
+    assert [r[-1] for r in best] == ["no clear difference", "worse", "–"]
+    assert best[1][6:8] == ["[-0.090, -0.010]", "3/9"]
+
+
+def test_real_data_aim_met_and_not_met():
+    met = report.real_data_table({"06_lucas_land_cover": lucas_metrics()})
+    assert "ahead of the best classical baseline by at least 0.02 macro-F1 at every level" in met
+    assert "**The aim was met in this run**" in met
+    assert "level 3: difference 0.030, reached 0.02; interval [0.005, 0.055], above 0" in met
+    # level 1: far enough ahead but the interval includes 0; level 2: interval above 0 but under 0.02
+    close = lucas_metrics([versus(1, "aligned", 0.32, "k-NN on coordinates", 0.24, -0.02, 0.18),
+                           versus(2, "aligned", 0.16, "k-NN on coordinates", 0.15, 0.001, 0.02),
+                           versus(3, "raw gps", 0.10, "majority", 0.07, 0.005, 0.055)])
+    text = report.real_data_table({"06_lucas_land_cover": close})
+    assert "**The aim was not met in this run** (not at levels 1 and 2)" in text
+    assert "level 1: difference 0.080, reached 0.02; interval [-0.020, 0.180], includes 0" in text
+    assert "level 2: difference 0.010, did not reach 0.02; interval [0.001, 0.020], above 0" in text
+    behind = lucas_metrics([versus(lv, "raw gps", 0.1, "majority", 0.2, -0.2, -0.05) for lv in (1, 2, 3)])
+    text = report.real_data_table({"06_lucas_land_cover": behind})
+    assert "(not at levels 1, 2 and 3)" in text and "below 0" in text
+    partial = lucas_metrics(lucas_metrics()["best_versus"][:2])        # level 3 not recorded
+    assert "did not record enough numbers to decide it" in report.real_data_table({"06_lucas_land_cover": partial})
+
+
+def test_real_data_not_recorded_in_an_older_run(tmp_path):
+    for outputs in ({}, {"06_lucas_land_cover": {}}, {"06_lucas_land_cover": None}):
+        assert "not recorded in this run" in report.real_data_table(outputs)
+    (tmp_path / "04_classify_habitats").mkdir()                      # an older run: chapters 1-5 only
+    (tmp_path / "04_classify_habitats" / "metrics.json").write_text(json.dumps(classify_metrics()))
+    fragments = report.results_fragments(tmp_path)
+    assert "not recorded in this run" in fragments["real_lucas"]
+    run = dict((r[0], r[1]) for r in rows(fragments["run"]))
+    assert run["profile"] == "tiny"                                  # the run table reads the synthetic chapters
+    (tmp_path / "06_lucas_land_cover").mkdir()
+    (tmp_path / "06_lucas_land_cover" / "metrics.json").write_text(json.dumps(lucas_metrics()))
+    fragments = report.results_fragments(tmp_path)
+    assert "**The aim was met in this run**" in fragments["real_lucas"]
+    assert dict((r[0], r[1]) for r in rows(fragments["run"]))["profile"] == "tiny"   # not chapter 6's "book"
