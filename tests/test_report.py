@@ -328,7 +328,7 @@ def test_real_data_table_shows_models_in_groups_and_the_data():
     text = report.real_data_table({"06_lucas_land_cover": lucas_metrics()})
     assert "LUCAS 2015 topsoil points (Eurostat) (Source: Eurostat, LUCAS 2015 primary data)" in text
     assert "2000 of 14613 points" in text and "3 spatial folds × 3 seeds" in text
-    assert "blocks of 13.75 (auto: labels agree above chance up to 1000 km) degrees" in text
+    assert "blocks whose side in degrees is 13.75 (auto: labels agree above chance up to 1000 km)" in text
     tables = [block for block in text.split("\n\n") if block.startswith("|")]
     assert tables[0].splitlines()[0] == "| model | group | level 1 | level 2 | level 3 |"
     assert rows(tables[0]) == [
