@@ -184,7 +184,7 @@ def test_lucas_case_study(run):
 
     m = metrics(run, "06_lucas_land_cover")
     assert m["n_points"] == 14613 and m["n_sites"] == 400 and m["seeds"] == [0] and m["folds"] == 3
-    assert m["label_scheme"].startswith("LUCAS") and "Eurostat" in m["attribution"]
+    assert m["label_scheme"] == "lucas-lc1" and "Eurostat" in m["attribution"]
     assert set(m["project_models"]) == {"aligned", "raw gps", "raw env", "raw concatenated"}
     assert {"random forest on coordinates + env", "k-NN on coordinates", "majority"} == set(m["baseline_models"])
     for model in m["project_models"] + m["baseline_models"]:
