@@ -447,6 +447,77 @@ def _esy_string(code: str, level: int, rng: np.random.Generator) -> str:
     return code + "!" if rng.random() < 0.1 else code
 
 
+# --- calibration: how much each input carries, beside published figures ------------------------
+
+#: Published single-input scores of real data that the demo's inputs are set against: which demo
+#: inputs and EUNIS level each is compared with, the figure (``low``-``high``), and where it comes
+#: from. Location + covariates on real land cover is measured by this book itself (chapter 6).
+PUBLISHED_FIGURES = (
+    {"inputs": "photo", "level": 1, "low": 0.89, "high": 0.89, "metric": "mean F1",
+     "what": "8 LUCAS land-cover classes from 1,120 LUCAS landscape photos (segmentation + random forest)",
+     "source": "Martinez-Sanchez et al. 2024, Environ. Model. Softw., doi:10.1016/j.envsoft.2023.105931"},
+    {"inputs": "photo", "level": 2, "low": 0.61, "high": 0.63, "metric": "mean F1",
+     "what": "16-18 Living England habitat classes from ground photos (fine-tuned DeepLabV3), five-fold CV",
+     "source": "Tourian et al. 2025, Automated classification of natural habitats using ground-level "
+               "imagery (arXiv:2508.19314; PLOS ONE)"},
+    {"inputs": "satellite + env", "level": 3, "low": 0.61, "high": 0.94, "metric": "F1, range over formations",
+     "what": "260 EUNIS level-3 habitats from satellite imagery and climate, terrain and soil; spatial "
+             "block cross-validation",
+     "source": "Si-Moussi et al. 2025, Sci. Data, doi:10.1038/s41597-025-06235-7"},
+    {"inputs": "gps + env", "level": 1, "low": None, "high": None, "metric": "macro-F1",
+     "what": "LUCAS LC1 level 1 from location and climate on 14,613 real LUCAS 2015 points, spatial folds",
+     "source": "this book, chapter 6 (results chapter, real data)"},
+)
+
+#: The inputs probed by :func:`input_probes`: each alone and the pairs the published figures use.
+PROBED_INPUTS = (("photo",), ("satellite",), ("gps",), ("env",), ("satellite", "env"), ("gps", "env"))
+
+
+def input_probes(embeddings: dict, truth: pd.DataFrame, train: np.ndarray, test: np.ndarray,
+                 inputs=PROBED_INPUTS, C: float = 0.5) -> pd.DataFrame:
+    """How much habitat information each input carries: the macro-F1 per level of a linear probe
+    (a logistic regression on the standardised raw embeddings, :func:`habitat_helpers.classify.linear_probe`,
+    ``C`` fixed) fitted on the ``train`` sites and scored on the ``test`` sites (boolean masks,
+    e.g. a spatial block split), against ``truth`` (every site's habitat, which only a synthetic
+    demo knows). A pair of inputs is probed side by side on the sites that have both.
+    Returns one row per input set and level: ``inputs, level, macro_f1, accuracy, n_test``."""
+    from . import classify
+
+    rows = []
+    for names in inputs:
+        if any(m not in embeddings for m in names):
+            continue
+        X = np.hstack([np.asarray(embeddings[m], dtype=np.float64) for m in names])
+        scores = classify.linear_probe(X, truth, train, test, C=C)
+        for level in (1, 2, 3):
+            r = scores[f"level{level}"]
+            rows.append({"inputs": " + ".join(names), "level": level, "macro_f1": r.get("macro_f1", np.nan),
+                         "accuracy": r.get("accuracy", np.nan), "n_test": int(r.get("n", 0))})
+    return pd.DataFrame(rows, columns=["inputs", "level", "macro_f1", "accuracy", "n_test"])
+
+
+def calibration_table(probes: pd.DataFrame, measured: dict | None = None) -> pd.DataFrame:
+    """:data:`PUBLISHED_FIGURES` beside the demo's probe at the same inputs and level
+    (``probes`` from :func:`input_probes`). ``measured`` fills figures this book measures itself,
+    e.g. ``{"gps + env": 0.25}`` from chapter 6. ``gap``: the demo's probe minus the nearest end
+    of the published range (0 inside it; positive: the demo's input carries more than real data)."""
+    at = {(r.inputs, r.level): r.macro_f1 for r in probes.itertuples()}
+    rows = []
+    for fig in PUBLISHED_FIGURES:
+        low, high = fig["low"], fig["high"]
+        if low is None and measured and fig["inputs"] in measured:
+            low = high = measured[fig["inputs"]]
+        demo = at.get((fig["inputs"], fig["level"]), np.nan)
+        if low is None or np.isnan(demo):
+            gap = np.nan
+        else:
+            gap = 0.0 if low <= demo <= high else (demo - high if demo > high else demo - low)
+        rows.append({"inputs": fig["inputs"], "level": fig["level"], "demo probe (macro-F1)": demo,
+                     "published low": low, "published high": high, "gap": gap, "metric": fig["metric"],
+                     "what": fig["what"], "source": fig["source"]})
+    return pd.DataFrame(rows)
+
+
 def make_demo(profile: str | profiles.Profile = "tiny", seed: int = 0, root: str | Path | None = None,
               overwrite: bool = False, progress: bool = True) -> Path:
     """Write the demo dataset for ``profile`` and ``seed`` in the real formats; return its folder.

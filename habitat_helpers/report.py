@@ -532,6 +532,42 @@ def _crosswalk_line(real: dict, names: list[str]) -> str:
             f"{scores}.\n")
 
 
+def calibration_fragment(outputs: dict[str, dict]) -> str:
+    """The demo's inputs beside published real-data figures (chapter 2's ``calibration_probes``,
+    :func:`habitat_helpers.demo.calibration_table`), with chapter 6's raw GPS + covariates score at
+    level 1 as the measured figure for location + environment when the run has it."""
+    from . import demo
+
+    probes = outputs.get("02_extract_embeddings", {}).get("calibration_probes")
+    if not probes:
+        return _not_recorded("The calibration of the demo's inputs (chapter 2, synthetic demo only)")
+    real = outputs.get(REAL_NOTEBOOK, {}).get("models", {})
+    measured = real.get("raw concatenated", {}).get("level1", {}).get("macro_f1")
+    import pandas as pd
+
+    table = demo.calibration_table(pd.DataFrame(probes),
+                                   {"gps + env": measured} if _known(measured) else None)
+    rows = []
+    for r in table.to_dict(orient="records"):
+        low, high = r["published low"], r["published high"]
+        if not _known(low):
+            published = MISSING
+        elif low == high:
+            published = number(low)
+        else:
+            published = f"{number(low)}-{number(high)}"
+        rows.append([r["inputs"], str(r["level"]), number(r["demo probe (macro-F1)"]), published,
+                     number(r["gap"]), r["what"], r["source"]])
+    text = markdown_table(["demo inputs", "EUNIS level", "demo probe (macro-F1)", "published", "gap",
+                           "published task", "source"], rows,
+                          align=["l", "r", "r", "r", "r", "l", "l"])
+    return (text + "\nThe demo probe is a logistic regression on the raw embeddings of the demo's sites, fitted "
+            "on training blocks and scored on held-out blocks against every site's true habitat. *gap*: the "
+            "probe minus the nearest end of the published range (0 inside it; positive: the demo's input is "
+            "easier than the real one). The published tasks differ from the demo's (other classes, other "
+            "metrics), so read the gaps as orders of magnitude.\n")
+
+
 def real_data_table(outputs: dict[str, dict]) -> str:
     """The real-data chapter (LUCAS 2015 land cover, ``06_lucas_land_cover``): what was run, macro-F1
     (mean ± std over folds × seeds) per model and level, the project's models first, then the
@@ -612,6 +648,7 @@ def results_fragments(outputs_dir: str | Path) -> dict[str, str]:
         "retrieval": retrieval_table(align),
         "map": map_table(outputs["05_map_habitats"]),
         "real_lucas": real_data_table(outputs),
+        "calibration": calibration_fragment(outputs),
     }
     fragments |= {f"scores_level{k}": scores_table(classify, k) for k in LEVELS}
     return fragments

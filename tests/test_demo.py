@@ -117,3 +117,42 @@ def test_profiles_set_sizes_not_data():
 def test_unknown_profile():
     with pytest.raises(ValueError, match="tiny"):
         hh.profiles.get("huge")
+
+
+def test_input_probes_measure_what_an_input_carries():
+    """An input that encodes the level-2 group exactly is probed near 1 at levels 1 and 2 and low at
+    level 3 (it cannot split a group's habitats); a noise input near chance; a pair is probed on the
+    sites that have both inputs."""
+    rng = np.random.default_rng(0)
+    n = 600
+    l3 = rng.choice(["T11", "T12", "T21", "T22", "R11", "R12", "R21", "R22"], n)
+    truth = pd.DataFrame({"eunis_l1": [c[0] for c in l3], "eunis_l2": [c[:2] for c in l3], "eunis_l3": l3},
+                         dtype=object)
+    groups = pd.get_dummies(truth["eunis_l2"]).to_numpy(float)
+    embeddings = {"satellite": groups + 0.05 * rng.normal(size=groups.shape),
+                  "gps": rng.normal(size=(n, 4)), "photo": rng.normal(size=(n, 4))}
+    embeddings["photo"][::2] = np.nan                                # half the sites have no photo
+    test = np.arange(n) >= 400
+    probes = hh.demo.input_probes(embeddings, truth, ~test, test, inputs=(("satellite",), ("gps",),
+                                                                         ("photo", "satellite")))
+    f1 = probes.set_index(["inputs", "level"])["macro_f1"]
+    assert f1[("satellite", 1)] > 0.95 and f1[("satellite", 2)] > 0.95 and f1[("satellite", 3)] < 0.7
+    assert f1[("gps", 1)] < 0.65                                     # two balanced classes: chance 0.5
+    both = probes.set_index(["inputs", "level"])["n_test"][("photo + satellite", 1)]
+    assert both == int((~np.isnan(embeddings["photo"][:, 0]) & test).sum()) == 100
+    assert set(probes["inputs"]) == {"satellite", "gps", "photo + satellite"}
+
+
+def test_calibration_table_gap_to_the_published_range():
+    probes = pd.DataFrame([{"inputs": "photo", "level": 1, "macro_f1": 0.99},
+                           {"inputs": "photo", "level": 2, "macro_f1": 0.62},
+                           {"inputs": "satellite + env", "level": 3, "macro_f1": 0.40},
+                           {"inputs": "gps + env", "level": 1, "macro_f1": 0.60}])
+    table = hh.demo.calibration_table(probes).set_index(["inputs", "level"])
+    assert table.loc[("photo", 1), "gap"] == pytest.approx(0.99 - 0.89)          # easier than real photos
+    assert table.loc[("photo", 2), "gap"] == 0.0                                  # inside 0.61-0.63
+    assert table.loc[("satellite + env", 3), "gap"] == pytest.approx(0.40 - 0.61)
+    assert np.isnan(table.loc[("gps + env", 1), "gap"])                           # measured by chapter 6
+    measured = hh.demo.calibration_table(probes, {"gps + env": 0.25}).set_index(["inputs", "level"])
+    assert measured.loc[("gps + env", 1), "gap"] == pytest.approx(0.35)
+    assert all(isinstance(s, str) and s for s in table["source"])

@@ -51,6 +51,15 @@ def test_embeddings(run):
     assert m["all_finite"] and m["n_sites_with"]["gps"] == m["n_sites"]
     probe = m["knn_probe_level1"]
     assert len(probe) == 6 and all(0 <= v <= 1 for v in probe.values())
+    # the calibration probes: every input set at every level, a photo or satellite patch carries
+    # the formation far better than location alone, and every published figure has its source
+    probes = {(r["inputs"], r["level"]): r["macro_f1"] for r in m["calibration_probes"]}
+    assert set(probes) == {(" + ".join(i), lv) for i in hh.demo.PROBED_INPUTS for lv in (1, 2, 3)}
+    assert all(0 <= v <= 1 for v in probes.values())
+    assert min(probes[("photo", 1)], probes[("satellite", 1)]) > probes[("gps", 1)] + 0.2
+    assert [(r["inputs"], r["level"]) for r in m["calibration"]] == [
+        (f["inputs"], f["level"]) for f in hh.demo.PUBLISHED_FIGURES]
+    assert all(r["source"] for r in m["calibration"])
 
 
 def test_alignment_beats_chance_on_held_out_blocks(run):

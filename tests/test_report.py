@@ -388,3 +388,17 @@ def test_real_data_not_recorded_in_an_older_run(tmp_path):
     fragments = report.results_fragments(tmp_path)
     assert "**The aim was met in this run**" in fragments["real_lucas"]
     assert dict((r[0], r[1]) for r in rows(fragments["run"]))["profile"] == "tiny"   # not chapter 6's "book"
+
+
+def test_calibration_fragment_fills_the_measured_figure_from_chapter_6():
+    probes = [{"inputs": "photo", "level": 1, "macro_f1": 0.99}, {"inputs": "gps + env", "level": 1, "macro_f1": 0.5}]
+    outputs = {"02_extract_embeddings": {"calibration_probes": probes},
+               "06_lucas_land_cover": {"models": {"raw concatenated": {"level1": {"macro_f1": 0.25}}}}}
+    text = report.calibration_fragment(outputs)
+    body = {(r[0], r[1]): r for r in rows(text)}
+    assert body[("photo", "1")][2:5] == ["0.990", "0.890", "0.100"]
+    assert body[("gps + env", "1")][2:5] == ["0.500", "0.250", "0.250"]
+    assert body[("photo", "2")][2] == "–" and body[("photo", "2")][3] == "0.610-0.630"
+    del outputs["06_lucas_land_cover"]
+    assert {(r[0], r[1]): r for r in rows(report.calibration_fragment(outputs))}[("gps + env", "1")][3] == "–"
+    assert "not recorded in this run" in report.calibration_fragment({})
