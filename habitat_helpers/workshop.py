@@ -293,12 +293,13 @@ def _first_error(nb: dict) -> tuple[int, str | None, str | None]:
 
 
 def run_student_copies(folder: str | Path, profile: str, seed: int, out: str | Path,
-                       progress: bool = False) -> list[StudentRun]:
+                       progress: bool = False, extra_parameters: dict | None = None) -> list[StudentRun]:
     """Execute the student copies in ``folder`` in order with papermill, the way ``make test`` runs
-    the notebooks (parameters ``PROFILE``, ``SEED``, ``OUTPUT_DIR``; ``out/notebooks`` as working
-    folder; kernel ``python3``; ``HF_HUB_OFFLINE=1`` unless set; inline figures), and report where
-    each stopped. A copy that stops with an exception is not an error here: see ``StudentRun.ok``.
-    Each copy writes what the next one reads before its exercises, so the copies alone make a run.
+    the notebooks (parameters ``PROFILE``, ``SEED``, ``OUTPUT_DIR``, plus ``extra_parameters``;
+    ``out/notebooks`` as working folder; kernel ``python3``; ``HF_HUB_OFFLINE=1`` unless set; inline
+    figures), and report where each stopped. A copy that stops with an exception is not an error
+    here: see ``StudentRun.ok``. Each copy writes what the next one reads before its exercises, so
+    the copies alone make a run.
     """
     import time
 
@@ -311,7 +312,7 @@ def run_student_copies(folder: str | Path, profile: str, seed: int, out: str | P
         for path in notebooks.notebook_paths(folder):
             start = time.perf_counter()
             try:
-                notebooks._execute(pm, path, out, profile, seed, None, progress)
+                notebooks._execute(pm, path, out, profile, seed, extra_parameters, progress)
             except pm.PapermillExecutionError:
                 pass
             executed = json.loads((out / "notebooks" / path.name).read_text(encoding="utf-8"))

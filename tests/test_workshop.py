@@ -190,7 +190,11 @@ def test_student_copies_of_the_notebooks_stop_at_their_first_exercise(tmp_path):
     every cell before the first exercise call runs cleanly, and that call raises NotImplementedError.
     Each copy writes everything the next one reads before its exercises, so this needs no other run."""
     copies = hh.workshop.make_student_copies(hh.notebooks.NOTEBOOK_DIR, tmp_path / "workshop", profile="tiny")
-    runs = hh.workshop.run_student_copies(tmp_path / "workshop", "tiny", 0, tmp_path / "run")
+    # fewer folds, seeds, label fractions and ablation variants than the book: this test is about where
+    # the copies stop (tests/test_notebooks.py runs the full tiny settings)
+    smaller = {"ABLATION_RADII_KM": [0.0, 5.0], "FOLDS": 3, "N_SEEDS": 1, "LABEL_FRACTIONS": [1.0]}
+    runs = hh.workshop.run_student_copies(tmp_path / "workshop", "tiny", 0, tmp_path / "run",
+                                          extra_parameters=smaller)
     assert [r.notebook for r in runs] == [c.stem for c in copies]
     for run, copy in zip(runs, copies):
         executed = json.loads((tmp_path / "run" / "notebooks" / copy.name).read_text())["cells"]
