@@ -449,9 +449,10 @@ def _esy_string(code: str, level: int, rng: np.random.Generator) -> str:
 
 # --- calibration: how much each input carries, beside published figures ------------------------
 
-#: Published single-input scores of real data that the demo's inputs are set against: which demo
-#: inputs and EUNIS level each is compared with, the figure (``low``-``high``), and where it comes
-#: from. Location + covariates on real land cover is measured by this book itself (chapter 6).
+#: Published single-input scores of real data that the demo's inputs are set against. Each names
+#: the demo inputs and the EUNIS level it is compared with, the figure (``low`` to ``high``) and
+#: where it comes from; location with covariates on real land cover is measured by this book
+#: itself (chapter 6).
 PUBLISHED_FIGURES = (
     {"inputs": "photo", "level": 1, "low": 0.89, "high": 0.89, "metric": "mean F1",
      "what": "8 LUCAS land-cover classes from 1,120 LUCAS landscape photos (segmentation + random forest)",
@@ -469,7 +470,7 @@ PUBLISHED_FIGURES = (
      "source": "this book, chapter 6 (results chapter, real data)"},
 )
 
-#: The inputs probed by :func:`input_probes`: each alone and the pairs the published figures use.
+#: The inputs probed by :func:`input_probes`, each alone and the pairs the published figures use.
 PROBED_INPUTS = (("photo",), ("satellite",), ("gps",), ("env",), ("satellite", "env"), ("gps", "env"))
 
 

@@ -88,7 +88,7 @@ def _not_recorded(what: str) -> str:
 
 
 def load_outputs(outputs_dir: str | Path) -> dict[str, dict]:
-    """``{notebook name: metrics}`` for the notebooks of :data:`NOTEBOOKS`; ``{}`` for a notebook that
+    """``{notebook name: metrics}`` for the numbered notebooks (``NOTEBOOKS``); ``{}`` for a notebook that
     wrote nothing (an older run, or one that did not run it)."""
     outputs_dir = Path(outputs_dir)
     found = {}
