@@ -56,7 +56,7 @@ def test_measured_direction_at_levels_2_and_3(book):
 
 
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "measured with the book profile (3 seeds x 5 folds, blocks from the labels' autocorrelation range, "
+    "measured with the book profile (3 seeds x 3 folds, blocks from the labels' autocorrelation range, "
     "nested selection): the best mono-scale baseline is ahead of the aligned model at levels 2 and 3; "
     "see the issue 14 note for the numbers"))
 def test_aligned_beats_best_mono_scale_at_levels_2_and_3(book):
