@@ -75,7 +75,7 @@ PROFILES: dict[str, Profile] = {
         encoder_input_size=112, batch_size=64, num_workers=1,
         align_dim=128, align_hidden=512, align_epochs=60, align_batch_size=256, align_lr=1e-3,
         test_fraction=0.3,
-        map_bbox=(-5.0, 42.0, 15.0, 55.0), map_resolution_deg=0.1, umap_max_points=3000, probe_sites=400,
+        map_bbox=(-5.0, 42.0, 15.0, 55.0), map_resolution_deg=0.1, umap_max_points=3000, probe_sites=300,
     ),
     "full": Profile(
         name="full",
