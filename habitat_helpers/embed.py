@@ -11,7 +11,8 @@ The cache
 Each input is an *item* keyed by ``dataset|site_id|view``. Items are sorted by key and cut
 into shards of ``shard_size``; a shard is one ``.npz`` file in
 ``cache_dir/<encoder name>-<hash of its preprocessing>/`` whose name carries a hash of its
-items (keys and files), so changing the data or the preprocessing makes new shards. A shard
+items (keys, files and each file's size and modification time), so changing the data (also a
+file rewritten in place under the same name) or the preprocessing makes new shards. A shard
 is written to a temporary file and renamed (atomic): a killed run leaves complete shards
 only, and the next run computes just the shards that are missing (resume). Reading back
 (:func:`read_items`) returns an array aligned to the items asked for; an index file
@@ -173,15 +174,26 @@ def item_keys(sites, modality: str, dataset: str = "") -> tuple[list[str], list[
     return keys, files, np.asarray(rows, dtype=np.int64)
 
 
+def _file_state(path: str) -> str:
+    """Size and modification time of ``path`` (``missing`` when it cannot be read): a file
+    rewritten in place, e.g. a regenerated demo photo, gets a new shard."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return "missing"
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
 def plan_shards(keys: list[str], files: list[str], shard_size: int) -> list[dict]:
-    """Cut items (sorted by key) into shards; each shard's ``name`` hashes its keys and files."""
+    """Cut items (sorted by key) into shards; each shard's ``name`` hashes its keys, its files'
+    paths and their size and modification time, so changed files are never read from old shards."""
     if len(set(keys)) != len(keys):
         raise ValueError("item keys must be unique (dataset|site_id|view)")
     order = sorted(range(len(keys)), key=keys.__getitem__)
     shards = []
     for start in range(0, len(order), shard_size):
         idx = order[start:start + shard_size]
-        digest = _fingerprint([f"{keys[i]}={files[i]}" for i in idx])
+        digest = _fingerprint([f"{keys[i]}={files[i]}@{_file_state(files[i])}" for i in idx])
         shards.append({"index": len(shards), "items": idx, "name": f"shard-{len(shards):05d}-{digest}.npz"})
     return shards
 

@@ -65,6 +65,28 @@ def test_shards_read_back_in_item_order(tmp_path, encoder):
         hh.embed.read_items(keys, files, other, tmp_path / "cache", shard_size=4)
 
 
+def test_a_file_rewritten_in_place_is_embedded_again(tmp_path, encoder):
+    """Regenerated images keep their names (a new demo, an updated photo): their shard is new, and
+    the embedding read back is the new image's, never the old one's."""
+    sites = hh.datasets.read_sites(_site_table(tmp_path, 4))
+    keys, files, _ = hh.embed.item_keys(sites, "photo", "demo")
+    hh.embed.extract(keys, files, encoder, tmp_path / "cache", shard_size=4, progress=False)
+    before = hh.embed.read_items(keys, files, encoder, tmp_path / "cache", shard_size=4)
+    stat = os.stat(files[5])
+    Image.fromarray(np.full((24, 24, 3), 200, dtype=np.uint8)).save(files[5])     # same name, new pixels
+    os.utime(files[5], ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))            # a later write
+    again = hh.embed.extract(keys, files, encoder, tmp_path / "cache", shard_size=4, progress=False)
+    assert again["computed"] == 1 and again["reused"] == 1                          # only its shard
+    after = hh.embed.read_items(keys, files, encoder, tmp_path / "cache", shard_size=4)
+    order = np.argsort(keys)                                                        # shards follow the keys
+    changed = {int(np.where(order == 5)[0][0]) // 4}
+    assert not np.allclose(after[5], before[5])
+    np.testing.assert_allclose(after[5], hh.embed.embed_images([files[5]], encoder, progress=False)[0],
+                               rtol=1e-4, atol=1e-5)
+    untouched = [i for i in range(len(keys)) if int(np.where(order == i)[0][0]) // 4 not in changed]
+    np.testing.assert_array_equal(after[untouched], before[untouched])
+
+
 def test_mixed_precision_channels_last_path_matches_float32(tmp_path, encoder):
     """The GPU path (autocast + channels-last) run on CPU with bfloat16: same embeddings up to
     reduced precision, float32 output, and a real difference from the float32 run."""
