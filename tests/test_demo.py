@@ -62,9 +62,18 @@ def test_labels_follow_the_families(demo):
     assert labelled["eva"] > 0.7 and labelled["lucas"] < 0.5 and labelled["embal"] < 0.5
     assert sites.loc[sites.source == "embal", "eunis_l3"].isna().all()   # EMBAL labels stop at level 2
     assert all(hh.eunis.is_valid(c) for c in sites["eunis_code"].dropna())
+    # the files state the recorded label, which is wrong for LABEL_ERROR_RATE of the labelled sites
     truth = hh.demo.load_truth(demo).set_index("site_id")
     known = sites[sites["eunis_l2"].notna()]
-    assert (truth.loc[known["site_id"], "eunis_l2"].to_numpy() == known["eunis_l2"].to_numpy()).all()
+    recorded = truth.loc[known["site_id"], "label"].str[:2].to_numpy()
+    assert (recorded == known["eunis_l2"].to_numpy()).all()
+    disagree = truth.loc[known["site_id"], "eunis_l2"].to_numpy() != known["eunis_l2"].to_numpy()
+    assert truth.loc[known["site_id"], "label_wrong"].to_numpy()[disagree].all()
+    labelled = truth[truth["label"].notna()]
+    wrong = labelled["label_wrong"].mean()
+    assert abs(wrong - hh.demo.LABEL_ERROR_RATE) < 0.05 and truth.loc[truth["label"].isna(), "label_wrong"].eq(False).all()
+    assert (labelled["label"] != [c[:len(k)] for c, k in zip(labelled["eunis_l3"], labelled["label"])]).eq(
+        labelled["label_wrong"]).all()
 
 
 def test_ceiling_is_computed_and_falls_with_level(demo):
@@ -76,14 +85,47 @@ def test_ceiling_is_computed_and_falls_with_level(demo):
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-9)
 
 
-def test_koppen_class_against_the_raster():
-    import rasterio
+def test_covariates_come_from_hh_environment():
+    """One source of covariates: the demo's Köppen class and coast distance are hh.environment's."""
+    lat, lon = np.array([48.21, 69.0, 43.30]), np.array([16.37, 20.0, 5.37])       # Vienna, Lapland, Marseille
+    cov = hh.demo.covariates(lat, lon)
+    env, _ = hh.environment.sample(lat, lon, ["koppen_main", "coast_km"])
+    np.testing.assert_array_equal(cov["koppen"].to_numpy(), env["koppen_main"].to_numpy())
+    np.testing.assert_allclose(cov["coast_km"].to_numpy(), env["coast_km"].to_numpy())
+    assert cov["koppen"].iloc[1] in (4, 5)                                          # Lapland: cold or polar
+    assert not hasattr(hh.demo, "koppen_class") and not hasattr(hh.demo, "coast_distance_km")
 
-    with rasterio.open(hh.demo.koppen_raster_path()) as src:
-        row, col = src.index(16.37, 48.21)            # Vienna
-        expected = src.read(1, window=((row, row + 1), (col, col + 1)))[0, 0]
-    assert hh.demo.koppen_class([48.21], [16.37])[0] == expected
-    assert hh.demo.koppen_class([69.0], [20.0])[0] in (4, 5)   # Lapland: cold or polar
+
+def test_each_modality_shows_its_own_partial_view(demo):
+    """Photo and satellite show the site's habitat only partly (at the set confusion rates), and
+    their confusions are drawn apart: they agree no more than independent draws would."""
+    cov = pd.read_parquet(demo / "covariates.parquet")
+    true = hh.demo.load_truth(demo)["eunis_l3"].to_numpy()
+    for column, confusion in (("photo_cues", hh.demo.PHOTO_CONFUSION), ("satellite_cues", hh.demo.SATELLITE_CONFUSION)):
+        shown = cov[column].to_numpy()
+        right1 = np.mean([a[0] == b[0] for a, b in zip(shown, true)])
+        right3 = np.mean(shown == true)
+        assert abs(right1 - (1 - confusion[1])) < 0.06
+        assert abs(right3 - np.prod([1 - c for c in confusion.values()])) < 0.08
+    photo_wrong = cov["photo_cues"].to_numpy() != true
+    sat_wrong = cov["satellite_cues"].to_numpy() != true
+    assert abs((photo_wrong & sat_wrong).mean() - photo_wrong.mean() * sat_wrong.mean()) < 0.05
+
+
+def test_cue_agreement_is_recorded_and_falls_with_level(demo):
+    """The manifest's image ceilings are the share of sites whose cues agree with the true habitat."""
+    cov = pd.read_parquet(demo / "covariates.parquet")
+    truth = hh.demo.load_truth(demo)
+    agreement = hh.demo.load_manifest(demo)["cue_agreement"]
+    has_photo = (truth["source"] != "eva").to_numpy()
+    photo = cov["photo_cues"].to_numpy()[has_photo] == truth["eunis_l3"].to_numpy()[has_photo]
+    assert agreement["photo"]["level3"] == pytest.approx(photo.mean())
+    for name in ("photo", "satellite"):
+        levels = [agreement[name][f"level{k}"] for k in (1, 2, 3)]
+        assert 1 >= levels[0] >= levels[1] >= levels[2] > 0.3
+    assert hh.demo.cue_agreement(["R11"], ["R21"], ["S31"], [True]) == {
+        "photo": {"level1": 1.0, "level2": 0.0, "level3": 0.0},
+        "satellite": {"level1": 0.0, "level2": 0.0, "level3": 0.0}}
 
 
 def test_views_share_habitat_signal(demo):

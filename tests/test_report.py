@@ -392,13 +392,17 @@ def test_real_data_not_recorded_in_an_older_run(tmp_path):
 
 def test_calibration_fragment_fills_the_measured_figure_from_chapter_6():
     probes = [{"inputs": "photo", "level": 1, "macro_f1": 0.99}, {"inputs": "gps + env", "level": 1, "macro_f1": 0.5}]
-    outputs = {"02_extract_embeddings": {"calibration_probes": probes},
+    ceilings = {"ceiling_accuracy": {"level1": 0.7}, "cue_agreement": {"photo": {"level1": 0.95, "level2": 0.8}}}
+    outputs = {"02_extract_embeddings": {"calibration_probes": probes, "demo_ceilings": ceilings},
                "06_lucas_land_cover": {"models": {"raw concatenated": {"level1": {"macro_f1": 0.25}}}}}
     text = report.calibration_fragment(outputs)
     body = {(r[0], r[1]): r for r in rows(text)}
-    assert body[("photo", "1")][2:5] == ["0.990", "0.890", "0.100"]
-    assert body[("gps + env", "1")][2:5] == ["0.500", "0.250", "0.250"]
-    assert body[("photo", "2")][2] == "–" and body[("photo", "2")][3] == "0.610-0.630"
+    assert body[("photo", "1")][2:6] == ["0.950", "0.990", "0.890", "0.100"]
+    assert body[("gps + env", "1")][2:6] == ["0.700", "0.500", "0.250", "0.250"]
+    assert body[("photo", "2")][2:5] == ["0.800", "–", "0.610-0.630"]
+    assert body[("satellite + env", "3")][2] == "–"                     # no satellite cues recorded
     del outputs["06_lucas_land_cover"]
-    assert {(r[0], r[1]): r for r in rows(report.calibration_fragment(outputs))}[("gps + env", "1")][3] == "–"
+    assert {(r[0], r[1]): r for r in rows(report.calibration_fragment(outputs))}[("gps + env", "1")][4] == "–"
+    del outputs["02_extract_embeddings"]["demo_ceilings"]                 # an older chapter 2: no ceilings
+    assert rows(report.calibration_fragment(outputs))[0][2] == "–"
     assert "not recorded in this run" in report.calibration_fragment({})
