@@ -48,7 +48,7 @@ def test_claim_rows_are_paired_intervals_over_at_least_three_seeds(book):
 
 
 def test_measured_direction_at_levels_2_and_3(book):
-    """What the book measured (seed 0-2, demo v4, nested selection, blocks from the labels): the best
+    """What the book measured (seed 0-2, demo v5, nested selection, blocks from the labels): the best
     mono-scale baseline ahead of the aligned model at levels 2 and 3. When this fails, the result
     has moved: read the new numbers and update the book's text and this test."""
     for level, r in _full_labels(book).items():
@@ -58,7 +58,7 @@ def test_measured_direction_at_levels_2_and_3(book):
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
     "measured with the book profile (3 seeds x 3 folds, blocks from the labels' autocorrelation range, "
     "nested selection): the best mono-scale baseline is ahead of the aligned model at levels 2 and 3; "
-    "see the issue 14 note for the numbers"))
+    "see the issue 16 note for the numbers"))
 def test_aligned_beats_best_mono_scale_at_levels_2_and_3(book):
     rows = _full_labels(book)
     for level in (2, 3):
