@@ -571,12 +571,10 @@ def calibration_probes(data, embeddings: dict, seed: int = 0, held_out: float = 
     environment covariates (``hh.environment.features``), scored against the true habitat on a
     spatial block split (blocks sized from the labels, :func:`habitat_helpers.evaluation.resolve_block_size`;
     a share ``held_out`` of them held out, drawn with ``seed``)."""
-    from . import embed, evaluation, labels, spatial
+    from . import embed, evaluation, spatial
 
     sites = data.sites
-    scheme = labels.get(data.label_scheme)
-    true_l3 = load_truth(data.folder).set_index("site_id")["eunis_l3"].loc[sites["site_id"]]
-    truth = pd.DataFrame({f"eunis_l{k}": [scheme.ancestor(c, k) for c in true_l3] for k in (1, 2, 3)})
+    truth = true_labels(data)
     env_X, _, _ = environment.features(sites["lat"], sites["lon"])
     inputs = {**{m: embeddings[m] for m in embed.MODALITIES}, "env": env_X}
     lat, lon = sites["lat"].to_numpy(), sites["lon"].to_numpy()
@@ -777,6 +775,24 @@ def load_sites(folder: str | Path, verbose: bool = False):
 def load_truth(folder: str | Path) -> pd.DataFrame:
     """The true habitats (synthetic data only: real surveys have no such file)."""
     return pd.read_parquet(Path(folder) / "truth.parquet")
+
+
+def true_labels(data) -> pd.DataFrame:
+    """Every site's true habitat at levels 1-3 (columns ``eunis_l1``, ``eunis_l2``, ``eunis_l3``), row for
+    row with ``data.sites`` (``data`` from ``hh.datasets.load`` on a demo folder). Only a synthetic demo
+    knows it; the recorded labels (``data.labels``) are the survey's, with their gaps and errors."""
+    from . import labels
+
+    if not data.synthetic:
+        raise ValueError(f"{data.name}: only the synthetic demo knows every site's true habitat")
+    scheme = labels.get(data.label_scheme)
+    truth = load_truth(data.folder).set_index("site_id")["eunis_l3"]
+    missing = ~data.sites["site_id"].isin(truth.index)
+    if missing.any():
+        raise ValueError(f"{int(missing.sum())} sites of {data.name} are not in {data.folder}/truth.parquet "
+                         f"(e.g. {data.sites['site_id'][missing].iloc[0]!r})")
+    true_l3 = truth.loc[data.sites["site_id"]].to_numpy(object)
+    return pd.DataFrame({f"eunis_l{k}": [scheme.ancestor(c, k) for c in true_l3] for k in (1, 2, 3)})
 
 
 def load_manifest(folder: str | Path) -> dict:

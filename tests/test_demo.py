@@ -198,3 +198,23 @@ def test_calibration_table_gap_to_the_published_range():
     measured = hh.demo.calibration_table(probes, {"gps + env": 0.25}).set_index(["inputs", "level"])
     assert measured.loc[("gps + env", 1), "gap"] == pytest.approx(0.35)
     assert all(isinstance(s, str) and s for s in table["source"])
+
+
+def test_true_labels_row_for_row_with_the_sites(demo):
+    sites = hh.demo.load_sites(demo)
+    data = hh.datasets.Data("demo", sites, pd.DataFrame(), "eunis", True, None, demo)
+    true = hh.demo.true_labels(data)
+    assert list(true.columns) == ["eunis_l1", "eunis_l2", "eunis_l3"] and len(true) == len(sites)
+    truth = hh.demo.load_truth(demo).set_index("site_id")["eunis_l3"]
+    assert (true["eunis_l3"].to_numpy() == truth.loc[sites["site_id"]].to_numpy()).all()
+    assert all(c3.startswith(c2) and c2.startswith(c1) and len(c1) == 1
+               for c1, c2, c3 in true.itertuples(index=False))
+    shuffled = hh.datasets.Data("demo", sites.iloc[::-1].reset_index(drop=True), pd.DataFrame(), "eunis", True,
+                                None, demo)
+    assert (hh.demo.true_labels(shuffled)["eunis_l3"].to_numpy() == true["eunis_l3"].to_numpy()[::-1]).all()
+    with pytest.raises(ValueError, match="only the synthetic demo"):
+        hh.demo.true_labels(hh.datasets.Data("mine", sites, pd.DataFrame()))
+    stranger = sites.copy()
+    stranger.loc[0, "site_id"] = "nowhere"
+    with pytest.raises(ValueError, match="1 sites of demo are not in"):
+        hh.demo.true_labels(hh.datasets.Data("demo", stranger, pd.DataFrame(), "eunis", True, None, demo))

@@ -66,10 +66,16 @@ def test_alignment_beats_chance_on_held_out_blocks(run):
     m = metrics(run, "03_contrastive_alignment")
     assert m["val_loss_best"] < m["val_loss_initial"]
     assert 0.01 <= m["temperature_final"] <= 1.0
+    # In `tiny` the heads learn from ~220 training sites, a third with a photo, and since demo v5 a photo
+    # and its patch share only the habitat (no per-site cue): measured recall@10 0.197 against chance
+    # 0.141 and 0.141 before training, on 71 test sites. The margin of 2 x chance is checked on the
+    # book profile (tests/test_claims.py), where 4.9 x chance was measured.
     pair = m["retrieval_after"]["photo_to_satellite"]
     chance = 10 / pair["n"]
-    assert pair["recall@10"] > 2 * chance
+    assert pair["recall@10"] > chance
     assert pair["recall@10"] > m["retrieval_before"]["photo_to_satellite"]["recall@10"]
+    habitat = m["retrieval_habitat_only"]["photo_to_satellite"]       # the demo's reference
+    assert habitat["n"] == pair["n"] and pair["recall@10"] < habitat["recall@10"] <= 1
     assert m["val_recall_best"] > m["val_recall_initial"]
     ablation = {row["variant"]: row for row in m["ablation"]}
     assert {"radius 0 km", f"radius {m['radius_km']:g} km", "no alignment: raw satellite"} <= set(ablation)

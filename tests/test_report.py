@@ -219,6 +219,10 @@ def test_ablation_retrieval_and_map_tables():
         ["no alignment: raw satellite", "0.750", "–", "–", "–", "–"]]
     assert rows(report.retrieval_table(align)) == [
         ["photo → satellite", "200", "0.050", "0.050", "0.350", "0.010", "0.040"]]
+    align["retrieval_habitat_only"] = {"photo_to_satellite": {"n": 200, "recall@10": 0.6}}
+    assert rows(report.retrieval_table(align)) == [
+        ["photo → satellite", "200", "0.050", "0.050", "0.350", "0.600", "0.010", "0.040"]]
+    assert "knowing the true level-3 habitat only" in report.retrieval_table(align)
     maps = {"n_cells": 120, "resolution_deg": 0.1, "mean_p_l3": 0.5, "hierarchy_consistent": True,
             "level1_share": {"T": 0.25, "R": 0.75}}
     body = dict((r[0], r[1]) for r in rows(report.map_table(maps)))

@@ -85,6 +85,25 @@ def test_retrieval_recall():
     assert shuffled["recall@1"] <= 0.1 and shuffled["recall@50"] == 1.0
 
 
+def test_label_only_recall_counts_the_items_sharing_a_label():
+    # labels A (1 item), B (4 items), C (20 items): at k = 5, A and B always find themselves, C in 5/20
+    codes = ["A"] + ["B"] * 4 + ["C"] * 20
+    r = hh.metrics.label_only_recall_at_k(codes, ks=(1, 5))
+    assert r["recall@5"] == pytest.approx((1 + 4 + 20 * 5 / 20) / 25)
+    assert r["recall@1"] == pytest.approx((1 + 4 * 0.25 + 20 * 0.05) / 25)
+    # and it is what retrieval reaches when both modalities carry the label and random noise only
+    rng = np.random.default_rng(0)
+    codes = rng.choice(list("ABCDEF"), size=300, p=[0.4, 0.2, 0.15, 0.1, 0.1, 0.05])
+    onehot = (codes[:, None] == np.array(list("ABCDEF"))).astype(float)
+    measured = [hh.metrics.retrieval_recall_at_k(onehot + 1e-3 * rng.normal(size=onehot.shape),
+                                                 onehot + 1e-3 * rng.normal(size=onehot.shape), ks=(10,))
+                ["recall@10"] for _ in range(20)]
+    assert np.mean(measured) == pytest.approx(hh.metrics.label_only_recall_at_k(codes, ks=(10,))["recall@10"],
+                                              abs=0.01)
+    with pytest.raises(ValueError, match="no items"):
+        hh.metrics.label_only_recall_at_k([])
+
+
 def test_write_metrics_makes_plain_json(tmp_path):
     path = hh.metrics.write_metrics(tmp_path / "x", {"a": np.float32(0.5), "b": float("nan"), "c": (1, 2)})
     assert hh.metrics.read_metrics(path.parent) == {"a": 0.5, "b": None, "c": [1, 2]}
