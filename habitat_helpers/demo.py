@@ -266,7 +266,7 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-#: Softmax temperature of the habitat model: lower makes habitats more predictable from place.
+#: The softmax temperature of the habitat model (lower makes habitats more predictable from place).
 #: Set so that the probe of location + environment at level 1 sits near chapter 6's score on real
 #: LUCAS points (about 0.28 macro-F1): 0.6 gave 0.22-0.25 on book seeds 0-1, 0.45 gave 0.26-0.34.
 HABITAT_TEMPERATURE = 0.5
@@ -340,10 +340,12 @@ def cue_agreement(true_codes, photo_cues, satellite_cues, has_photo) -> dict[str
 #: land cover 0.89 (level 1), ground photos -> habitats 0.61-0.63 (level 2) and the low end of
 #: satellite + environment -> EUNIS level 3, 0.61 (the conservative end of 0.61-0.94).
 PHOTO_CONFUSION = {1: 0.05, 2: 0.17, 3: 0.20}
+#: The same for satellite patches (see :data:`PHOTO_CONFUSION`).
 SATELLITE_CONFUSION = {1: 0.04, 2: 0.06, 3: 0.04}
-#: Per-site spread of the cues around the habitat's prototype, per modality: colour (sd, 0-1
+#: The per-site spread of a photo's cues around the habitat's prototype, in colour (sd, 0-1
 #: scale), stripe frequency (sd of the log) and stripe angle (sd, radians).
 PHOTO_JITTER = {"tint": 0.02, "frequency": 0.03, "angle": 0.05}
+#: The same for satellite patches (see :data:`PHOTO_JITTER`).
 SATELLITE_JITTER = {"tint": 0.02, "frequency": 0.03, "angle": 0.05}
 #: The largest share of a satellite patch covered by a neighbouring habitat (mixed pixels; uniform from 0).
 SATELLITE_MIX = 0.3
@@ -387,7 +389,7 @@ def _confuse(code: str, level: int, local: np.ndarray, rng: np.random.Generator)
 def perceived_habitat(code: str, local: np.ndarray, confusion: dict, rng: np.random.Generator) -> str:
     """The habitat whose cues one modality shows at a site whose habitat is ``code``: ``code``
     itself, or with the probabilities ``confusion[level]`` (checked from level 1 down) another
-    habitat that differs at that level (:func:`_confuse`)."""
+    habitat that differs at that level (drawn from the place's habitat distribution)."""
     for level in (1, 2, 3):
         if rng.random() < confusion[level]:
             return _confuse(code, level, local, rng)
@@ -532,7 +534,7 @@ PUBLISHED_FIGURES = (
      "source": "this book, chapter 6 (results chapter, real data)"},
 )
 
-#: How far (in macro-F1) the book's probe of each input may sit from its published figure: the
+#: How far (in macro-F1) the book's probe of each input may sit from its published figure. The
 #: test of the calibration (``tests/test_calibration.py``, book profile, seed 0) holds the gaps
 #: within it. Between seeds of the book profile the same probe moves by up to about 0.04 (its
 #: test blocks hold a few hundred sites), and the published tasks are not the demo's.
