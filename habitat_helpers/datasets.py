@@ -484,7 +484,7 @@ def lucas_points(path=None, *, countries=None, verbose: bool = True):
     if not path.is_file():
         raise FileNotFoundError(f"LUCAS points table not found: {path}")
     report = LoadReport(path.name)
-    df, row_names = _read_commented_csv(path, report)
+    df, row_names = _read_delimited(path, ",", report, comments=True)
     report.rows_read += len(df)
     _require(df, ["point_id", "lat", "lon", "lc1"], "LUCAS points table")
     df = df.set_axis(row_names)
@@ -509,7 +509,7 @@ def lucas_points(path=None, *, countries=None, verbose: bool = True):
     out["lat"] = _coordinate_text(df["lat"], report)
     out["lon"] = _coordinate_text(df["lon"], report)
     out["coord_source"] = "theoretical"
-    codes, candidates, unknown_codes = _clean_labels_once(df["lc1"], report, "lucas-lc1")
+    codes, candidates, unknown_codes = _clean_labels(df["lc1"], report, "lucas-lc1")
     out["eunis_code"], out["eunis_candidates"] = codes, candidates
     extra = pd.DataFrame({"lu1": df["lu1"].map(_text) if "lu1" in df.columns else None,
                           "country": country.map(_text)}, index=df.index)
@@ -532,56 +532,6 @@ def lucas_points(path=None, *, countries=None, verbose: bool = True):
             examples = ", ".join(f"{code!r} ({n})" for code, n in unknown_codes.most_common(5))
             print(f"  unknown lucas-lc1 codes, most frequent first: {examples}")
     return sites
-
-
-def _clean_labels_once(values: pd.Series, report, label_scheme: str):
-    """:func:`_clean_labels` for a column of few distinct values: each value is cleaned once and
-    its notes and unknown codes are counted once per row holding it."""
-    cleaned, unknown = {}, Counter()
-    for value, n in Counter(values).items():
-        part = LoadReport(report.source)
-        codes, candidates, unknown_here = _clean_labels(pd.Series([value], dtype=object), part, label_scheme)
-        cleaned[value] = (codes[0], candidates[0])
-        for what, k in part.notes.items():
-            report.note(what, k * n)
-        for code, k in unknown_here.items():
-            unknown[code] += k * n
-    return [cleaned[v][0] for v in values], [cleaned[v][1] for v in values], unknown
-
-
-def _read_commented_csv(path: Path, report) -> tuple[pd.DataFrame, list[str]]:
-    """A comma-separated file after its leading ``#`` comment lines, as :func:`_read_delimited`
-    reads one: all cells as text, rows with the wrong number of fields skipped and counted in
-    ``report`` (with their lines), each row named by its line (``line12``)."""
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        comments = 0
-        for line in f:
-            if not line.startswith("#"):
-                break
-            comments += 1
-        f.seek(0)
-        for _ in range(comments):
-            f.readline()
-        reader = csv.reader(f)
-        header = [name.strip() for name in next(reader, [])]
-        if not header:
-            raise ValueError(f"{path} has no header line after its comments")
-        rows, row_names, malformed = [], [], []
-        while True:
-            start = comments + reader.line_num + 1
-            fields = next(reader, None)
-            if fields is None:
-                break
-            if not any(cell.strip() for cell in fields):
-                continue
-            if len(fields) != len(header):
-                malformed.append(f"line {start}: {len(fields)} fields, the header has {len(header)}")
-                continue
-            rows.append(fields)
-            row_names.append(f"line{comments + reader.line_num}")
-    report.rows_read += len(malformed)
-    report.skip(MALFORMED, len(malformed), where=malformed)
-    return pd.DataFrame(rows, columns=header, dtype=object), row_names
 
 
 # --- EVA -------------------------------------------------------------------------------------
@@ -916,33 +866,40 @@ def read_table(path, *, lat: str = "lat", lon: str = "lon", label: str = "eunis_
     return sites
 
 
-def _read_delimited(path: Path, sep: str | None, report) -> tuple[pd.DataFrame, list[str]]:
+def _read_delimited(path: Path, sep: str | None, report, comments: bool = False) -> tuple[pd.DataFrame, list[str]]:
     """All cells as text, plus a name for each row saying where it is in the file (``line12``).
 
     Python's ``csv`` module is used rather than ``pandas.read_csv`` because it lets us see every
     row with too many *or too few* fields (pandas pads short rows silently), so each one can be
     skipped as malformed, counted in ``report`` with the lines of the first few
-    (:data:`PLACES_KEPT`). Quoted cells may contain separators and line breaks."""
+    (:data:`PLACES_KEPT`). Quoted cells may contain separators and line breaks. With ``comments``,
+    the lines starting with ``#`` before the header are skipped (a table that states its source)."""
     try:
-        return _parse_delimited(path, sep, report, encoding="utf-8-sig")   # -sig: Excel's byte-order mark
+        return _parse_delimited(path, sep, report, "utf-8-sig", comments)   # -sig: Excel's byte-order mark
     except UnicodeDecodeError:
         report.note("file is not UTF-8: read as Latin-1")
-        return _parse_delimited(path, sep, report, encoding="latin-1")
+        return _parse_delimited(path, sep, report, "latin-1", comments)
 
 
-def _parse_delimited(path: Path, sep: str | None, report, encoding: str):
+def _parse_delimited(path: Path, sep: str | None, report, encoding: str, comments: bool = False):
     with open(path, newline="", encoding=encoding) as f:
+        skipped = 0                              # comment lines before the header
         first_line = f.readline()
+        while comments and first_line.startswith("#"):
+            skipped += 1
+            first_line = f.readline()
         if not first_line.strip():
             raise TableError(f"{path} is empty or starts with a blank line: the first line must name the columns")
         if sep is None:
             sep = "\t" if path.suffix.lower() == ".tsv" else _guess_separator(first_line)
         f.seek(0)
+        for _ in range(skipped):
+            f.readline()
         reader = csv.reader(f, delimiter=sep)
         header = [name.strip() for name in next(reader)]
         rows, row_names, malformed = [], [], []
         while True:
-            start = reader.line_num + 1          # where the row starts (a quoted cell may span lines)
+            start = skipped + reader.line_num + 1   # where the row starts (a quoted cell may span lines)
             fields = next(reader, None)
             if fields is None:
                 break
@@ -952,7 +909,7 @@ def _parse_delimited(path: Path, sep: str | None, report, encoding: str):
                 malformed.append(f"line {start}: {len(fields)} fields, the header has {len(header)}")
                 continue
             rows.append(fields)
-            row_names.append(f"line{reader.line_num}")
+            row_names.append(f"line{skipped + reader.line_num}")
     report.rows_read += len(malformed)           # read_table adds the rows that parsed
     report.skip(MALFORMED, len(malformed), where=malformed)
     return pd.DataFrame(rows, columns=header, dtype=object), row_names
@@ -1079,23 +1036,30 @@ def _clean_labels(values: pd.Series, report, label_scheme: str = "eunis"):
 
     EUNIS cells are read as EUNIS-ESy strings, a plain code being a one-code ESy cell; a column
     that does not look like ESy (:func:`_looks_like_esy`) has no cell that the two readings
-    treat differently."""
+    treat differently.
+
+    Each distinct cell is cleaned once (a land-cover column holds a few dozen classes over thousands
+    of rows), its notes and unknown codes counted once per row that holds it."""
     from . import labels as schemes
 
     scheme = schemes.get(label_scheme)
     eunis_labels = label_scheme == "eunis"
     no_label = f"no {'EUNIS ' if eunis_labels else ''}label (site kept unlabelled)"
-    labels, candidates, unknown = [], [], Counter()
-    for value in values:
-        text = _text(value)
+    texts = [_text(value) for value in values]
+    cleaned, unknown = {}, Counter()
+    for text, n in Counter(texts).items():
         if text is None or text.lower() in NO_LABEL:
-            report.note(no_label)
-            labels.append(None)
-            candidates.append(None)
+            report.note(no_label, n)
+            cleaned[text] = (None, None)
             continue
-        code, codes = _clean_label(text, scheme, report, unknown)
-        labels.append(code)
-        candidates.append(codes)
+        part, unknown_here = LoadReport(report.source), Counter()
+        cleaned[text] = _clean_label(text, scheme, part, unknown_here)
+        for what, k in part.notes.items():
+            report.note(what, k * n)
+        for code, k in unknown_here.items():
+            unknown[code] += k * n
+    labels = [cleaned[t][0] for t in texts]
+    candidates = [cleaned[t][1] for t in texts]
     return labels, candidates, unknown
 
 
