@@ -344,6 +344,20 @@ class CVResult:
         }
 
 
+def summary_json(table: pd.DataFrame) -> dict:
+    """A table of :meth:`CVResult.summary` as plain nested dictionaries for a notebook's
+    ``metrics.json``: ``{model: {"level1": {metric: mean, "<metric>_std": std, ..., "n": mean
+    test sites}}}``, with the levels each model was scored at."""
+    metric_names = [m for m in table.columns.get_level_values(0).unique() if m != "n"]
+    out = {}
+    for model, level in table.index:
+        row = table.loc[(model, level)]
+        scores = {m: float(row[(m, "mean")]) for m in metric_names}
+        scores |= {f"{m}_std": float(row[(m, "std")]) for m in metric_names}
+        out.setdefault(model, {})[f"level{level}"] = scores | {"n": float(row[("n", "mean")])}
+    return out
+
+
 def paired_interval(a, b, test_train_ratio: float | None = None, confidence: float = 0.95) -> dict:
     """Mean of the paired differences ``a - b`` (one pair per fold and seed) with a
     ``confidence`` interval from Student's t over the pairs, its variance corrected for the

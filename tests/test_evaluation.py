@@ -108,6 +108,12 @@ def test_cross_validation_end_to_end():
     f1 = summary["macro_f1"]["mean"]
     assert f1.loc[("k-NN on coordinates", 1)] > f1.loc[("majority", 1)] + 0.3
     assert res.best_mono_scale() in {"raw satellite", "raw gps"}
+    plain = hh.evaluation.summary_json(summary)               # what the notebooks write to metrics.json
+    assert set(plain) == models and set(plain["aligned"]) == {"level1", "level2", "level3"}
+    assert plain["majority"]["level2"]["macro_f1"] == pytest.approx(f1.loc[("majority", 2)])
+    assert plain["majority"]["level2"]["macro_f1_std"] == pytest.approx(summary["macro_f1"]["std"].loc[("majority", 2)])
+    assert plain["majority"]["level1"]["n"] == pytest.approx(n_test[1] / 3)   # mean test sites per fold
+    assert set(plain["aligned"]["level3"]) == {*hh.evaluation.METRICS, *(f"{m}_std" for m in hh.evaluation.METRICS), "n"}
     eff = res.label_efficiency()
     assert set(eff.index.get_level_values("fraction")) == {0.2, 1.0}
     assert set(res.any_modality["inputs"]) >= {"satellite + gps", "satellite only", "gps only"}
