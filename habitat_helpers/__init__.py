@@ -21,6 +21,7 @@ Import it as ``import habitat_helpers as hh`` and reach each stage by its module
 ``hh.maps``         grid prediction, uncertainty, folium and static maps
 ``hh.landmask``     land or sea at a coordinate (1 km GLOBE mask, memory-mapped)
 ``hh.environment``  covariates at sites: ERA5 climate, Köppen-Geiger, land, coast; any raster
+``hh.fetch``        download real inputs: LUCAS photos, Sentinel-2 patches, climate rasters
 ``hh.viz``          UMAP projections and image galleries
 ``hh.notebooks``    run the numbered notebooks with papermill (``make book``, tests)
 ``hh.report``       the results chapter's tables from the notebooks' ``metrics.json``
@@ -40,7 +41,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = (
     "paths", "runtime", "profiles", "eunis", "labels", "demo", "encoders", "embed", "losses",
-    "datasets", "align", "spatial", "classify", "evaluation", "metrics", "maps", "landmask", "environment", "viz", "notebooks", "cli",
+    "datasets", "align", "spatial", "classify", "evaluation", "metrics", "maps", "landmask", "environment", "fetch", "viz", "notebooks", "cli",
     "workshop", "report",
 )
 

@@ -11,6 +11,9 @@ command        what it does
                (:mod:`habitat_helpers.embed`); under ``torchrun`` the ranks share the shards
 ``align``      trains the contrastive projection heads on cached site embeddings
                (:mod:`habitat_helpers.align`); under ``torchrun`` the ranks share every batch
+``fetch``      downloads real inputs for your sites: LUCAS survey tables and photos, Sentinel-2
+               patches from a STAC API, WorldClim or CHELSA climate rasters
+               (:mod:`habitat_helpers.fetch`), in the layouts the loaders read
 ``notebooks``  executes the book's notebooks with papermill, with one profile, seed and data
                (:mod:`habitat_helpers.notebooks`; ``make book``)
 ``report``     writes the results chapter's tables from the notebooks' ``metrics.json``
@@ -594,6 +597,8 @@ COMMANDS: dict[str, Command] = {
     "align": Command("train the contrastive projection heads on cached embeddings (torchrun-aware)", "align"),
     "notebooks": Command("execute the book's notebooks with papermill, in order, with one profile and seed",
                          "notebooks"),
+    "fetch": Command("download real inputs for your sites: LUCAS photos, Sentinel-2 patches, climate rasters",
+                     "fetch"),
     "report": Command("write the results chapter's tables from the notebooks' metrics", "report"),
     "workshop": Command("student copies of the notebooks: the exercises kept, their solutions removed",
                         "workshop"),

@@ -757,7 +757,7 @@ class TableError(ValueError):
     the message says what to change. The command line reports it with exit code 2."""
 
 
-def read_table(path, *, lat: str = "lat", lon: str = "lon", label: str = "eunis_code",
+def read_table(path, *, lat: str = "lat", lon: str = "lon", label: str | None = "eunis_code",
                site_id: str | None = None, photo_columns=None, satellite: str | None = None,
                esy: bool = False, sep: str | None = None, label_scheme: str = "eunis",
                verbose: bool = True):
@@ -775,6 +775,8 @@ def read_table(path, *, lat: str = "lat", lon: str = "lon", label: str = "eunis_
         names in :data:`COLUMN_ALIASES` are tried (``latitude``/``Latitude``,
         ``longitude``/``Longitude``, ``EUNIS``, EVA's ``Expert System``). A GeoParquet file
         without latitude and longitude columns gives them from its point geometry.
+        ``label=None`` reads a table without labels (every site unlabelled, e.g. the sites to
+        fetch inputs for or to map).
     site_id
         the column with a unique id per site; by default ``site_id``, ``PlotObservationID``
         or ``id`` if present, else the line number in the file (``line12``; ``row12`` for Parquet).
@@ -843,9 +845,13 @@ def read_table(path, *, lat: str = "lat", lon: str = "lon", label: str = "eunis_
     df["lon"] = _coordinate_text(table[columns["lon"]], report)
     df["coord_source"] = "table"
     eunis_labels = label_scheme == "eunis"
-    esy = eunis_labels and (esy or _looks_like_esy(columns["label"], table[columns["label"]]))
-    df["eunis_code"], df["eunis_candidates"], unknown = _clean_labels(table[columns["label"]], report,
-                                                                       label_scheme)
+    if columns["label"] is None:                 # label=None: a table of sites without labels
+        df["eunis_code"], df["eunis_candidates"], unknown = None, None, Counter()
+        report.note("no label column (label=None): every site unlabelled", len(df))
+    else:
+        esy = eunis_labels and (esy or _looks_like_esy(columns["label"], table[columns["label"]]))
+        df["eunis_code"], df["eunis_candidates"], unknown = _clean_labels(table[columns["label"]], report,
+                                                                           label_scheme)
     photos, views = _photo_lists(table, columns["photos"])
     df["photos"] = pd.Series(photos, index=df.index, dtype=object)
     df["photo_views"] = pd.Series(views, index=df.index, dtype=object)
@@ -855,7 +861,8 @@ def read_table(path, *, lat: str = "lat", lon: str = "lon", label: str = "eunis_
     # Image files are checked on the sites that were kept only, so each note counts sites.
     _check_files(sites, path.parent, report)
     sites.attrs["load_report"] = report.as_dict()
-    label_format = "EUNIS-ESy (Expert System)" if esy else "EUNIS codes" if eunis_labels else f"{label_scheme} codes"
+    label_format = ("none" if columns["label"] is None else "EUNIS-ESy (Expert System)" if esy
+                    else "EUNIS codes" if eunis_labels else f"{label_scheme} codes")
     sites.attrs["columns"] = {**columns, "label_format": label_format}
     sites.attrs["unknown_codes"] = dict(unknown.most_common(20))
     if verbose:

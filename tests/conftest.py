@@ -29,3 +29,16 @@ def shared_dir():
     if path is None:
         pytest.skip("../shared is absent (real EUNIS workbook and LUCAS sample live there)")
     return path
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    """A local HTTP server (tests/local_server.py) serving ``tmp_path / "served"``: the download tests
+    write the files it serves there. Stopped after the test."""
+    from local_server import LocalServer
+
+    root = tmp_path / "served"
+    root.mkdir()
+    server = LocalServer(root)
+    yield server
+    server.stop()

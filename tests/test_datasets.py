@@ -339,3 +339,16 @@ def test_real_sentinel2_patches_embed_as_true_colour(bigearthnet):
     emb = hh.embed.embed_images([str(p) for p in bigearthnet[:3]], enc, progress=False)
     assert emb.shape == (3, 1280) and np.isfinite(emb).all()
     assert not np.allclose(emb[0], emb[1])
+
+
+def test_a_table_without_labels(tmp_path):
+    path = tmp_path / "sites.csv"
+    path.write_text("id,lat,lon,eunis_code\na,48.1,2.3,R22\nb,45.2,5.7,\nc,91,0,T1\n")
+    sites = hh.datasets.read_table(path, label=None, site_id="id", verbose=False)
+    assert list(sites["site_id"].str.split(":").str[-1]) == ["a", "b"]           # latitude 91 skipped, counted
+    assert sites["eunis_code"].isna().all() and sites["eunis_l1"].isna().all()  # the label column is ignored
+    report = sites.attrs["load_report"]
+    assert report["notes"]["no label column (label=None): every site unlabelled"] == 3
+    assert sum(report["skipped"].values()) == 1 and sites.attrs["columns"]["label_format"] == "none"
+    with pytest.raises(hh.datasets.TableError, match="EUNIS label"):
+        hh.datasets.read_table(tmp_path / "sites.csv", label="habitat", verbose=False)
