@@ -17,6 +17,7 @@ Import it as ``import habitat_helpers as hh`` and reach each stage by its module
 ``hh.spatial``      spatial blocks and spatially blocked splits
 ``hh.classify``     hierarchical EUNIS classifier and baselines
 ``hh.evaluation``   spatial block cross-validation: aligned model vs baselines
+``hh.qc``           location quality control: scores for sites whose coordinates look wrong
 ``hh.metrics``      per-level metrics, retrieval recall@k, ``metrics.json``
 ``hh.maps``         grid prediction, uncertainty, folium and static maps
 ``hh.landmask``     land or sea at a coordinate (1 km GLOBE mask, memory-mapped)
@@ -41,7 +42,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = (
     "paths", "runtime", "profiles", "eunis", "labels", "demo", "encoders", "embed", "losses",
-    "datasets", "align", "spatial", "classify", "evaluation", "metrics", "maps", "landmask", "environment", "fetch", "viz", "notebooks", "cli",
+    "datasets", "align", "spatial", "classify", "evaluation", "qc", "metrics", "maps", "landmask", "environment", "fetch", "viz", "notebooks", "cli",
     "workshop", "report",
 )
 

@@ -7,6 +7,9 @@ command        what it does
                of any table of sites you have: it reads the table, embeds what the chosen
                modalities need, and writes the per-level metrics of the aligned model and of the
                baselines to ``results.json``
+``qc``         location quality control of a table of sites (:mod:`habitat_helpers.qc`): every
+               site scored out of fold for how well its photo, satellite patch and label fit its
+               stated coordinates; writes ``flags.csv`` with p-values and a flag per site
 ``embed``      image embeddings of a site table into sharded, resumable cache files
                (:mod:`habitat_helpers.embed`); under ``torchrun`` the ranks share the shards
 ``align``      trains the contrastive projection heads on cached site embeddings
@@ -269,9 +272,9 @@ def _block_size(text: str):
         raise argparse.ArgumentTypeError(f"{text!r} is neither a number of degrees nor auto") from None
 
 
-def _add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
-    from . import align, encoders, evaluation
-
+def add_table_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options naming the table of sites and its columns (``evaluate``, ``qc``), read by
+    :func:`read_sites`."""
     table = parser.add_argument_group("the table of sites")
     table.add_argument("--sites", required=True,
                        help="CSV/TSV (separator detected) or (Geo)Parquet of sites, or a data spec (.yml: the "
@@ -294,6 +297,22 @@ def _add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     table.add_argument("--satellite-col", default=None, help="column holding a satellite patch file (GeoTIFF ...)")
     table.add_argument("--sep", default=None, help="force the CSV separator (e.g. ';' or '\\t')")
 
+
+def add_image_arguments(group) -> None:
+    """The options of the image encoder (``evaluate``, ``qc``)."""
+    from . import encoders
+
+    group.add_argument("--image-encoder", default=encoders.OFFLINE_IMAGE_DEFAULT,
+                       help=f"image encoder for photos and satellite patches (default: {encoders.OFFLINE_IMAGE_DEFAULT})")
+    group.add_argument("--image-size", type=int, default=None, help="image input size in pixels (default: the encoder's)")
+    group.add_argument("--batch-size", type=int, default=64, help="images per batch (default: 64)")
+    group.add_argument("--num-workers", type=int, default=0, help="processes decoding images (default: 0)")
+
+
+def _add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    from . import align, evaluation
+
+    add_table_arguments(parser)
     cv = parser.add_argument_group("the evaluation")
     cv.add_argument("--modalities", type=_comma_list(str, ("photo", "satellite", "gps", "env")), default=["gps"],
                     help="comma list from photo, satellite, gps, env (default: gps); with two or more the "
@@ -326,11 +345,7 @@ def _add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
                     help="fractions of the labelled training sites, for a label-efficiency curve (default: 1)")
 
     model = parser.add_argument_group("models and embeddings")
-    model.add_argument("--image-encoder", default=encoders.OFFLINE_IMAGE_DEFAULT,
-                       help=f"image encoder for photos and satellite patches (default: {encoders.OFFLINE_IMAGE_DEFAULT})")
-    model.add_argument("--image-size", type=int, default=None, help="image input size in pixels (default: the encoder's)")
-    model.add_argument("--batch-size", type=int, default=64, help="images per batch (default: 64)")
-    model.add_argument("--num-workers", type=int, default=0, help="processes decoding images (default: 0)")
+    add_image_arguments(model)
     model.add_argument("--radius-km", type=float, default=align.AlignConfig.radius_km,
                        help="alignment: sites closer than this are positives for each other "
                             f"(default: {align.AlignConfig.radius_km:g})")
@@ -372,9 +387,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     seeds = args.seeds if args.seed is None else [args.seed]
     protocol = _check_evaluate_arguments(args, seeds)
-    sep = {"\\t": "\t", "tab": "\t"}.get(args.sep, args.sep)     # '\t' typed in a shell is two characters
-
-    sites, scheme = _read_sites(args, sep)
+    sites, scheme = read_sites(args)
     lat, lon = sites["lat"].to_numpy(float), sites["lon"].to_numpy(float)
     labels = pd.DataFrame(sites[["eunis_l1", "eunis_l2", "eunis_l3"]]).reset_index(drop=True)
     _check_sites(sites, labels, args, seeds)
@@ -515,8 +528,10 @@ def env_rasters(specs: list[str]) -> dict:
     return out
 
 
-def _read_sites(args, sep):
-    """The site table and its label scheme, from a table (with the column options) or a data spec."""
+def read_sites(args):
+    """The site table and its label scheme, from a table (with the options of
+    :func:`add_table_arguments`) or a data spec."""
+    sep = {"\\t": "\t", "tab": "\t"}.get(args.sep, args.sep)     # '\t' typed in a shell is two characters
     if Path(args.sites).suffix.lower() in (".yml", ".yaml"):
         try:
             data = datasets.load(args.sites)
@@ -593,6 +608,8 @@ class Command(NamedTuple):
 COMMANDS: dict[str, Command] = {
     "evaluate": Command("spatial block cross-validation of your own table of sites -> results.json",
                         "cli", "_add_evaluate_arguments", "run_evaluate"),
+    "qc": Command("flag sites whose photo, satellite patch or label do not fit their coordinates -> flags.csv",
+                  "qc"),
     "embed": Command("extract image embeddings of a site table into sharded files (torchrun-aware)", "embed"),
     "align": Command("train the contrastive projection heads on cached embeddings (torchrun-aware)", "align"),
     "notebooks": Command("execute the book's notebooks with papermill, in order, with one profile and seed",

@@ -633,6 +633,32 @@ def real_data_table(outputs: dict[str, dict]) -> str:
     return "\n".join(parts)
 
 
+def qc_table(outputs: dict) -> str:
+    """The location check on planted displacements (chapter 5 on the demo, chapter 6 on real LUCAS
+    points): ROC-AUC per score, block choice and distance, averaged over the recorded seeds. Where a
+    run has a single score, ``p_combined`` repeats it and is left out."""
+    runs = [("demo (chapter 5)", (outputs.get("05_map_habitats", {}).get("qc") or {}).get("displacement")),
+            ("LUCAS 2015 (chapter 6)", outputs.get("06_lucas_land_cover", {}).get("qc_displacement"))]
+    runs = [(name, rows) for name, rows in runs if rows]
+    if not runs:
+        return _not_recorded("The location check")
+    distances = sorted({float(r["distance_km"]) for _, rows in runs for r in rows})
+    out = []
+    for name, rows in runs:
+        auc: dict[tuple, dict[float, list]] = {}
+        for r in rows:
+            if r["roc_auc"] is not None:                 # None: the score had no input (no image)
+                auc.setdefault((r["blocks"], r["score"]), {}).setdefault(float(r["distance_km"]), []).append(
+                    r["roc_auc"])
+        scores = {score for _, score in auc}
+        for (blocks, score), by_distance in auc.items():
+            if score == "p_combined" and len(scores - {"p_combined", "random", "nearest_same_label_km"}) < 2:
+                continue
+            means = {d: sum(v) / len(v) for d, v in by_distance.items()}
+            out.append([name, blocks, score] + [number(means.get(d)) for d in distances])
+    return markdown_table(["data", "blocks", "score"] + [f"ROC-AUC at {d:g} km" for d in distances], out)
+
+
 def results_fragments(outputs_dir: str | Path) -> dict[str, str]:
     """Every fragment of the results chapter, ``{file stem: Markdown}``, from ``outputs_dir``."""
     outputs = load_outputs(outputs_dir)
@@ -655,6 +681,7 @@ def results_fragments(outputs_dir: str | Path) -> dict[str, str]:
         "map": map_table(outputs["05_map_habitats"]),
         "real_lucas": real_data_table(outputs),
         "calibration": calibration_fragment(outputs),
+        "qc": qc_table(outputs),
     }
     fragments |= {f"scores_level{k}": scores_table(classify, k) for k in LEVELS}
     return fragments

@@ -410,3 +410,25 @@ def test_calibration_fragment_fills_the_measured_figure_from_chapter_6():
     del outputs["02_extract_embeddings"]["demo_ceilings"]                 # an older chapter 2: no ceilings
     assert rows(report.calibration_fragment(outputs))[0][2] == "–"
     assert "not recorded in this run" in report.calibration_fragment({})
+
+
+def test_qc_table_reads_both_chapters_and_drops_a_repeated_combined_score():
+    def records(blocks, scores, auc):
+        return [{"seed": seed, "distance_km": d, "score": s, "blocks": blocks,
+                 "roc_auc": None if auc is None else auc + 0.1 * seed}
+                for seed in (0, 1) for d in (1.0, 100.0) for s in scores]
+    outputs = {"05_map_habitats": {"qc": {"displacement": records("auto", ["cross_modal_photo", "label_surprise",
+                                                                        "p_combined", "random"], 0.5)}},
+               "06_lucas_land_cover": {"qc_displacement": records("0.1°", ["label_surprise", "p_combined",
+                                                                          "random"], 0.6)
+                                                           + records("0.1°", ["cross_modal_photo"], None)}}
+    table = rows(report.qc_table(outputs))
+    assert [r[:3] for r in table] == [["demo (chapter 5)", "auto", "cross_modal_photo"],
+                                      ["demo (chapter 5)", "auto", "label_surprise"],
+                                      ["demo (chapter 5)", "auto", "p_combined"],
+                                      ["demo (chapter 5)", "auto", "random"],
+                                      ["LUCAS 2015 (chapter 6)", "0.1°", "label_surprise"],
+                                      ["LUCAS 2015 (chapter 6)", "0.1°", "random"]]
+    assert table[0][3:] == ["0.550", "0.550"]          # the mean over the two seeds
+    assert "ROC-AUC at 100 km" in report.qc_table(outputs)
+    assert "not recorded" in report.qc_table({}).lower()
