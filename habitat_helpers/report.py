@@ -635,8 +635,9 @@ def real_data_table(outputs: dict[str, dict]) -> str:
 
 def qc_table(outputs: dict) -> str:
     """The location check on planted displacements (chapter 5 on the demo, chapter 6 on real LUCAS
-    points): ROC-AUC per score, block choice and distance, averaged over the recorded seeds. Where a
-    run has a single score, ``p_combined`` repeats it and is left out."""
+    points): ROC-AUC and PR-AUC per score, block choice and distance, averaged over the recorded
+    seeds, with the share of moved sites (the PR-AUC of a random ranking). Where a run has a single
+    score, ``p_combined`` repeats it and is left out."""
     runs = [("demo (chapter 5)", (outputs.get("05_map_habitats", {}).get("qc") or {}).get("displacement")),
             ("LUCAS 2015 (chapter 6)", outputs.get("06_lucas_land_cover", {}).get("qc_displacement"))]
     runs = [(name, rows) for name, rows in runs if rows]
@@ -645,18 +646,25 @@ def qc_table(outputs: dict) -> str:
     distances = sorted({float(r["distance_km"]) for _, rows in runs for r in rows})
     out = []
     for name, rows in runs:
-        auc: dict[tuple, dict[float, list]] = {}
+        scored: dict[tuple, dict[float, list]] = {}
         for r in rows:
             if r["roc_auc"] is not None:                 # None: the score had no input (no image)
-                auc.setdefault((r["blocks"], r["score"]), {}).setdefault(float(r["distance_km"]), []).append(
-                    r["roc_auc"])
-        scores = {score for _, score in auc}
-        for (blocks, score), by_distance in auc.items():
+                scored.setdefault((r["blocks"], r["score"]), {}).setdefault(float(r["distance_km"]), []).append(r)
+        scores = {score for _, score in scored}
+        for (blocks, score), by_distance in scored.items():
             if score == "p_combined" and len(scores - {"p_combined", "random", "nearest_same_label_km"}) < 2:
                 continue
-            means = {d: sum(v) / len(v) for d, v in by_distance.items()}
-            out.append([name, blocks, score] + [number(means.get(d)) for d in distances])
-    return markdown_table(["data", "blocks", "score"] + [f"ROC-AUC at {d:g} km" for d in distances], out)
+            cells = []
+            for d in distances:
+                found = by_distance.get(d)
+                if not found:
+                    cells.append(number(None))
+                    continue
+                mean = {k: sum(r[k] for r in found) / len(found) for k in ("roc_auc", "pr_auc", "prevalence")}
+                cells.append(f"{number(mean['roc_auc'])} / {number(mean['pr_auc'])} ({number(mean['prevalence'], 2)})")
+            out.append([name, blocks, score] + cells)
+    return markdown_table(["data", "blocks", "score"] + [f"{d:g} km: ROC-AUC / PR-AUC (share moved)" for d in distances],
+                          out)
 
 
 def results_fragments(outputs_dir: str | Path) -> dict[str, str]:

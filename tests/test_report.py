@@ -415,7 +415,8 @@ def test_calibration_fragment_fills_the_measured_figure_from_chapter_6():
 def test_qc_table_reads_both_chapters_and_drops_a_repeated_combined_score():
     def records(blocks, scores, auc):
         return [{"seed": seed, "distance_km": d, "score": s, "blocks": blocks,
-                 "roc_auc": None if auc is None else auc + 0.1 * seed}
+                 "roc_auc": None if auc is None else auc + 0.1 * seed, "pr_auc": None if auc is None else 0.2,
+                 "prevalence": 0.1}
                 for seed in (0, 1) for d in (1.0, 100.0) for s in scores]
     outputs = {"05_map_habitats": {"qc": {"displacement": records("auto", ["cross_modal_photo", "label_surprise",
                                                                         "p_combined", "random"], 0.5)}},
@@ -429,6 +430,6 @@ def test_qc_table_reads_both_chapters_and_drops_a_repeated_combined_score():
                                       ["demo (chapter 5)", "auto", "random"],
                                       ["LUCAS 2015 (chapter 6)", "0.1°", "label_surprise"],
                                       ["LUCAS 2015 (chapter 6)", "0.1°", "random"]]
-    assert table[0][3:] == ["0.550", "0.550"]          # the mean over the two seeds
-    assert "ROC-AUC at 100 km" in report.qc_table(outputs)
+    assert table[0][3:] == ["0.550 / 0.200 (0.10)"] * 2          # the mean over the two seeds
+    assert "100 km: ROC-AUC / PR-AUC" in report.qc_table(outputs)
     assert "not recorded" in report.qc_table({}).lower()
