@@ -17,13 +17,17 @@ export HF_HUB_OFFLINE ?= 1
 BOOK_CACHE ?= $(CURDIR)/build/cache
 # Student copies default to the small profile, which runs on any laptop.
 WORKSHOP_PROFILE ?= tiny
+# Test processes (pytest-xdist): one per core by default; TEST_JOBS=0 runs the tests in one process.
+TEST_JOBS ?= auto
+PYTEST := $(BIN)/python -m pytest -ra -n $(TEST_JOBS) --dist loadgroup
 
-.PHONY: help install test test-fast lint book notebooks html workshop lock clean
+.PHONY: help install test test-fast coverage lint book notebooks html workshop lock clean
 
 help:
 	@echo "make test       lint, unit tests and the six notebooks under the tiny profile"
 	@echo "make book       run the notebooks (PROFILE=$(PROFILE), DATA=$(DATA)) and build the HTML book in _build/html"
 	@echo "make test-fast  unit tests only (skips the slow notebook run)"
+	@echo "make coverage   make test's tests under coverage.py: the package's lines they run"
 	@echo "make workshop   student copies of the notebooks (solutions removed) in build/workshop"
 	@echo "make lock       re-pin constraints.txt from the current .venv"
 
@@ -38,10 +42,17 @@ lint: $(STAMP)
 	$(BIN)/ruff check habitat_helpers tests scripts benchmarks notebooks
 
 test: lint
-	$(BIN)/python -m pytest -ra
+	$(PYTEST)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -ra -m "not slow"
+	$(PYTEST) -m "not slow"
+
+# Lines of habitat_helpers run by make test's tests, the notebook kernels included (pyproject.toml).
+coverage: $(STAMP)
+	rm -rf build/coverage && mkdir -p build/coverage
+	$(BIN)/python -m coverage run -m pytest -ra -n $(TEST_JOBS) --dist loadgroup
+	$(BIN)/python -m coverage combine --quiet
+	$(BIN)/python -m coverage report
 
 notebooks: $(STAMP)
 	HABITAT_HELPERS_CACHE=$(BOOK_CACHE) $(BIN)/python -m habitat_helpers notebooks \

@@ -323,6 +323,40 @@ def run_student_copies(folder: str | Path, profile: str, seed: int, out: str | P
     return runs
 
 
+def _papermill_time(stamp: str) -> float:
+    """Seconds since the epoch of a papermill time stamp (ISO 8601; UTC when it names no zone)."""
+    from datetime import UTC, datetime
+
+    when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+
+
+def written_during_exercises(executed: str | Path, folders: list[str | Path]) -> list[Path]:
+    """Files under ``folders`` that an executed *source* notebook wrote while its exercises ran.
+
+    A student copy stops at its first exercise, so it never writes what the source notebook writes
+    from its first ``exercise`` cell on; a later chapter that read such a file would fail in a
+    workshop. The window is read from papermill's time stamps in ``executed`` (the start of the first
+    ``exercise`` cell to the end of the run); a file counts when its modification time falls inside it.
+    The executed notebooks' own folder is left out (papermill rewrites the notebook as it runs).
+    An empty list means the student copies of a run like this one miss nothing the next ones read.
+    """
+    executed = Path(executed)
+    nb = json.loads(executed.read_text(encoding="utf-8"))
+    starts = [c["metadata"]["papermill"]["start_time"] for c in nb["cells"]
+              if EXERCISE in c.get("metadata", {}).get("tags", []) and c["metadata"].get("papermill", {}).get("start_time")]
+    if not starts:
+        return []
+    begin, end = _papermill_time(starts[0]), _papermill_time(nb["metadata"]["papermill"]["end_time"])
+    skip = executed.parent.resolve()
+    found = []
+    for folder in folders:
+        for path in sorted(Path(folder).rglob("*")):
+            if path.is_file() and skip not in path.resolve().parents and begin <= path.stat().st_mtime <= end:
+                found.append(path)
+    return found
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``python -m habitat_helpers workshop`` (:data:`habitat_helpers.cli.COMMANDS`)."""
     parser.add_argument("--src", default=str(notebooks.NOTEBOOK_DIR), help="source notebooks (default: notebooks/)")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -11,7 +13,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_cache(tmp_path_factory):
-    """Point HABITAT_HELPERS_CACHE at a temporary folder for the whole session."""
+    """Point HABITAT_HELPERS_CACHE at a temporary folder for the whole session (one per worker process
+    under ``pytest -n``)."""
     old = os.environ.get("HABITAT_HELPERS_CACHE")
     os.environ["HABITAT_HELPERS_CACHE"] = str(tmp_path_factory.mktemp("cache"))
     yield
@@ -42,3 +45,26 @@ def http_server(tmp_path):
     server = LocalServer(root)
     yield server
     server.stop()
+
+
+@dataclass(frozen=True)
+class BookRun:
+    """One execution of the six notebooks (``out/notebooks``, ``out/outputs``) and the cache it used."""
+
+    out: Path
+    cache: Path
+    timings: dict
+
+
+@pytest.fixture(scope="session")
+def tiny_book(tmp_path_factory, _isolated_cache):
+    """The six notebooks executed once per test session under `tiny` (seed 0, the profile's own
+    settings), in order, in the session's cache. Every test that reads an executed chapter shares this
+    run (tests/test_notebooks.py, the student-copy check of tests/test_workshop.py); mark such a test
+    ``pytest.mark.xdist_group("tiny_book")`` so that ``pytest -n`` runs them in the process that holds it.
+    """
+    import habitat_helpers as hh
+
+    out = tmp_path_factory.mktemp("book")
+    timings = hh.notebooks.run_all("tiny", 0, out, progress=False)
+    return BookRun(out, Path(os.environ["HABITAT_HELPERS_CACHE"]), timings)

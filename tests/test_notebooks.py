@@ -1,17 +1,20 @@
-"""Run all six notebooks with papermill under the `tiny` profile and check what they recorded."""
+"""The six notebooks under papermill and the `tiny` profile: what they recorded and showed.
+
+They run once per test session (the ``tiny_book`` fixture of tests/conftest.py, shared with the
+student-copy check of tests/test_workshop.py); chapter 4 also runs alone, from an empty cache.
+"""
 
 import pytest
 
 import habitat_helpers as hh
 
-pytestmark = pytest.mark.slow
+# one process of `pytest -n` holds the shared run; the tests that read it go there
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tiny_book")]
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("book")
-    timings = hh.notebooks.run_all("tiny", 0, out, progress=False)
-    return out, timings
+def run(tiny_book):
+    return tiny_book.out, tiny_book.timings
 
 
 def metrics(run, name):
@@ -236,6 +239,7 @@ def test_lucas_case_study(run):
         assert {src.tags(1)[f"class_{v}"].split()[0] for v in values} == set(m["map"]["level1_share"])
 
 
+@pytest.mark.xdist_group("chapter4_alone")        # its own run: another process may take it
 def test_chapter_4_runs_alone_on_a_new_seed_in_an_empty_cache(tmp_path, monkeypatch):
     """No chapter ran for seed 7: chapter 4 makes the demo and the embeddings itself, says so in
     one line, and records its numbers."""

@@ -1,8 +1,12 @@
-"""Student copies (hh.workshop): solutions removed, exercises kept, the convention checked; and the
-copies of the real notebooks run with papermill up to their first exercise."""
+"""Student copies (hh.workshop): solutions removed, exercises kept, the convention checked; a copy run
+with papermill up to its first exercise; and the copies of the real notebooks checked against the
+session's run of the sources."""
 
+import ast
 import inspect
 import json
+import os
+from datetime import UTC, datetime
 
 import pytest
 
@@ -184,32 +188,80 @@ def test_source_notebooks_follow_the_convention(path):
             assert "hide-input" in cell["metadata"]["tags"], "the book folds solutions"
 
 
+def _stamp(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat()
+
+
+def _executed(cells, exercise_at=None, end=100.0):
+    """An executed notebook as papermill writes it: code cell i started at t = 10 i, the run ended at
+    ``end``; the cell ``exercise_at`` is tagged 'exercise'."""
+    out = []
+    for i, cid in enumerate(cells):
+        tags = ["exercise"] if i == exercise_at else []
+        out.append(_code(cid, "pass\n") | {"metadata": {"tags": tags, "papermill": {"start_time": _stamp(10 * i)}}})
+    return {"cells": out, "metadata": {"papermill": {"end_time": _stamp(end)}}, "nbformat": 4, "nbformat_minor": 5}
+
+
+def test_files_written_while_the_exercises_ran_are_named(tmp_path):
+    """A source notebook's exercises ran from t=30 to the end at t=100 (papermill's time stamps): a file
+    written then is one a student copy, stopped at its first exercise, never writes."""
+    run = write(tmp_path / "run" / "notebooks", "02_x.ipynb", _executed(["a", "b", "c", "ex", "d"], 3))
+    cache = tmp_path / "cache"
+    for name, mtime in [("before.npz", 29.0), ("during.npz", 30.0), ("late.npz", 99.5), ("after.npz", 101.0)]:
+        path = cache / "runs" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x")
+        os.utime(path, (mtime, mtime))
+    os.utime(run, (50.0, 50.0))                       # the notebook itself is rewritten while it runs
+    found = hh.workshop.written_during_exercises(run, [cache, tmp_path / "run"])
+    assert [p.name for p in found] == ["during.npz", "late.npz"]
+    no_exercise = write(tmp_path / "run" / "notebooks", "01_x.ipynb", _executed(["a", "b"]))
+    assert hh.workshop.written_during_exercises(no_exercise, [cache]) == []
+
+
 @pytest.mark.slow
-def test_student_copies_of_the_notebooks_stop_at_their_first_exercise(tmp_path):
-    """Student copies of the six notebooks, run in order under `tiny` like `make test` runs the sources:
-    every cell before the first exercise call runs cleanly, and that call raises NotImplementedError.
-    Each copy writes everything the next one reads before its exercises, so this needs no other run."""
+@pytest.mark.xdist_group("tiny_book")
+def test_student_copies_of_the_notebooks_stop_at_their_first_exercise(tmp_path, tiny_book):
+    """Student copies of the six notebooks, checked on the session's `tiny` run of the sources
+    (tests/conftest.py) instead of a second run. A copy run top to bottom executes the source's cells up
+    to and including its first exercise stub (solutions sit after their stub), then the call of that stub:
+    1. the copy's code cells before its first call are the source's, in order, and each ran cleanly in
+       the source run, with the same state: the earlier chapters wrote nothing while their exercises
+       ran (papermill's time stamps against the files' modification times), and metrics.json was
+       written before;
+    2. the call calls the stub, and the stub raises NotImplementedError("Exercise N.1: ...").
+    The mechanics of a real papermill run of a copy: test_the_student_copy_runs_up_to_the_exercise."""
     copies = hh.workshop.make_student_copies(hh.notebooks.NOTEBOOK_DIR, tmp_path / "workshop", profile="tiny")
-    # fewer folds, seeds, label fractions and ablation variants than the book: this test is about where
-    # the copies stop (tests/test_notebooks.py runs the full tiny settings)
-    smaller = {"ABLATION_RADII_KM": [0.0, 5.0], "FOLDS": 3, "N_SEEDS": 1, "LABEL_FRACTIONS": [1.0]}
-    runs = hh.workshop.run_student_copies(tmp_path / "workshop", "tiny", 0, tmp_path / "run",
-                                          extra_parameters=smaller)
-    assert [r.notebook for r in runs] == [c.stem for c in copies]
-    for run, copy in zip(runs, copies):
-        executed = json.loads((tmp_path / "run" / "notebooks" / copy.name).read_text())["cells"]
-        code = [c for c in executed if c["cell_type"] == "code"
-                and "papermill-error-cell-tag" not in c["metadata"].get("tags", [])]
+    assert [c.stem for c in copies] == [p.stem for p in hh.notebooks.notebook_paths()]
+    for copy in copies:
+        student = json.loads(copy.read_text())
+        executed_path = tiny_book.out / "notebooks" / copy.name
+        executed = {c["id"]: c for c in json.loads(executed_path.read_text())["cells"] if c["cell_type"] == "code"}
+        code = [c for c in student["cells"] if c["cell_type"] == "code"]
         calls = [i for i, c in enumerate(code) if "exercise-call" in c["metadata"].get("tags", [])]
         if copy.stem[:2] in WITH_EXERCISES:
             assert calls, f"{copy.name}: no exercise"
         stop = calls[0] if calls else len(code)
+        ran = [cid for cid, c in executed.items() if "injected-parameters" not in c["metadata"].get("tags", [])
+               and "solution" not in c["metadata"].get("tags", [])]
+        assert [c["id"] for c in code[:stop]] == ran[:stop], copy.name
         for cell in code[:stop]:
-            assert cell["execution_count"] is not None, f"{copy.name}: cell {cell['id']} did not run"
-            assert not [o for o in cell["outputs"] if o["output_type"] == "error"], f"{copy.name}: {cell['id']}"
+            source = executed[cell["id"]]
+            assert "".join(cell["source"]) == "".join(source["source"]) or "parameters" in cell["metadata"]["tags"]
+            assert source["execution_count"] is not None, f"{copy.name}: cell {cell['id']} did not run"
+            assert not [o for o in source["outputs"] if o["output_type"] == "error"], f"{copy.name}: {cell['id']}"
+        assert hh.workshop.written_during_exercises(executed_path, [tiny_book.out, tiny_book.cache]) == [], copy.name
+        # written, and not while the exercises ran (above): before them
+        assert (tiny_book.out / "outputs" / copy.stem / "metrics.json").exists(), copy.name
         if calls:
-            errors = [o for o in code[stop]["outputs"] if o["output_type"] == "error"]
-            assert errors and errors[0]["ename"] == "NotImplementedError", f"{copy.name}: {errors}"
-            assert errors[0]["evalue"].startswith(f"Exercise {int(copy.stem[:2])}.1: ")
-        assert run.ok, run
-        assert (tmp_path / "run" / "outputs" / copy.stem / "metrics.json").exists()
+            [first, *_] = hh.workshop.find_exercises(student, copy.stem)
+            assert first.call_cell == code[stop]["id"] and first.number == f"{int(copy.stem[:2])}.1"
+            called = {n.func.id for n in ast.walk(ast.parse("".join(code[stop]["source"])))
+                      if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+            assert first.function in called, f"{copy.name}: the first call does not call {first.function}"
+            namespace = {}
+            exec("".join(executed[first.exercise_cell]["source"]), namespace)
+            stub = namespace[first.function]
+            n_required = sum(p.default is p.empty for p in inspect.signature(stub).parameters.values())
+            with pytest.raises(NotImplementedError, match=rf"^Exercise {first.number}: "):
+                stub(*[None] * n_required)
