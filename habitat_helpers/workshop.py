@@ -26,7 +26,8 @@ Adding one, e.g. a third to notebook 04: after the last exercise (in any case af
 ``write_metrics`` cell), add four cells, e.g. with the ids ``exercise-4-3-title`` (markdown),
 ``exercise-4-3`` (tag ``exercise``), ``solution-4-3`` (tags ``solution``, ``hide-input``) and
 ``exercise-call-4-3`` (tag ``exercise-call``); keep the outputs stripped. ``tests/test_workshop.py``
-checks the cells (``WITH_EXERCISES`` lists the notebooks that must have one) and runs the student copies.
+checks the cells (``WITH_EXERCISES`` lists the notebooks that must have one); ``tests/test_notebooks.py``
+checks the student copies against the test session's run of the sources (:func:`written_during_exercises`).
 
 So the full notebook runs top to bottom under papermill (``make test``, ``make book``), and
 

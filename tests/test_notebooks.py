@@ -1,20 +1,29 @@
 """The six notebooks under papermill and the `tiny` profile: what they recorded and showed.
 
-They run once per test session (the ``tiny_book`` fixture of tests/conftest.py, shared with the
-student-copy check of tests/test_workshop.py); chapter 4 also runs alone, from an empty cache.
+They run once per test session (the ``tiny_book`` fixture of tests/conftest.py); the student copies
+of the workshop are checked against that run too. Chapter 4 also runs alone, from an empty cache
+(tests/test_chapter_alone.py).
 """
+
+import ast
+import inspect
+import json
 
 import pytest
 
 import habitat_helpers as hh
 
-# one process of `pytest -n` holds the shared run; the tests that read it go there
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tiny_book")]
+# `pytest -n` runs a file's tests in one process (--dist loadfile): every test that reads the shared
+# run lives in this file, so that the run is made once
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def run(tiny_book):
     return tiny_book.out, tiny_book.timings
+
+# notebooks that must have at least one exercise (as in tests/test_workshop.py)
+WITH_EXERCISES = ("01", "02", "03", "04", "05", "06")
 
 
 def metrics(run, name):
@@ -239,22 +248,47 @@ def test_lucas_case_study(run):
         assert {src.tags(1)[f"class_{v}"].split()[0] for v in values} == set(m["map"]["level1_share"])
 
 
-@pytest.mark.xdist_group("chapter4_alone")        # its own run: another process may take it
-def test_chapter_4_runs_alone_on_a_new_seed_in_an_empty_cache(tmp_path, monkeypatch):
-    """No chapter ran for seed 7: chapter 4 makes the demo and the embeddings itself, says so in
-    one line, and records its numbers."""
-    import json
-
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("HABITAT_HELPERS_CACHE", str(cache))
-    chapter = [p for p in hh.notebooks.notebook_paths() if p.stem.startswith("04_")]
-    smaller = {"FOLDS": 3, "N_SEEDS": 1, "LABEL_FRACTIONS": [1.0]}   # the run above covers the full settings
-    hh.notebooks.run_all("tiny", 7, tmp_path / "out", notebooks=chapter, progress=False, extra_parameters=smaller)
-    m = hh.metrics.read_metrics(tmp_path / "out" / "outputs" / "04_classify_habitats")
-    assert m["seed"] == 7 and m["profile"] == "tiny" and m["hierarchy_consistent"]
-    assert m["models"]["aligned"]["level1"]["n"] > 0
-    assert (cache / "runs" / "tiny-seed7" / "site_embeddings.npz").exists()
-    cells = json.loads((tmp_path / "out" / "notebooks" / "04_classify_habitats.ipynb").read_text())["cells"]
-    printed = "".join("".join(o.get("text", "")) for c in cells if c["cell_type"] == "code"
-                      for o in c.get("outputs", []))
-    assert "embeddings: not in the run folder yet (chapter 2 makes them): computing them now" in printed
+def test_student_copies_of_the_notebooks_stop_at_their_first_exercise(tmp_path, tiny_book):
+    """Student copies of the six notebooks, checked on the session's `tiny` run of the sources
+    (tests/conftest.py) instead of a second run. A copy run top to bottom executes the source's cells up
+    to and including its first exercise stub (solutions sit after their stub), then the call of that stub:
+    1. the copy's code cells before its first call are the source's, in order, and each ran cleanly in
+       the source run, with the same state: the earlier chapters wrote nothing while their exercises
+       ran (papermill's time stamps against the files' modification times), and metrics.json was
+       written before;
+    2. the call calls the stub, and the stub raises NotImplementedError("Exercise N.1: ...").
+    The mechanics of a real papermill run of a copy: test_the_student_copy_runs_up_to_the_exercise."""
+    copies = hh.workshop.make_student_copies(hh.notebooks.NOTEBOOK_DIR, tmp_path / "workshop", profile="tiny")
+    assert [c.stem for c in copies] == [p.stem for p in hh.notebooks.notebook_paths()]
+    for copy in copies:
+        student = json.loads(copy.read_text())
+        executed_path = tiny_book.out / "notebooks" / copy.name
+        executed = {c["id"]: c for c in json.loads(executed_path.read_text())["cells"] if c["cell_type"] == "code"}
+        code = [c for c in student["cells"] if c["cell_type"] == "code"]
+        calls = [i for i, c in enumerate(code) if "exercise-call" in c["metadata"].get("tags", [])]
+        if copy.stem[:2] in WITH_EXERCISES:
+            assert calls, f"{copy.name}: no exercise"
+        stop = calls[0] if calls else len(code)
+        ran = [cid for cid, c in executed.items() if "injected-parameters" not in c["metadata"].get("tags", [])
+               and "solution" not in c["metadata"].get("tags", [])]
+        assert [c["id"] for c in code[:stop]] == ran[:stop], copy.name
+        for cell in code[:stop]:
+            source = executed[cell["id"]]
+            assert "".join(cell["source"]) == "".join(source["source"]) or "parameters" in cell["metadata"]["tags"]
+            assert source["execution_count"] is not None, f"{copy.name}: cell {cell['id']} did not run"
+            assert not [o for o in source["outputs"] if o["output_type"] == "error"], f"{copy.name}: {cell['id']}"
+        assert hh.workshop.written_during_exercises(executed_path, [tiny_book.out, tiny_book.cache]) == [], copy.name
+        # written, and not while the exercises ran (above): before them
+        assert (tiny_book.out / "outputs" / copy.stem / "metrics.json").exists(), copy.name
+        if calls:
+            [first, *_] = hh.workshop.find_exercises(student, copy.stem)
+            assert first.call_cell == code[stop]["id"] and first.number == f"{int(copy.stem[:2])}.1"
+            called = {n.func.id for n in ast.walk(ast.parse("".join(code[stop]["source"])))
+                      if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+            assert first.function in called, f"{copy.name}: the first call does not call {first.function}"
+            namespace = {}
+            exec("".join(executed[first.exercise_cell]["source"]), namespace)
+            stub = namespace[first.function]
+            n_required = sum(p.default is p.empty for p in inspect.signature(stub).parameters.values())
+            with pytest.raises(NotImplementedError, match=rf"^Exercise {first.number}: "):
+                stub(*[None] * n_required)

@@ -12,7 +12,7 @@ import pytest
 
 import habitat_helpers as hh
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("real_format")]   # one process holds the run
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

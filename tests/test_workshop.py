@@ -1,8 +1,7 @@
 """Student copies (hh.workshop): solutions removed, exercises kept, the convention checked; a copy run
-with papermill up to its first exercise; and the copies of the real notebooks checked against the
-session's run of the sources."""
+with papermill up to its first exercise. The copies of the six notebooks are checked against the
+session's run of the sources in tests/test_notebooks.py."""
 
-import ast
 import inspect
 import json
 import os
@@ -217,51 +216,3 @@ def test_files_written_while_the_exercises_ran_are_named(tmp_path):
     assert [p.name for p in found] == ["during.npz", "late.npz"]
     no_exercise = write(tmp_path / "run" / "notebooks", "01_x.ipynb", _executed(["a", "b"]))
     assert hh.workshop.written_during_exercises(no_exercise, [cache]) == []
-
-
-@pytest.mark.slow
-@pytest.mark.xdist_group("tiny_book")
-def test_student_copies_of_the_notebooks_stop_at_their_first_exercise(tmp_path, tiny_book):
-    """Student copies of the six notebooks, checked on the session's `tiny` run of the sources
-    (tests/conftest.py) instead of a second run. A copy run top to bottom executes the source's cells up
-    to and including its first exercise stub (solutions sit after their stub), then the call of that stub:
-    1. the copy's code cells before its first call are the source's, in order, and each ran cleanly in
-       the source run, with the same state: the earlier chapters wrote nothing while their exercises
-       ran (papermill's time stamps against the files' modification times), and metrics.json was
-       written before;
-    2. the call calls the stub, and the stub raises NotImplementedError("Exercise N.1: ...").
-    The mechanics of a real papermill run of a copy: test_the_student_copy_runs_up_to_the_exercise."""
-    copies = hh.workshop.make_student_copies(hh.notebooks.NOTEBOOK_DIR, tmp_path / "workshop", profile="tiny")
-    assert [c.stem for c in copies] == [p.stem for p in hh.notebooks.notebook_paths()]
-    for copy in copies:
-        student = json.loads(copy.read_text())
-        executed_path = tiny_book.out / "notebooks" / copy.name
-        executed = {c["id"]: c for c in json.loads(executed_path.read_text())["cells"] if c["cell_type"] == "code"}
-        code = [c for c in student["cells"] if c["cell_type"] == "code"]
-        calls = [i for i, c in enumerate(code) if "exercise-call" in c["metadata"].get("tags", [])]
-        if copy.stem[:2] in WITH_EXERCISES:
-            assert calls, f"{copy.name}: no exercise"
-        stop = calls[0] if calls else len(code)
-        ran = [cid for cid, c in executed.items() if "injected-parameters" not in c["metadata"].get("tags", [])
-               and "solution" not in c["metadata"].get("tags", [])]
-        assert [c["id"] for c in code[:stop]] == ran[:stop], copy.name
-        for cell in code[:stop]:
-            source = executed[cell["id"]]
-            assert "".join(cell["source"]) == "".join(source["source"]) or "parameters" in cell["metadata"]["tags"]
-            assert source["execution_count"] is not None, f"{copy.name}: cell {cell['id']} did not run"
-            assert not [o for o in source["outputs"] if o["output_type"] == "error"], f"{copy.name}: {cell['id']}"
-        assert hh.workshop.written_during_exercises(executed_path, [tiny_book.out, tiny_book.cache]) == [], copy.name
-        # written, and not while the exercises ran (above): before them
-        assert (tiny_book.out / "outputs" / copy.stem / "metrics.json").exists(), copy.name
-        if calls:
-            [first, *_] = hh.workshop.find_exercises(student, copy.stem)
-            assert first.call_cell == code[stop]["id"] and first.number == f"{int(copy.stem[:2])}.1"
-            called = {n.func.id for n in ast.walk(ast.parse("".join(code[stop]["source"])))
-                      if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
-            assert first.function in called, f"{copy.name}: the first call does not call {first.function}"
-            namespace = {}
-            exec("".join(executed[first.exercise_cell]["source"]), namespace)
-            stub = namespace[first.function]
-            n_required = sum(p.default is p.empty for p in inspect.signature(stub).parameters.values())
-            with pytest.raises(NotImplementedError, match=rf"^Exercise {first.number}: "):
-                stub(*[None] * n_required)
