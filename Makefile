@@ -19,7 +19,7 @@ BOOK_CACHE ?= $(CURDIR)/build/cache
 WORKSHOP_PROFILE ?= tiny
 # Test processes (pytest-xdist): one per core by default; TEST_JOBS=0 runs the tests in one process.
 TEST_JOBS ?= auto
-PYTEST := $(BIN)/python -m pytest -ra -n $(TEST_JOBS) --dist loadfile
+PYTEST_ARGS := -ra -n $(TEST_JOBS) --dist loadfile
 
 .PHONY: help install test test-fast coverage lint book notebooks html workshop lock clean
 
@@ -42,15 +42,15 @@ lint: $(STAMP)
 	$(BIN)/ruff check habitat_helpers tests scripts benchmarks notebooks
 
 test: lint
-	$(PYTEST)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	$(PYTEST) -m "not slow"
+	$(BIN)/python -m pytest $(PYTEST_ARGS) -m "not slow"
 
 # Lines of habitat_helpers run by make test's tests, the notebook kernels included (pyproject.toml).
 coverage: $(STAMP)
 	rm -rf build/coverage && mkdir -p build/coverage
-	$(BIN)/python -m coverage run -m pytest -ra -n $(TEST_JOBS) --dist loadfile
+	$(BIN)/python -m coverage run -m pytest $(PYTEST_ARGS)
 	$(BIN)/python -m coverage combine --quiet
 	$(BIN)/python -m coverage report
 
