@@ -51,12 +51,31 @@ class AlignConfig:
     modalities: tuple[str, ...] = ("photo", "satellite", "gps")
     pairs: tuple[tuple[str, str], ...] = field(default_factory=tuple)  # empty: all pairs of modalities
     radius_km: float = 5.0           # spatial positives: items of other sites within this distance (0: paired only)
+    #: what a neighbour within radius_km is: "radius" (a positive like the own site), "own_half" (a
+    #: positive, the own site keeping half the weight), "site" (a negative), "not_negative" (neither);
+    #: hh.losses.POSITIVES
+    positives: str = "radius"
+    #: "none" contrasts every pair of modalities (or ``pairs``); a modality name (e.g. "gps")
+    #: contrasts each other modality with it only: the hub of the abstract's authors' code
+    hub: str = "none"
     soft_scale_km: float | None = None   # weight positives by exp(-distance / scale)
     per_anchor: int = 3              # neighbours brought into a batch with each anchor site
     sampler_radius_km: float | None = None   # neighbours for batching (default: radius_km; 0: random batches)
     retrieval_k: int = 10            # early stopping on validation recall@k
 
+    def __post_init__(self):
+        from .losses import POSITIVES
+
+        if self.positives not in POSITIVES:
+            raise ValueError(f"positives must be one of {', '.join(map(repr, POSITIVES))}, not {self.positives!r}")
+        if self.hub != "none" and self.hub not in self.modalities:
+            raise ValueError(f"hub must be 'none' or one of the modalities {list(self.modalities)}, not {self.hub!r}")
+        if self.hub != "none" and self.pairs:
+            raise ValueError("give hub or pairs, not both")
+
     def modality_pairs(self) -> list[tuple[str, str]]:
+        if self.hub != "none":
+            return [(m, self.hub) for m in self.modalities if m != self.hub]
         return list(self.pairs) if self.pairs else list(itertools.combinations(self.modalities, 2))
 
     def pair_table(self) -> torch.Tensor:
@@ -224,7 +243,7 @@ def _batch_loss(model: AlignmentModel, embeddings: dict, lat, lon, sites: np.nda
     per_anchor = spatial_info_nce(
         items["z"], items["site"].to(device), items["modality"].to(device), items["lat"], items["lon"],
         radius_km=cfg.radius_km, temperature=model.temperature(), soft_scale_km=cfg.soft_scale_km,
-        pairs=cfg.pair_table().to(device), reduction="none")
+        pairs=cfg.pair_table().to(device), positives=cfg.positives, reduction="none")
     mine = per_anchor[offset:offset + len(local["site"])]
     valid = ~torch.isnan(mine)
     count = torch.tensor([int((~torch.isnan(per_anchor)).sum())])

@@ -239,6 +239,8 @@ class HierarchicalClassifier:
             with warnings.catch_warnings(), _one_blas_thread():
                 warnings.simplefilter("ignore", ConvergenceWarning)   # a few iterations short of tol is fine
                 warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%")
+                # an MLP batch larger than the training rows is one full batch (the capacity control)
+                warnings.filterwarnings("ignore", message="Got `batch_size` less than 1 or larger than sample size")
                 model.fit(X[rows], y.astype(str), **extra)
             self.models[level] = model
             self.classes[level] = model.classes_
@@ -423,6 +425,34 @@ def coordinate_knn(k: int = 15):
 
     def make():
         return CappedKNN(n_neighbors=k, metric="haversine", weights="distance", algorithm="ball_tree")
+
+    return make
+
+
+#: Fewest training rows for which :func:`supervised_mlp` holds a tenth out to stop early (fewer:
+#: a validation set of a handful of rows cannot stop anything; it trains for its most epochs).
+MLP_EARLY_STOPPING_ROWS = 100
+
+
+def supervised_mlp(hidden_layers, alpha: float, *, batch_size: int, lr: float, epochs: int, patience: int,
+                   seed: int = 0):
+    """A factory for :class:`HierarchicalClassifier` (``estimator=``): standardised inputs into a
+    multi-layer perceptron (scikit-learn's, Adam) with ``hidden_layers`` widths, L2 penalty
+    ``alpha``, trained on the labels for at most ``epochs``, stopping after ``patience`` epochs
+    without gain on a tenth of the training rows (from :data:`MLP_EARLY_STOPPING_ROWS` rows on).
+    The capacity control of the contrastive heads
+    (:func:`habitat_helpers.evaluation.mlp_model`)."""
+    from sklearn.neural_network import MLPClassifier
+
+    class StoppingMLP(MLPClassifier):
+        def fit(self, X, y, **kwargs):
+            self.early_stopping = len(X) >= MLP_EARLY_STOPPING_ROWS
+            return super().fit(X, y, **kwargs)
+
+    def make():
+        return make_pipeline(StandardScaler(), StoppingMLP(
+            hidden_layer_sizes=tuple(hidden_layers), alpha=alpha, batch_size=batch_size, learning_rate_init=lr,
+            max_iter=epochs, n_iter_no_change=patience, random_state=seed))
 
     return make
 

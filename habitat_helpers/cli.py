@@ -356,6 +356,14 @@ def _add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
                             "hh.align.AlignConfig field and its values, e.g. radius_km=0,5,25; repeat for "
                             "several fields (each value retrains the alignment in every fold; default: none, "
                             "the settings as given)")
+    model.add_argument("--align-pool", choices=tuple(evaluation.ALIGN_POOLS), default=protocol.align_pool,
+                       help="sites that train the contrastive heads in each fold: "
+                            + "; ".join(f"{k}: {v}" for k, v in evaluation.ALIGN_POOLS.items())
+                            + f" (default: {protocol.align_pool})")
+    model.add_argument("--extra-sites", default=None, metavar="TABLE",
+                       help="unlabelled sites that only train the alignment (with --align-pool extra or "
+                            "transductive), a table with the same columns as --sites; its labels, if any, must "
+                            "be empty; never scored")
     model.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: auto, a GPU when present)")
     model.add_argument("--jobs", type=int, default=None,
                        help="folds run at once, each in its own process (default: the cores, at most 4, on a "
@@ -388,9 +396,18 @@ def _evaluate(args: argparse.Namespace) -> int:
     seeds = args.seeds if args.seed is None else [args.seed]
     protocol = _check_evaluate_arguments(args, seeds)
     sites, scheme = read_sites(args)
-    lat, lon = sites["lat"].to_numpy(float), sites["lon"].to_numpy(float)
     labels = pd.DataFrame(sites[["eunis_l1", "eunis_l2", "eunis_l3"]]).reset_index(drop=True)
     _check_sites(sites, labels, args, seeds)
+    extra = np.zeros(len(sites), bool)
+    if args.extra_sites:
+        more = read_extra_sites(args)
+        attrs = dict(sites.attrs)                   # what the report reads about the study's table
+        sites = pd.concat([sites, more], ignore_index=True)
+        sites.attrs.update(attrs, extra_sites={"file": str(Path(args.extra_sites).resolve()), "sites": len(more),
+                                               "load_report": more.attrs.get("load_report")})
+        labels = pd.DataFrame(sites[["eunis_l1", "eunis_l2", "eunis_l3"]]).reset_index(drop=True)
+        extra = np.r_[extra, np.ones(len(more), bool)]
+    lat, lon = sites["lat"].to_numpy(float), sites["lon"].to_numpy(float)
 
     device = runtime.resolve_device(args.device)
     cache = Path(args.cache) if args.cache else paths.cache_dir() / "embeddings"
@@ -413,7 +430,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         result = evaluation.cross_validate(
             lat=lat, lon=lon, labels=labels, embeddings=embeddings, modalities=tuple(args.modalities),
             protocol=protocol, align_config=align.AlignConfig(**align_settings),
-            scheme=scheme, device=device, progress=not args.no_progress,
+            scheme=scheme, device=device, progress=not args.no_progress, extra=extra,
             n_jobs=args.jobs if args.jobs is not None else runtime.fold_jobs(device))
     except ValueError as err:            # e.g. fewer spatial blocks than folds for one of the seeds
         raise UsageError(str(err)) from None
@@ -427,6 +444,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             "habitat_helpers_version": habitat_helpers.__version__,
             "input": {"file": str(Path(args.sites).resolve()), "columns": sites.attrs["columns"]},
             "load_report": {**sites.attrs["load_report"], "unknown_codes": sites.attrs["unknown_codes"]},
+            **({"extra_sites": sites.attrs["extra_sites"]} if "extra_sites" in sites.attrs else {}),
             "levels": list(args.levels),
             "embeddings": {m: {"encoder": "geoclip-location" if m == "gps" else args.image_encoder,
                                **(env_info if m == "env" else {}),
@@ -487,9 +505,15 @@ def _check_evaluate_arguments(args, seeds):
         protocol = evaluation.Protocol(folds=args.folds, block_size_deg=args.block_size_deg,
                                        buffer_km=args.buffer_km, seeds=tuple(seeds),
                                        label_fractions=tuple(args.label_fractions),
-                                       align_grid=dict(args.align_grid))
+                                       align_grid=dict(args.align_grid), align_pool=args.align_pool)
     except ValueError as err:
         raise UsageError(str(err)) from None
+    if args.align_pool in ("extra", "transductive") and len(args.modalities) < 2:
+        raise UsageError(f"--align-pool {args.align_pool}: the alignment needs two or more --modalities")
+    if args.align_pool == "extra" and not args.extra_sites:
+        raise UsageError("--align-pool extra needs --extra-sites TABLE (unlabelled sites)")
+    if args.extra_sites and args.align_pool not in ("extra", "transductive"):
+        raise UsageError(f"--extra-sites is read only with --align-pool extra or transductive, not {args.align_pool}")
     if "photo" in args.modalities and not args.photo_cols:
         raise UsageError("--modalities photo needs --photo-cols naming the photo column(s)")
     if "satellite" in args.modalities and not args.satellite_col:
@@ -549,6 +573,37 @@ def read_sites(args):
                                 site_id=args.id_col, photo_columns=args.photo_cols, satellite=args.satellite_col,
                                 esy=args.esy, sep=sep, label_scheme=args.label_scheme)
     return sites, args.label_scheme
+
+
+def read_extra_sites(args):
+    """The ``--extra-sites`` table, read with the same column options as ``--sites``; every row
+    must be unlabelled (a labelled row belongs in ``--sites``)."""
+    sep = {"\\t": "\t", "tab": "\t"}.get(args.sep, args.sep)
+    path = Path(args.extra_sites)
+    if not path.exists():
+        raise UsageError(f"--extra-sites: {path} does not exist")
+    print(f"extra sites (they only train the alignment) from {path}:", file=sys.stderr)
+    label = args.label_col if args.label_col in _columns_of(path, sep) else None
+    try:
+        extra = datasets.read_table(path, lat=args.lat_col, lon=args.lon_col, label=label, site_id=args.id_col,
+                                    photo_columns=args.photo_cols, satellite=args.satellite_col, sep=sep,
+                                    label_scheme=args.label_scheme)
+    except (ValueError, KeyError) as err:
+        raise UsageError(f"--extra-sites: {err}") from None
+    labelled = int(extra["eunis_l1"].notna().sum())
+    if labelled:
+        raise UsageError(f"--extra-sites: {labelled} rows carry a label in {label!r}; extra sites only train the "
+                         "alignment: move the labelled rows to --sites")
+    return extra
+
+
+def _columns_of(path: Path, sep) -> list[str]:
+    """The column names of a delimited table or a Parquet file."""
+    if path.suffix.lower() in (".parquet", ".geoparquet"):
+        import pyarrow.parquet as pq
+
+        return list(pq.read_schema(path).names)
+    return list(pd.read_csv(path, sep=sep, nrows=0, engine="python").columns)
 
 
 def _check_sites(sites, labels: pd.DataFrame, args, seeds) -> None:

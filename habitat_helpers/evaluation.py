@@ -54,6 +54,16 @@ SCORE_COLUMNS = ("seed", "fold", "fraction", "model", "subset", "level", "n_trai
 FAILURE_COLUMNS = ("model", "seed", "fold", "fraction", "level", "n_train", "reason")
 ALL_SITES = "all labelled test sites"
 PHOTO_SITES = "test sites with photos"
+#: The name of the aligned vectors with the raw inputs beside them (the peers' design: the
+#: classifier keeps the pre-trained features and adds the aligned ones).
+ALIGNED_AND_RAW = "aligned + raw"
+#: The name of :func:`mlp_model`'s model (the capacity control of the aligned heads).
+MLP = "MLP on raw concatenated"
+#: The models that use the contrastive heads, and the best of the others they are read against
+#: (:func:`alignment_pays`).
+ALIGNMENT_MODELS = ("aligned", ALIGNED_AND_RAW)
+
+
 
 
 def block_folds(lat, lon, block_size_deg: float, folds: int, seed: int) -> np.ndarray:
@@ -384,6 +394,61 @@ def paired_interval(a, b, test_train_ratio: float | None = None, confidence: flo
     return out
 
 
+#: The registered reading rule of the alignment experiment (book/alignment_pays.md): alignment
+#: pays in a cell when the paired 95 % interval of ``aligned + raw`` minus the best model without
+#: alignment lies above 0.
+PAYS_RULE = ("alignment pays in a cell when the paired 95 % interval (corrected resampled t over folds x seeds) "
+             "of 'aligned + raw' minus the best model without alignment (highest mean in that cell among the "
+             "models that score at least 90 % of its sites) lies above 0")
+
+
+def alignment_pays(scores: pd.DataFrame, folds: int, model: str = ALIGNED_AND_RAW, baselines=None,
+                   metric: str = "macro_f1", levels=LEVELS) -> pd.DataFrame:
+    """The registered reading rule (:data:`PAYS_RULE`) in every cell of ``scores`` (the
+    :attr:`CVResult.scores` of one or several runs on the same folds, e.g. one per alignment
+    pool with a ``pool`` column; without it, one pool): one row per pool, label fraction, subset
+    and level with ``model``'s mean, the best baseline and its mean, the paired difference, its
+    interval, the wins and ``pays`` (the interval's lower bound above 0).
+
+    ``baselines``: the models without alignment that may be "the best" (default: every model
+    whose name is not in :data:`ALIGNMENT_MODELS` and does not start with ``transfer``). The
+    best is the highest mean on the test folds, which can only favour the baseline: the rule is
+    conservative."""
+    scores = scores.copy()
+    if "pool" not in scores:
+        scores["pool"] = "training"
+    scores["fraction"] = scores["fraction"].astype(float)
+    others = scores[~scores["model"].isin(ALIGNMENT_MODELS) & ~scores["model"].str.startswith("transfer")]
+    if baselines is not None:
+        others = others[others["model"].isin(baselines)]
+    # a baseline does not depend on the pool: one copy of each (the pool runs share folds and labels)
+    others = others.drop(columns="pool").drop_duplicates(["model", "seed", "fold", "fraction", "subset", "level"])
+    ratio = 1 / (folds - 1) if folds > 1 else None
+    rows = []
+    ours = scores[scores["model"] == model]
+    for (pool, fraction, subset, level), mine in ours.groupby(["pool", "fraction", "subset", "level"], sort=False):
+        if level not in levels:
+            continue
+        cell = others[np.isclose(others["fraction"], fraction) & (others["subset"] == subset)
+                      & (others["level"] == level)]
+        if cell.empty:
+            continue
+        n = cell.groupby("model")["n"].mean()
+        means = cell.groupby("model")[metric].mean()[n >= 0.9 * n.max()].dropna()
+        if means.empty:
+            continue
+        best = means.idxmax()
+        a = mine.set_index(["seed", "fold"])[metric]
+        b = cell[cell["model"] == best].set_index(["seed", "fold"])[metric]
+        both = a.index.intersection(b.index)
+        out = paired_interval(a.loc[both].to_numpy(float), b.loc[both].to_numpy(float), test_train_ratio=ratio)
+        rows.append({"pool": pool, "fraction": fraction, "subset": subset, "level": int(level), "model": model,
+                     "model_mean": float(a.loc[both].mean()), "best_without_alignment": best,
+                     "baseline_mean": float(b.loc[both].mean()), **out,
+                     "pays": bool(np.isfinite(out["ci_low"]) and out["ci_low"] > 0)})
+    return pd.DataFrame(rows)
+
+
 def _any_modality_json(any_modality: pd.DataFrame) -> dict:
     """``{"<inputs> | <model>": {"level<k>": {"mean", "std"}}}`` of the any-modality macro-F1
     (empty when no any-modality run was scored)."""
@@ -397,27 +462,38 @@ def _any_modality_json(any_modality: pd.DataFrame) -> dict:
 # --- the protocol: one place for every setting ------------------------------------------------
 
 #: The hyperparameter grids searched on the validation blocks, per model family. Every model but
-#: the majority gets the same number of candidates (four fits, each decoded two ways), so that no
-#: model has more chances than another to fit the validation blocks.
-#: ``dropout_copies`` trains on copies of each site with every subset of its inputs (modality
-#: dropout); part of the aligned model's design, and available to the raw concatenation too
-#: (``grids={"concatenated": {"dropout_copies": (False, True)}}``), where it is off by default: it
-#: tripled that model's cost on the book's demo, and the validation blocks chose it in none of the
-#: folds where it was offered (measured: 2 of 2 folds, and on the tests' synthetic sites). The
-#: values of ``C`` and ``k`` span the choices made over 9 folds x seeds of the book's demo with
-#: grids of six (C 0.02-5, k 3-60), which took 1.5 times as long.
+#: the majority gets the same number of fits per input kind: four for a model of one input
+#: (``single``, ``knn``), eight for a model of several inputs (four settings, each with and
+#: without ``dropout_copies``), each decoded two ways. ``dropout_copies`` trains on copies of
+#: each site with every subset of its inputs (modality dropout); it is offered to every
+#: multi-input model, on and off alike, so that no model has it forced (issue 26: it used to be
+#: forced on for the aligned model and off for the others). The values of ``C`` and ``k`` span
+#: the choices made over 9 folds x seeds of the book's demo with grids of six (C 0.02-5,
+#: k 3-60). ``alpha`` is the L2 penalty of the capacity-matched MLP (:func:`mlp_model`).
 #: ``decoding`` is top-down (paths may stop above level 3) or the product of the levels
 #: (:class:`habitat_helpers.classify.HierarchicalClassifier`); it needs no refit, so trying both
 #: costs predictions only. ``multi_code="soft"`` (soft targets over the codes of a multi-code
 #: ESy cell) may be added to a grid; by default the common ancestor is used.
 GRIDS: dict[str, dict[str, tuple]] = {
-    "aligned": {"C": (0.05, 1.0), "fusion": ("concat", "mean"), "dropout_copies": (True,),
+    "aligned": {"C": (0.05, 1.0), "fusion": ("concat", "mean"), "dropout_copies": (False, True),
                 "decoding": classify.DECODINGS, "multi_code": ("ancestor",)},
-    "concatenated": {"C": (0.02, 0.1, 0.5, 2.5), "dropout_copies": (False,),
+    "concatenated": {"C": (0.02, 0.1, 0.5, 2.5), "dropout_copies": (False, True),
                      "decoding": classify.DECODINGS, "multi_code": ("ancestor",)},
+    "mlp": {"alpha": (1e-4, 1e-3, 1e-2, 1e-1), "dropout_copies": (False, True),
+            "decoding": classify.DECODINGS, "multi_code": ("ancestor",)},
     "single": {"C": (0.02, 0.1, 0.5, 2.5), "decoding": classify.DECODINGS, "multi_code": ("ancestor",)},
     "knn": {"k": (3, 8, 15, 30), "decoding": classify.DECODINGS},
     "majority": {},
+}
+
+#: Which sites train the contrastive heads in each fold (:attr:`Protocol.align_pool`); each pool
+#: holds the one before it. Never a test label; the test blocks' *inputs* only in the last.
+ALIGN_POOLS = {
+    "labelled": "the labelled fitting sites only (at a label fraction, the sampled ones)",
+    "training": "every fitting site, labelled or not",
+    "extra": "every fitting site and the extra unlabelled sites outside the test and validation blocks",
+    "transductive": "as 'extra', plus the test blocks' inputs without their labels (transductive: "
+                    "reported apart, never the default)",
 }
 
 
@@ -446,6 +522,8 @@ class Protocol:
     #: ``{"radius_km": (0.0, 5.0)}``. Empty means the ``align_config`` as given. Epochs are always
     #: chosen by early stopping.
     align_grid: dict = dataclasses.field(default_factory=dict)
+    #: The sites that train the contrastive heads in each fold (:data:`ALIGN_POOLS`).
+    align_pool: str = "training"
 
     def __post_init__(self):
         if not isinstance(self.folds, (int, np.integer)) or self.folds < 2:
@@ -474,12 +552,20 @@ class Protocol:
             for fusion in grid.get("fusion", ()):
                 if fusion not in ("concat", "mean"):
                     raise ValueError(f"fusion must be 'concat' or 'mean', not {fusion!r}")
+        if self.align_pool not in ALIGN_POOLS:
+            raise ValueError(f"align_pool must be one of {', '.join(map(repr, ALIGN_POOLS))}, not {self.align_pool!r}")
         from . import align
 
         fields = {f.name for f in dataclasses.fields(align.AlignConfig)} - {"seed", "modalities"}
         if set(self.align_grid) - fields or any(len(v) == 0 for v in self.align_grid.values()):
             raise ValueError(f"align_grid: {sorted(self.align_grid)} (each with at least one value) must be "
                              f"hh.align.AlignConfig fields: {sorted(fields)}")
+        from .losses import POSITIVES
+
+        wrong = [v for v in self.align_grid.get("positives", ()) if v not in POSITIVES]
+        if wrong:
+            raise ValueError(f"align_grid: positives must be one of {', '.join(map(repr, POSITIVES))}, not "
+                             f"{', '.join(map(repr, wrong))}")
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
         object.__setattr__(self, "label_fractions", tuple(float(f) for f in self.label_fractions))
 
@@ -572,11 +658,13 @@ def _majority(params, scheme):
     return classify.MajorityClassifier(scheme=scheme)
 
 
-def default_models(modalities) -> list[Model]:
-    """The models of the comparison (module docstring) for ``modalities``: the aligned model
-    when there are two or more inputs, each raw input alone, the raw inputs concatenated (and
-    without ``env``, when it is one of three or more), k-NN on coordinates and the majority.
-    A new baseline is one more :class:`Model` in this list."""
+def default_models(modalities, align_config=None) -> list[Model]:
+    """The models of the comparison (module docstring) for ``modalities``: with two or more
+    inputs the aligned model, the aligned model with the raw inputs beside it and the
+    capacity-matched MLP (:func:`mlp_model`, as wide as the heads of ``align_config``); each raw
+    input alone, the raw inputs concatenated (and without ``env``, when it is one of three or
+    more), k-NN on coordinates and the majority. A new baseline is one more :class:`Model` in
+    this list."""
 
     modalities = tuple(modalities)
     several = len(modalities) >= 2
@@ -584,11 +672,15 @@ def default_models(modalities) -> list[Model]:
     if several:
         models.append(Model("aligned", lambda inp, p: inp.aligned(p["fusion"]), _logistic, "aligned", modalities,
                             needs_heads=True))
+        models.append(Model(ALIGNED_AND_RAW, lambda inp, p: np.hstack(
+            [inp.aligned(p["fusion"]), raw_concatenated(inp.embeddings, inp.modalities)]),
+            _logistic, "aligned", modalities, needs_heads=True))
     for m in modalities:
         models.append(Model(f"raw {m}", lambda inp, p, m=m: inp.embeddings[m], _logistic, "single", (m,)))
     if several:
         models.append(Model("raw concatenated", lambda inp, p: raw_concatenated(inp.embeddings, inp.modalities),
                             _logistic, "concatenated", modalities))
+        models.append(mlp_model(modalities, align_config))
     if ENV in modalities and len(modalities) >= 3:      # the other inputs with and without env
         others = tuple(m for m in modalities if m != ENV)
         models.append(Model("raw concatenated without env",
@@ -598,6 +690,29 @@ def default_models(modalities) -> list[Model]:
                         _knn, "knn"))
     models.append(Model("majority", lambda inp, p: np.zeros((len(inp.lat), 1)), _majority, "majority"))
     return models
+
+
+def mlp_model(modalities, align_config=None, name: str = MLP) -> Model:
+    """The capacity-matched baseline: the raw inputs concatenated (as ``raw concatenated``) into
+    a supervised network as wide as the contrastive heads (hidden layers ``hidden`` and ``dim``
+    of ``align_config``, by default :class:`habitat_helpers.align.AlignConfig`'s), trained on
+    the labels with the heads' optimiser budget (Adam, their learning rate, batch size, most
+    epochs and patience; it stops early on a tenth of its training rows, the heads on the
+    validation blocks), one network per level. If the aligned model beats ``raw concatenated`` only as far
+    as this one does, the gain is the non-linear map, not the contrastive objective. It chooses
+    its L2 penalty ``alpha`` and the dropout copies on the validation blocks (:data:`GRIDS`)."""
+    from . import align
+
+    cfg = align_config or align.AlignConfig()
+    modalities = tuple(modalities)
+
+    def classifier(params, scheme):
+        network = classify.supervised_mlp((cfg.hidden, cfg.dim), params["alpha"], batch_size=cfg.batch_size,
+                                          lr=cfg.lr, epochs=cfg.epochs, patience=cfg.patience, seed=cfg.seed)
+        return classify.HierarchicalClassifier(estimator=network, scheme=scheme,
+                                               decoding=params.get("decoding", classify.DECODINGS[0]))
+
+    return Model(name, lambda inp, p: raw_concatenated(inp.embeddings, modalities), classifier, "mlp", modalities)
 
 
 #: The grid of :func:`forest_model`: four fits (leaf sizes), each decoded two ways, as for the others.
@@ -787,7 +902,7 @@ def _block_size_from_range(lat, lon, codes, seed) -> tuple[float, dict]:
 def cross_validate(lat, lon, labels: pd.DataFrame, embeddings: dict[str, np.ndarray], *,
                    modalities=MODALITIES, models: list[Model] | None = None, protocol: Protocol | None = None,
                    align_config=None, scheme="eunis", device: str = "cpu", n_jobs: int = 1,
-                   progress: bool = True, **settings) -> CVResult:
+                   progress: bool = True, extra=None, **settings) -> CVResult:
     """Spatial block cross-validation of the aligned model and the baselines (module docstring),
     with every model's hyperparameters chosen inside the training folds.
 
@@ -803,7 +918,8 @@ def cross_validate(lat, lon, labels: pd.DataFrame, embeddings: dict[str, np.ndar
     modalities
         the inputs to use; with two or more, the aligned model is trained.
     models
-        the :class:`Model` list (default :func:`default_models`).
+        the :class:`Model` list (default :func:`default_models` of ``modalities`` and
+        ``align_config``: the capacity-matched MLP is as wide as its heads).
     protocol
         a :class:`Protocol`; or give its fields as keywords (``folds=3, seeds=(0,)``), checked
         before any work.
@@ -816,6 +932,14 @@ def cross_validate(lat, lon, labels: pd.DataFrame, embeddings: dict[str, np.ndar
         folds run at once, each in its own process (:func:`habitat_helpers.runtime.fold_jobs`
         gives the cores of a CPU); every fold runs on one thread, so the numbers do not depend
         on ``n_jobs``. ``1``: in this process.
+    extra
+        a boolean mask of sites that only train the contrastive heads (unlabelled sites beyond the
+        study's table: more LUCAS points, a denser grid, the demo's
+        :func:`habitat_helpers.demo.extra_sites`), used with ``align_pool="extra"`` or
+        ``"transductive"`` and ignored by every other pool. The folds, validation blocks and label
+        samples are drawn from the other sites alone, so results with and without them are paired
+        fold by fold; an extra site joins a fold's pool only outside its test and validation blocks
+        (and buffer).
 
     In each fold the training blocks (less the buffer) are split again by blocks into fitting
     and validation sites; the alignment trains on the fitting sites and stops early on the
@@ -836,27 +960,35 @@ def cross_validate(lat, lon, labels: pd.DataFrame, embeddings: dict[str, np.ndar
     missing = [m for m in modalities if m not in embeddings]
     if missing:
         raise ValueError(f"no embeddings for {', '.join(missing)}")
-    models = list(models) if models is not None else default_models(modalities)
+    models = list(models) if models is not None else default_models(modalities, align_config)
     names = [m.name for m in models]
     if len(set(names)) != len(names):
         raise ValueError(f"model names must be unique: {names}")
     labelled = labels["eunis_l1"].notna().to_numpy()
+    extra = np.zeros(len(lat), bool) if extra is None else np.asarray(extra, bool)
+    if extra.shape != lat.shape:
+        raise ValueError(f"extra must be one boolean per site ({len(lat)}), not {extra.shape}")
+    if (extra & labelled).any():
+        raise ValueError(f"{int((extra & labelled).sum())} extra sites carry labels: extra sites only train the "
+                         "alignment; put labelled sites in the table itself")
+    if protocol.align_pool == "extra" and not extra.any():
+        raise ValueError("align_pool='extra' needs extra sites (the extra= mask); none were given")
     n_per_level = {level: int(labels[classify.LEVEL_COLUMNS[level]].notna().sum()) for level in LEVELS}
     aligned_on = any(m.needs_heads for m in models)
     if aligned_on:
         base = dataclasses.replace(align_config or align.AlignConfig(), modalities=modalities, pairs=())
         align_candidates = [dict(zip(protocol.align_grid, v)) for v in itertools.product(*protocol.align_grid.values())]
-    main = {"aligned", "raw concatenated", *(f"raw {m}" for m in modalities)}
+    main = {*ALIGNMENT_MODELS, "raw concatenated", MLP, *(f"raw {m}" for m in modalities)}
     fraction_models = protocol.fraction_models or tuple(m.name for m in models if m.name in main)
     block_size, block_info = resolve_block_size(lat, lon, labels, protocol.block_size_deg, protocol.seeds[0])
 
-    tasks = [(seed, fold, block_folds(lat, lon, block_size, protocol.folds, seed))
+    tasks = [(seed, fold, _block_folds_with_extra(lat, lon, block_size, protocol.folds, seed, extra))
              for seed in protocol.seeds for fold in range(protocol.folds)]
     context = _FoldContext(lat, lon, labels, embeddings, modalities, models, protocol, block_size,
                            base if aligned_on else None, align_candidates if aligned_on else [{}], fraction_models,
-                           scheme, device, keep_predictions=protocol.seeds[0])
+                           scheme, device, keep_predictions=protocol.seeds[0], extra=extra)
     runs = _map_folds(context, tasks, n_jobs, progress)
-    score_rows, any_rows, failure_rows, choice_rows, buffer_rows = [], [], [], [], []
+    score_rows, any_rows, failure_rows, choice_rows, buffer_rows, pool_rows = [], [], [], [], [], []
     pooled: dict = {}
     for run in runs:                 # in the order of the tasks, whatever order they finished in
         score_rows += run["scores"]
@@ -864,6 +996,7 @@ def cross_validate(lat, lon, labels: pd.DataFrame, embeddings: dict[str, np.ndar
         failure_rows += run["failures"]
         choice_rows += run["choices"]
         buffer_rows.append(run["buffer"])
+        pool_rows += run["pool"]
         for name, by_level in run["predictions"].items():
             for level, part in by_level.items():
                 pooled.setdefault(name, {}).setdefault(level, []).append(part)
@@ -885,7 +1018,10 @@ def cross_validate(lat, lon, labels: pd.DataFrame, embeddings: dict[str, np.ndar
                 "label_fractions": list(protocol.label_fractions), "fraction_models": list(fraction_models),
                 "grids": {m.name: {k: list(v) for k, v in m.grid_for(protocol).items()} for m in models},
                 "align_grid": {k: list(v) for k, v in protocol.align_grid.items()},
-                "n_sites": len(lat), "n_labelled": int(labelled.sum()),
+                "align_pool": protocol.align_pool, "align_pool_rule": ALIGN_POOLS[protocol.align_pool],
+                "n_extra_sites": int(extra.sum()),
+                "align_pool_sites_per_fold": _pool_sizes(pool_rows),
+                "n_sites": int(len(lat) - extra.sum()), "n_labelled": int(labelled.sum()),
                 "n_labelled_per_level": {f"level{level}": n for level, n in n_per_level.items()},
                 "align_config": dataclasses.asdict(base) if aligned_on else None}
     choices = pd.DataFrame(choice_rows, columns=["model", "seed", "fold", "fraction", "params", "val_macro_f1",
@@ -911,6 +1047,29 @@ class _FoldContext:
     scheme: object
     device: str
     keep_predictions: int          # the seed whose pooled test predictions are kept
+    extra: np.ndarray              # sites that only train the alignment (cross_validate's extra=)
+
+
+def _block_folds_with_extra(lat, lon, block_size: float, folds: int, seed: int, extra: np.ndarray) -> np.ndarray:
+    """:func:`block_folds` of the sites that are not ``extra``; an extra site takes the fold of its
+    block, or -1 (no test fold) when its block has none of the other sites."""
+    if not extra.any():
+        return block_folds(lat, lon, block_size, folds, seed)
+    core = ~extra
+    fold_of = np.full(len(lat), -1)
+    fold_of[core] = block_folds(lat[core], lon[core], block_size, folds, seed)
+    blocks = spatial.block_ids(lat, lon, block_size)
+    fold_of_block = dict(zip(blocks[core].tolist(), fold_of[core].tolist()))
+    fold_of[extra] = [fold_of_block.get(b, -1) for b in blocks[extra].tolist()]
+    return fold_of
+
+
+def _pool_sizes(rows: list[dict]) -> dict:
+    """Mean number of sites that trained the heads per fold, per label fraction."""
+    if not rows:
+        return {}
+    table = pd.DataFrame(rows)
+    return {f"{fraction:g}": float(n) for fraction, n in table.groupby("fraction")["sites"].mean().items()}
 
 
 def _map_folds(context: _FoldContext, tasks: list, n_jobs: int, progress: bool) -> list[dict]:
@@ -959,7 +1118,7 @@ def _fold_rows(c: _FoldContext, seed: int, fold: int, fold_of: np.ndarray) -> di
     scored at every labelled fraction. Returns its rows."""
     from . import align
 
-    out = {"scores": [], "any_modality": [], "failures": [], "choices": [], "predictions": {}}
+    out = {"scores": [], "any_modality": [], "failures": [], "choices": [], "predictions": {}, "pool": []}
     lat, lon, labels, protocol = c.lat, c.lon, c.labels, c.protocol
     labelled = labels["eunis_l1"].notna().to_numpy()
     present = _present(c.embeddings, c.modalities)
@@ -969,25 +1128,39 @@ def _fold_rows(c: _FoldContext, seed: int, fold: int, fold_of: np.ndarray) -> di
         np.zeros(len(lat), bool)
     out["buffer"] = {"seed": seed, "fold": fold, "removed": int(near.sum()),
                      "removed_labelled": int((near & labelled).sum())}
-    rest = np.where(~test & ~near)[0]
+    rest = np.where(~test & ~near & ~c.extra)[0]
     val_mask = spatial.spatial_block_split(lat[rest], lon[rest], c.block_size, protocol.val_fraction,
                                            seed * 1000 + fold + 1)
     fit_sites = np.isin(np.arange(len(lat)), rest[~val_mask])
     val_sites = np.isin(np.arange(len(lat)), rest[val_mask])
-    heads = {}
-    if c.align_config is not None:
-        for k, change in enumerate(c.align_candidates):
-            cfg = dataclasses.replace(c.align_config, seed=seed, **change)
-            heads[k], _ = align.train_alignment(c.embeddings, rest[~val_mask], rest[val_mask], cfg, lat, lon,
-                                                device=c.device, progress=False)
     inputs = FoldInputs(lat, lon, c.embeddings, c.modalities)
-    heads = {k: inputs.with_heads(h) for k, h in heads.items()}      # the inputs seen through each
+    pool = _align_pool(c, protocol.align_pool, fit_sites, val_sites, test, near)
+    trained: dict = {}
+
+    def heads_for(fraction, train):
+        """The inputs seen through the heads of each alignment candidate, trained on the fold's
+        pool (for the 'labelled' pool: on the sampled labels of this fraction)."""
+        key = fraction if protocol.align_pool == "labelled" else None
+        if c.align_config is None:
+            return {}
+        if key not in trained:
+            fit_pool, val_pool = (pool & train, val_sites & train) if key is not None else (pool, val_sites)
+            out["pool"].append({"seed": seed, "fold": fold, "fraction": fraction, "sites": int(fit_pool.sum())})
+            trained[key] = {}
+            for k, change in enumerate(c.align_candidates):
+                cfg = dataclasses.replace(c.align_config, seed=seed, **change)
+                model, _ = align.train_alignment(c.embeddings, np.flatnonzero(fit_pool), np.flatnonzero(val_pool),
+                                                 cfg, lat, lon, device=c.device, progress=False)
+                trained[key][k] = inputs.with_heads(model)
+        return trained[key]
+
     train_all = labelled & ~test & ~near
     subsets = {ALL_SITES: labelled & test}
     if "photo" in c.modalities:
         subsets[PHOTO_SITES] = labelled & test & present["photo"]
     for fraction in protocol.label_fractions:
         train = _label_sample(train_all, fraction, seed, fold)
+        heads = heads_for(fraction, train) if any(m.needs_heads for m in c.models) else {}
         for model in c.models:
             if fraction < 1 and model.name not in c.fraction_models:
                 continue
@@ -1017,6 +1190,21 @@ def _fold_rows(c: _FoldContext, seed: int, fold: int, fold_of: np.ndarray) -> di
                 out["any_modality"] += _any_modality(model, clf, params, model_inputs, labels, labelled & test,
                                                      present, c.modalities, seed, fold)
     return out
+
+
+def _align_pool(c: _FoldContext, pool: str, fit_sites, val_sites, test, near) -> np.ndarray:
+    """The sites that train the heads in one fold (:data:`ALIGN_POOLS`); for ``"labelled"`` the
+    caller keeps only the sampled labelled ones."""
+    labelled = c.labels["eunis_l1"].notna().to_numpy()
+    if pool == "labelled":
+        return fit_sites & labelled
+    if pool == "training":
+        return fit_sites.copy()
+    blocks = spatial.block_ids(c.lat, c.lon, c.block_size)
+    extra = c.extra & ~test & ~near & ~np.isin(blocks, blocks[val_sites])
+    if pool == "extra":
+        return fit_sites | extra
+    return fit_sites | extra | test                  # transductive: the test blocks' inputs, no labels
 
 
 def _label_sample(train_all: np.ndarray, fraction: float, seed: int, fold: int) -> np.ndarray:

@@ -33,7 +33,22 @@ length scale ``ℓ`` is given; same site: ``d = 0``) and ``Σ_p w_ip = 1``::
     L   = mean of L_i over the anchors that have at least one positive
 
 This is the "outside" multi-positive form of supervised contrastive learning (Khosla et
-al. 2020), with positives defined by distance instead of labels. Every item is an anchor,
+al. 2020), with positives defined by distance instead of labels.
+
+What a neighbour within ``r`` is (``positives``; the first is the default above):
+
+``"radius"``
+    a positive, weighted like the anchor's own site;
+``"own_half"``
+    a positive, but the anchor's own-site items keep half of the weight between them (all of
+    it when no neighbour is in the batch; the neighbours share all of it when no own-site item
+    is): the anchor still learns its own place first;
+``"site"``
+    a negative like any other item (only the own site is positive; ``r`` then only brings
+    neighbours into the batch, as hard negatives);
+``"not_negative"``
+    neither: removed from the anchor's candidates (false-negative masking only), the own site
+    alone is positive. Every item is an anchor,
 so the loss is symmetric. With two modalities, one item per site and ``r = 0`` each anchor
 has exactly one positive and ``L`` equals :func:`info_nce` of the two modalities.
 """
@@ -67,13 +82,20 @@ def pairwise_haversine_km(lat: torch.Tensor, lon: torch.Tensor) -> torch.Tensor:
     return 2 * EARTH_RADIUS_KM * torch.arcsin(torch.sqrt(a.clamp(0, 1)))
 
 
+#: What a neighbour within the radius is for an anchor (module docstring).
+POSITIVES = ("radius", "own_half", "site", "not_negative")
+
+
 def spatial_positive_masks(site: torch.Tensor, modality: torch.Tensor, distance_km: torch.Tensor | None,
-                           radius_km: float, pairs: torch.Tensor | None = None
+                           radius_km: float, pairs: torch.Tensor | None = None, positives: str = "radius"
                            ) -> tuple[torch.Tensor, torch.Tensor]:
     """Candidate and positive masks (``N x N`` booleans) of :func:`spatial_info_nce`.
 
     ``site`` and ``modality`` are integer codes per item; ``pairs`` is a ``M x M`` boolean table
-    of the modality pairs that are contrasted (default: all pairs of different modalities)."""
+    of the modality pairs that are contrasted (default: all pairs of different modalities);
+    ``positives`` says what a neighbour within ``radius_km`` is (:data:`POSITIVES`)."""
+    if positives not in POSITIVES:
+        raise ValueError(f"positives must be one of {', '.join(map(repr, POSITIVES))}, not {positives!r}")
     n = len(site)
     if pairs is None:
         candidate = modality[:, None] != modality[None, :]
@@ -84,7 +106,11 @@ def spatial_positive_masks(site: torch.Tensor, modality: torch.Tensor, distance_
     if radius_km > 0:
         if distance_km is None:
             raise ValueError("radius_km > 0 needs the items' coordinates")
-        positive = positive | (distance_km <= radius_km)
+        near = (distance_km <= radius_km) & ~positive
+        if positives in ("radius", "own_half"):
+            positive = positive | near
+        elif positives == "not_negative":
+            candidate = candidate & ~near
     return candidate, positive & candidate
 
 
@@ -92,7 +118,7 @@ def spatial_info_nce(z: torch.Tensor, site: torch.Tensor, modality: torch.Tensor
                      lat: torch.Tensor | None = None, lon: torch.Tensor | None = None, *,
                      radius_km: float = 0.0, temperature: float | torch.Tensor = 0.07,
                      soft_scale_km: float | None = None, pairs: torch.Tensor | None = None,
-                     reduction: str = "mean") -> torch.Tensor:
+                     positives: str = "radius", reduction: str = "mean") -> torch.Tensor:
     """Spatial multi-positive InfoNCE over a batch of items; see the module docstring.
 
     Parameters
@@ -109,6 +135,9 @@ def spatial_info_nce(z: torch.Tensor, site: torch.Tensor, modality: torch.Tensor
         weight positives by ``exp(-distance / soft_scale_km)`` instead of equally.
     pairs
         ``M x M`` boolean table of contrasted modality pairs (default: all different pairs).
+    positives
+        what a neighbour within ``radius_km`` is: ``"radius"``, ``"own_half"``, ``"site"`` or
+        ``"not_negative"`` (module docstring).
     reduction
         ``"mean"`` over anchors with positives, or ``"none"`` for the ``N`` per-anchor
         losses (NaN where an anchor has no positive).
@@ -121,7 +150,7 @@ def spatial_info_nce(z: torch.Tensor, site: torch.Tensor, modality: torch.Tensor
     if need_xy and (lat is None or lon is None):
         raise ValueError("radius_km > 0 or soft_scale_km needs the items' coordinates (lat, lon)")
     distance = pairwise_haversine_km(lat, lon).to(z.device) if need_xy else None
-    candidate, positive = spatial_positive_masks(site, modality, distance, radius_km, pairs)
+    candidate, positive = spatial_positive_masks(site, modality, distance, radius_km, pairs, positives)
     zn = F.normalize(z, dim=1)
     logits = zn @ zn.T / temperature
     logits = logits.masked_fill(~candidate, float("-inf"))
@@ -130,6 +159,8 @@ def spatial_info_nce(z: torch.Tensor, site: torch.Tensor, modality: torch.Tensor
         weight = positive.to(z.dtype)
     else:
         weight = torch.where(positive, torch.exp(-distance / soft_scale_km), 0.0).to(z.dtype)
+    if positives == "own_half":
+        weight = _own_half(weight, positive & (site[:, None] == site[None, :]))
     total = weight.sum(dim=1)
     has_positive = total > 0
     per_anchor = -(torch.where(positive, log_prob, 0.0) * weight).sum(dim=1) / total.clamp_min(1e-12)
@@ -140,6 +171,18 @@ def spatial_info_nce(z: torch.Tensor, site: torch.Tensor, modality: torch.Tensor
     if not has_positive.any():
         return z.sum() * 0.0          # keeps the graph; no positive pair in this batch
     return per_anchor[has_positive].mean()
+
+
+def _own_half(weight: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
+    """Rescale each row of ``weight`` so that the own-site positives (``own``) hold half of it and
+    the neighbours the other half; a row with only one kind keeps it all."""
+    own_w = torch.where(own, weight, 0.0)
+    near_w = weight - own_w
+    own_sum, near_sum = own_w.sum(dim=1, keepdim=True), near_w.sum(dim=1, keepdim=True)
+    both = (own_sum > 0) & (near_sum > 0)
+    own_share = torch.where(both, 0.5, (own_sum > 0).to(weight.dtype))
+    return (own_w * own_share / own_sum.clamp_min(1e-12)
+            + near_w * (1 - own_share) / near_sum.clamp_min(1e-12))
 
 
 class LearnableTemperature(nn.Module):

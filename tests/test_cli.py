@@ -252,6 +252,10 @@ def test_evaluate_eva_export_with_named_columns(eva_csv, folder):
     (["--align-grid", "radius_km=near"], "'near' is not a float"),
     (["--modalities", "gps,photo"], "--photo-cols"),
     (["--modalities", "gps,photo", "--photo-cols", "note"], "no site has a usable photo file"),
+    (["--modalities", "gps,env", "--align-pool", "extra"], "--align-pool extra needs --extra-sites"),
+    (["--align-pool", "transductive"], "the alignment needs two or more --modalities"),
+    (["--modalities", "gps,env", "--extra-sites", "x.csv"], "--extra-sites is read only with --align-pool"),
+    (["--align-grid", "positives=radius,nearby"], "positives must be one of"),
 ])
 def test_usage_problems_exit_with_code_2(sites_csv, folder, capsys, extra, message):
     out = folder / "never" / "results.json"
@@ -409,3 +413,34 @@ def test_env_usage_problems_exit_with_code_2(sites_csv, folder, capsys, extra, m
     assert cli.main(_evaluate(sites_csv, out, folder / "cache", *extra)) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_evaluate_with_extra_sites_and_the_alignment_options(sites_csv, folder, tmp_path, capsys):
+    """Unlabelled extra sites train the heads (--align-pool extra) and are never scored; what a
+    neighbour is and the GPS hub are chosen on the validation blocks; the peers' models are in
+    results.json."""
+    extra_rows = synthetic_sites(n_clusters=6, per_cluster=8, seed=7)
+    extra_csv = tmp_path / "extra.csv"
+    pd.DataFrame(extra_rows).assign(eunis_code="").to_csv(extra_csv, index=False)
+    out = tmp_path / "results.json"
+    args = _evaluate(sites_csv, out, folder / "cache", "--modalities", "gps,env", "--levels", "1", "--seed", "0",
+                     "--align-epochs", "2", "--align-pool", "extra", "--extra-sites", str(extra_csv),
+                     "--align-grid", "positives=radius,own_half", "--align-grid", "hub=none,gps")
+    assert cli.main(args) == 0
+    results = json.loads(out.read_text())
+    settings = results["settings"]
+    assert settings["align_pool"] == "extra" and settings["n_extra_sites"] == len(extra_rows)
+    assert settings["align_grid"] == {"positives": ["radius", "own_half"], "hub": ["none", "gps"]}
+    assert settings["align_pool_sites_per_fold"]["1"] > 0
+    scores = results["results"]["all labelled test sites"]
+    assert {"aligned", "aligned + raw", "MLP on raw concatenated", "raw concatenated"} <= set(scores)
+    kept = results["load_report"]["kept"]
+    assert settings["n_sites"] == kept                          # the extra sites are not study sites
+    chosen = [c for c in results["choices"] if c["model"] == "aligned + raw"]
+    assert chosen and all(c["params"]["positives"] in ("radius", "own_half") and c["params"]["hub"] in ("none", "gps")
+                          for c in chosen)
+    assert all(c["candidates"] == 16 * 4 for c in chosen)      # its grid times the four alignments
+    # a labelled row among the extra sites is an error, not a silent drop
+    pd.DataFrame(extra_rows).to_csv(extra_csv, index=False)
+    assert cli.main(args) == 2
+    assert "rows carry a label" in capsys.readouterr().err

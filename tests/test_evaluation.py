@@ -30,7 +30,9 @@ def _synthetic(n=360, seed=0):
 
 
 #: small grids keep the tests fast; the selection itself is tested with the default grids
-SMALL_GRIDS = {"aligned": {"C": (0.5,), "fusion": ("concat",)}, "concatenated": {"C": (0.5,), "dropout_copies": (False,)},
+SMALL_GRIDS = {"aligned": {"C": (0.5,), "fusion": ("concat",), "dropout_copies": (True,)},
+               "concatenated": {"C": (0.5,), "dropout_copies": (False,)},
+               "mlp": {"alpha": (1e-3,), "dropout_copies": (False,)},
                "single": {"C": (0.05, 0.5)}, "knn": {"k": (5, 15)}}
 
 
@@ -99,9 +101,10 @@ def test_cross_validation_end_to_end():
                                        label_fractions=(1.0, 0.2), progress=False)
     summary = res.summary()
     models = set(summary.index.get_level_values(0))
-    assert models == {"aligned", "raw satellite", "raw gps", "raw concatenated", "k-NN on coordinates", "majority"}
+    assert models == {"aligned", "aligned + raw", "raw satellite", "raw gps", "raw concatenated",
+                      "MLP on raw concatenated", "k-NN on coordinates", "majority"}
     full = res.scores[(res.scores["fraction"] == 1.0) & (res.scores["subset"] == hh.evaluation.ALL_SITES)]
-    assert len(full) == 6 * 3 * 3                                 # models x folds x levels
+    assert len(full) == 8 * 3 * 3                                 # models x folds x levels
     n_test = {lv: int(labels[f"eunis_l{lv}"].notna().sum()) for lv in (1, 2, 3)}
     totals = full[full["model"] == "majority"].groupby("level")["n"].sum()
     assert totals.to_dict() == n_test                             # every labelled site scored once
@@ -337,3 +340,123 @@ def test_best_versus_pairs_the_best_of_each_group_per_level():
     assert table.loc[1, "difference"] == pytest.approx(0.1) and table.loc[1, "verdict"] == "better"
     assert table.loc[2, "difference"] == pytest.approx(-0.1) and table.loc[2, "verdict"] == "worse"
     assert table.loc[1, "wins"] == 6 and table.loc[1, "pairs"] == 6
+
+
+def test_models_as_peers_build_them_have_grids_of_equal_size():
+    """aligned + raw and the capacity-matched MLP are entries like the others; every multi-input
+    model chooses dropout copies on or off and has as many candidates as the others."""
+    cfg = hh.align.AlignConfig(dim=8, hidden=16)
+    models = {m.name: m for m in hh.evaluation.default_models(("satellite", "gps"), cfg)}
+    assert {"aligned", "aligned + raw", "raw concatenated", "MLP on raw concatenated"} <= set(models)
+    protocol = hh.evaluation.Protocol()
+    several = [models[n] for n in ("aligned", "aligned + raw", "raw concatenated", "MLP on raw concatenated")]
+    assert {len(m.candidates(protocol)) for m in several} == {16}
+    assert {len(models[n].candidates(protocol)) for n in ("raw gps", "k-NN on coordinates")} == {8}
+    for m in several:
+        assert m.grid_for(protocol)["dropout_copies"] == (False, True)
+    network = models["MLP on raw concatenated"].classifier({"alpha": 1e-3}, "eunis").estimator()[-1]
+    assert network.hidden_layer_sizes == (16, 8) and network.max_iter == cfg.epochs   # the heads' width and budget
+    assert network.batch_size == cfg.batch_size and network.learning_rate_init == cfg.lr
+    # aligned + raw reads the aligned vectors and the raw concatenation side by side
+    lat, lon, labels, emb = _synthetic(n=120)
+    heads, _ = hh.align.train_alignment(emb, np.arange(90), np.arange(90, 120), hh.align.AlignConfig(
+        dim=8, hidden=16, epochs=1, modalities=("satellite", "gps"), radius_km=0.0))
+    inputs = hh.evaluation.FoldInputs(lat, lon, emb, ("satellite", "gps")).with_heads(heads)
+    both = models["aligned + raw"].features(inputs, {"fusion": "mean"})
+    np.testing.assert_allclose(both[:, :8], inputs.aligned("mean"))
+    np.testing.assert_allclose(both[:, 8:], hh.evaluation.raw_concatenated(emb, ("satellite", "gps")))
+
+
+def _with_extra(n=240, n_extra=240, seed=0):
+    """The synthetic sites plus ``n_extra`` unlabelled extra sites drawn the same way."""
+    lat, lon, labels, emb = _synthetic(n=n, seed=seed)
+    lat2, lon2, _, emb2 = _synthetic(n=n_extra, seed=seed + 50)
+    labels2 = pd.DataFrame({c: [None] * n_extra for c in labels}, dtype=object)
+    extra = np.r_[np.zeros(n, bool), np.ones(n_extra, bool)]
+    return (np.r_[lat, lat2], np.r_[lon, lon2], pd.concat([labels, labels2], ignore_index=True),
+            {k: np.vstack([emb[k], emb2[k]]) for k in emb}, extra)
+
+
+def test_alignment_pools_train_on_what_they_say_and_keep_the_folds_paired(monkeypatch):
+    lat, lon, labels, emb, extra = _with_extra()
+    seen = []
+    real_train = hh.align.train_alignment
+
+    def spy(embeddings, train_idx, val_idx, config, *args, **kwargs):
+        seen.append((np.asarray(train_idx), np.asarray(val_idx)))
+        return real_train(embeddings, train_idx, val_idx, config, *args, **kwargs)
+
+    monkeypatch.setattr(hh.align, "train_alignment", spy)
+    cfg = hh.align.AlignConfig(dim=8, hidden=16, epochs=2, batch_size=64, lr=3e-3)
+    models = [m for m in hh.evaluation.default_models(("satellite", "gps"), cfg)
+              if m.name in ("aligned + raw", "raw gps", "majority")]
+    kwargs = dict(modalities=("satellite", "gps"), models=models, folds=3, block_size_deg=1.0, seeds=(0,),
+                  align_config=cfg, grids=SMALL_GRIDS, label_fractions=(1.0, 0.5), progress=False)
+    labelled = labels["eunis_l1"].notna().to_numpy()
+    folds = hh.evaluation._block_folds_with_extra(lat, lon, 1.0, 3, 0, extra)
+    np.testing.assert_array_equal(folds[~extra], hh.evaluation.block_folds(lat[~extra], lon[~extra], 1.0, 3, 0))
+    runs, used = {}, {}
+    for pool in hh.evaluation.ALIGN_POOLS:
+        seen.clear()
+        runs[pool] = hh.evaluation.cross_validate(lat, lon, labels, emb, extra=extra, align_pool=pool, **kwargs)
+        used[pool] = list(seen)
+        assert runs[pool].settings["align_pool"] == pool
+    assert len(used["labelled"]) == 6 and len(used["training"]) == 3      # per fraction only for 'labelled'
+    for fold in range(3):
+        test = folds == fold
+        lab, train, ext, trans = (used[p][fold if p != "labelled" else 2 * fold][0] for p in hh.evaluation.ALIGN_POOLS)
+        assert labelled[lab].all() and not extra[train].any() and not test[train].any()
+        assert extra[ext].any() and not test[ext].any() and set(train) < set(ext)
+        assert test[trans].any() and set(ext) < set(trans)
+        val = used["extra"][fold][1]
+        assert not extra[val].any()                               # early stopping on the study's sites only
+        blocks = hh.spatial.block_ids(lat, lon, 1.0)
+        assert not set(blocks[ext[extra[ext]]]) & set(blocks[val])   # no extra site from a validation block
+    sizes = {p: runs[p].settings["align_pool_sites_per_fold"]["1"] for p in hh.evaluation.ALIGN_POOLS}
+    assert sizes["labelled"] < sizes["training"] < sizes["extra"] < sizes["transductive"]
+    # the baselines do not depend on the pool, nor on the extra sites: the runs are paired fold by fold
+    alone = hh.evaluation.cross_validate(lat[~extra], lon[~extra], labels[~extra], {k: v[~extra] for k, v in emb.items()},
+                                         **kwargs)
+    base = alone.scores[alone.scores["model"] == "raw gps"].reset_index(drop=True)
+    for run in runs.values():
+        pd.testing.assert_frame_equal(run.scores[run.scores["model"] == "raw gps"].reset_index(drop=True), base)
+    full = runs["extra"].scores
+    totals = full[(full["model"] == "majority") & (full["fraction"] == 1.0)].groupby("level")["n"].sum()
+    assert totals[1] == labelled.sum()                           # the extra sites are never scored
+    # aligned + raw moves with the pool
+    f1 = {p: r.scores.loc[r.scores["model"] == "aligned + raw", "macro_f1"].to_numpy() for p, r in runs.items()}
+    assert not np.allclose(f1["training"], f1["extra"])
+
+
+def test_alignment_pool_settings_are_checked():
+    lat, lon, labels, emb, extra = _with_extra(n=120, n_extra=30)
+    kwargs = dict(modalities=("satellite", "gps"), folds=3, block_size_deg=1.0, seeds=(0,), progress=False)
+    with pytest.raises(ValueError, match="align_pool must be one of"):
+        hh.evaluation.Protocol(align_pool="everything")
+    with pytest.raises(ValueError, match="needs extra sites"):
+        hh.evaluation.cross_validate(lat[~extra], lon[~extra], labels[~extra],
+                                     {k: v[~extra] for k, v in emb.items()}, align_pool="extra", **kwargs)
+    planted = labels.copy()
+    planted.loc[len(planted) - 1, ["eunis_l1"]] = "R"
+    with pytest.raises(ValueError, match="extra sites carry labels"):
+        hh.evaluation.cross_validate(lat, lon, planted, emb, extra=extra, **kwargs)
+
+
+def test_alignment_pays_reads_the_registered_rule():
+    """One cell where aligned + raw beats the best baseline on every pair, one where it does not;
+    a baseline scored on too few of the cell's sites is never 'the best'."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for seed in range(3):
+        for fold in range(3):
+            for level, gain in ((2, 0.08), (3, 0.0)):
+                noise = rng.normal(0, 0.01)
+                for model, value, n in (("aligned + raw", 0.5 + gain + noise, 100), ("raw gps", 0.5, 100),
+                                        ("raw concatenated", 0.45, 100), ("raw photo", 0.95, 40)):
+                    rows.append({"seed": seed, "fold": fold, "fraction": 1.0, "model": model,
+                                 "subset": hh.evaluation.ALL_SITES, "level": level, "macro_f1": value, "n": n})
+    table = hh.evaluation.alignment_pays(pd.DataFrame(rows), folds=3).set_index("level")
+    assert (table["best_without_alignment"] == "raw gps").all()          # raw photo covers 40 % of the sites
+    assert table.loc[2, "pays"] and table.loc[2, "ci_low"] > 0 and table.loc[2, "wins"] == 9
+    assert not table.loc[3, "pays"]
+    assert table.loc[2, "difference"] == pytest.approx(0.08, abs=0.01)

@@ -76,19 +76,32 @@ def _haversine(lat1, lon1, lat2, lon2):
     return 2 * 6371.0088 * math.asin(math.sqrt(min(1.0, a)))
 
 
-def reference_spatial(z, site, modality, lat, lon, radius, tau, scale=None, pairs=None):
-    """Plain loops over anchors, candidates and positives, from the docstring's formula."""
+def reference_spatial(z, site, modality, lat, lon, radius, tau, scale=None, pairs=None, positives="radius"):
+    """Plain loops over anchors, candidates and positives, from the docstring's formula and its
+    list of what a neighbour is (``positives``)."""
     rows = [[v / math.sqrt(sum(x * x for x in r)) for v in r] for r in z.tolist()]
     n = len(rows)
     losses = []
     for i in range(n):
         cand = [j for j in range(n) if j != i and (
             modality[i] != modality[j] if pairs is None else pairs[modality[i]][modality[j]])]
-        pos = []
+        own, near = [], []
         for j in cand:
             d = _haversine(lat[i], lon[i], lat[j], lon[j])
-            if site[i] == site[j] or (radius > 0 and d <= radius):
-                pos.append((j, 1.0 if scale is None else math.exp(-d / scale)))
+            w = 1.0 if scale is None else math.exp(-d / scale)
+            if site[i] == site[j]:
+                own.append((j, 1.0 if scale is None else 1.0))
+            elif radius > 0 and d <= radius:
+                near.append((j, w))
+        if positives == "not_negative":
+            cand = [j for j in cand if j not in {k for k, _ in near}]
+        if positives in ("site", "not_negative"):
+            near = []
+        if positives == "own_half" and own and near:
+            own_total, near_total = sum(w for _, w in own), sum(w for _, w in near)
+            own = [(j, 0.5 * w / own_total) for j, w in own]
+            near = [(j, 0.5 * w / near_total) for j, w in near]
+        pos = own + near
         if not pos:
             continue
         sim = {j: sum(p * q for p, q in zip(rows[i], rows[j])) / tau for j in cand}
@@ -123,6 +136,33 @@ def test_spatial_loss_matches_plain_loop_reference(radius, scale):
                                          soft_scale_km=scale)
         ref = reference_spatial(z, site.tolist(), mod.tolist(), lat.tolist(), lon.tolist(), radius, 0.3, scale)
         assert float(got) == pytest.approx(ref, rel=1e-5)
+
+
+@pytest.mark.parametrize("positives", ["radius", "own_half", "site", "not_negative"])
+@pytest.mark.parametrize("scale", [None, 4.0])
+def test_what_a_neighbour_is_matches_the_reference(positives, scale):
+    for seed in range(3):
+        z, site, mod, lat, lon = _spatial_batch(seed, n_sites=12)
+        got = hh.losses.spatial_info_nce(z, site, mod, lat, lon, radius_km=10.0, temperature=0.3,
+                                         soft_scale_km=scale, positives=positives)
+        ref = reference_spatial(z, site.tolist(), mod.tolist(), lat.tolist(), lon.tolist(), 10.0, 0.3, scale,
+                                positives=positives)
+        assert float(got) == pytest.approx(ref, rel=1e-5)
+
+
+def test_the_four_kinds_of_neighbour_differ_and_site_equals_radius_zero():
+    z, site, mod, lat, lon = _spatial_batch(2, n_sites=12)
+    values = {p: float(hh.losses.spatial_info_nce(z, site, mod, lat, lon, radius_km=10.0, temperature=0.3,
+                                                  positives=p)) for p in hh.losses.POSITIVES}
+    assert len({round(v, 6) for v in values.values()}) == 4
+    paired = float(hh.losses.spatial_info_nce(z, site, mod, lat, lon, radius_km=0.0, temperature=0.3))
+    assert values["site"] == pytest.approx(paired)           # neighbours stay negatives: the paired loss
+    cand, pos = hh.losses.spatial_positive_masks(site, mod, hh.losses.pairwise_haversine_km(lat, lon), 10.0,
+                                                 positives="not_negative")
+    near = (hh.losses.pairwise_haversine_km(lat, lon) <= 10.0) & (site[:, None] != site[None, :])
+    assert not bool((cand & near).any()) and bool(near.any())   # neighbours are neither positive nor negative
+    with pytest.raises(ValueError, match="positives must be one of"):
+        hh.losses.spatial_info_nce(z, site, mod, lat, lon, radius_km=10.0, positives="nearby")
 
 
 def test_spatial_loss_with_a_pair_table_matches_reference():
@@ -179,3 +219,15 @@ def test_spatial_loss_gradients_and_errors():
     lonely = hh.losses.spatial_info_nce(torch.randn(3, 4, requires_grad=True), torch.arange(3),
                                         torch.zeros(3, dtype=torch.long))
     assert float(lonely.detach()) == 0.0 and lonely.requires_grad       # one modality, no candidates: no positive
+
+
+def test_hub_pairs_each_modality_with_the_hub_only():
+    cfg = hh.align.AlignConfig(modalities=("photo", "satellite", "gps"), hub="gps")
+    assert cfg.modality_pairs() == [("photo", "gps"), ("satellite", "gps")]
+    table = cfg.pair_table()
+    assert not bool(table[0, 1]) and bool(table[0, 2]) and bool(table[1, 2])
+    assert len(hh.align.AlignConfig().modality_pairs()) == 3                # default: every pair
+    with pytest.raises(ValueError, match="hub must be"):
+        hh.align.AlignConfig(modalities=("photo", "satellite"), hub="gps")
+    with pytest.raises(ValueError, match="positives must be one of"):
+        hh.align.AlignConfig(positives="near")
