@@ -411,16 +411,18 @@ def alignment_pays(scores: pd.DataFrame, folds: int, model: str = ALIGNED_AND_RA
     interval, the wins and ``pays`` (the interval's lower bound above 0).
 
     ``baselines``: the models without alignment that may be "the best" (default: every model
-    whose name is not in :data:`ALIGNMENT_MODELS` and does not start with ``transfer``). The
+    whose name is not in :data:`ALIGNMENT_MODELS` and does not start with ``transfer``; for the
+    transfer row, ``model="transfer: aligned, photo alone"`` and the transfer baselines). The
     best is the highest mean on the test folds, which can only favour the baseline: the rule is
     conservative."""
     scores = scores.copy()
     if "pool" not in scores:
         scores["pool"] = "training"
     scores["fraction"] = scores["fraction"].astype(float)
-    others = scores[~scores["model"].isin(ALIGNMENT_MODELS) & ~scores["model"].str.startswith("transfer")]
-    if baselines is not None:
-        others = others[others["model"].isin(baselines)]
+    if baselines is None:
+        others = scores[~scores["model"].isin(ALIGNMENT_MODELS) & ~scores["model"].str.startswith("transfer")]
+    else:
+        others = scores[scores["model"].isin(baselines) & (scores["model"] != model)]
     # a baseline does not depend on the pool: one copy of each (the pool runs share folds and labels)
     others = others.drop(columns="pool").drop_duplicates(["model", "seed", "fold", "fraction", "subset", "level"])
     ratio = 1 / (folds - 1) if folds > 1 else None
@@ -1065,11 +1067,12 @@ def _block_folds_with_extra(lat, lon, block_size: float, folds: int, seed: int, 
 
 
 def _pool_sizes(rows: list[dict]) -> dict:
-    """Mean number of sites that trained the heads per fold, per label fraction."""
+    """Mean number of sites that trained the heads per fold, per label fraction (``"all"`` when
+    the same heads serve every fraction)."""
     if not rows:
         return {}
     table = pd.DataFrame(rows)
-    return {f"{fraction:g}": float(n) for fraction, n in table.groupby("fraction")["sites"].mean().items()}
+    return {str(fraction): float(n) for fraction, n in table.groupby("fraction", sort=False)["sites"].mean().items()}
 
 
 def _map_folds(context: _FoldContext, tasks: list, n_jobs: int, progress: bool) -> list[dict]:
@@ -1145,7 +1148,8 @@ def _fold_rows(c: _FoldContext, seed: int, fold: int, fold_of: np.ndarray) -> di
             return {}
         if key not in trained:
             fit_pool, val_pool = (pool & train, val_sites & train) if key is not None else (pool, val_sites)
-            out["pool"].append({"seed": seed, "fold": fold, "fraction": fraction, "sites": int(fit_pool.sum())})
+            out["pool"].append({"seed": seed, "fold": fold, "fraction": "all" if key is None else f"{fraction:g}",
+                                "sites": int(fit_pool.sum())})
             trained[key] = {}
             for k, change in enumerate(c.align_candidates):
                 cfg = dataclasses.replace(c.align_config, seed=seed, **change)

@@ -412,7 +412,10 @@ def test_alignment_pools_train_on_what_they_say_and_keep_the_folds_paired(monkey
         assert not extra[val].any()                               # early stopping on the study's sites only
         blocks = hh.spatial.block_ids(lat, lon, 1.0)
         assert not set(blocks[ext[extra[ext]]]) & set(blocks[val])   # no extra site from a validation block
-    sizes = {p: runs[p].settings["align_pool_sites_per_fold"]["1"] for p in hh.evaluation.ALIGN_POOLS}
+    per_fold = {p: runs[p].settings["align_pool_sites_per_fold"] for p in hh.evaluation.ALIGN_POOLS}
+    assert set(per_fold["labelled"]) == {"1", "0.5"} and set(per_fold["extra"]) == {"all"}
+    assert per_fold["labelled"]["0.5"] < per_fold["labelled"]["1"]
+    sizes = {p: v.get("1", v.get("all")) for p, v in per_fold.items()}
     assert sizes["labelled"] < sizes["training"] < sizes["extra"] < sizes["transductive"]
     # the baselines do not depend on the pool, nor on the extra sites: the runs are paired fold by fold
     alone = hh.evaluation.cross_validate(lat[~extra], lon[~extra], labels[~extra], {k: v[~extra] for k, v in emb.items()},
