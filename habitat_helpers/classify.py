@@ -48,6 +48,7 @@ harness: only the features differ.
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from functools import lru_cache
 
@@ -239,8 +240,6 @@ class HierarchicalClassifier:
             with warnings.catch_warnings(), _one_blas_thread():
                 warnings.simplefilter("ignore", ConvergenceWarning)   # a few iterations short of tol is fine
                 warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%")
-                # an MLP batch larger than the training rows is one full batch (the capacity control)
-                warnings.filterwarnings("ignore", message="Got `batch_size` less than 1 or larger than sample size")
                 model.fit(X[rows], y.astype(str), **extra)
             self.models[level] = model
             self.classes[level] = model.classes_
@@ -429,32 +428,77 @@ def coordinate_knn(k: int = 15):
     return make
 
 
-#: Fewest training rows for which :func:`supervised_mlp` holds a tenth out to stop early (fewer:
-#: a validation set of a handful of rows cannot stop anything; it trains for its most epochs).
+#: Fewest training rows for which :class:`SupervisedHeadClassifier` holds a tenth out to stop early
+#: (fewer: a validation set of a handful of rows cannot stop anything; it trains for its most epochs).
 MLP_EARLY_STOPPING_ROWS = 100
 
 
-def supervised_mlp(hidden_layers, alpha: float, *, batch_size: int, lr: float, epochs: int, patience: int,
-                   seed: int = 0):
-    """A factory for :class:`HierarchicalClassifier` (``estimator=``): standardised inputs into a
-    multi-layer perceptron (scikit-learn's, Adam) with ``hidden_layers`` widths, L2 penalty
-    ``alpha``, trained on the labels for at most ``epochs``, stopping after ``patience`` epochs
-    without gain on a tenth of the training rows (from :data:`MLP_EARLY_STOPPING_ROWS` rows on).
-    The capacity control of the contrastive heads
-    (:func:`habitat_helpers.evaluation.mlp_model`)."""
-    from sklearn.neural_network import MLPClassifier
+class SupervisedHeadClassifier(HierarchicalClassifier):
+    """The capacity control of the contrastive heads: the same architecture and the same classifier
+    on top, with a supervised objective instead of the contrastive one.
 
-    class StoppingMLP(MLPClassifier):
-        def fit(self, X, y, **kwargs):
-            self.early_stopping = len(X) >= MLP_EARLY_STOPPING_ROWS
-            return super().fit(X, y, **kwargs)
+    A network ``input -> hidden -> dim`` (scikit-learn's MLP, ReLU, Adam) is trained on the
+    labels, with one softmax over the deepest code each training site has (``eunis_l3``, else
+    ``eunis_l2``, else ``eunis_l1``), L2 penalty ``alpha``, at most ``epochs`` epochs, stopping
+    after ``patience`` epochs without gain on a tenth of the rows (from
+    :data:`MLP_EARLY_STOPPING_ROWS` rows on). Its ``dim``-wide last hidden layer then replaces the
+    inputs of the per-level logistic regression (``C``) of :class:`HierarchicalClassifier`: the
+    aligned model reads the heads' ``dim``-wide output the same way."""
 
-    def make():
-        return make_pipeline(StandardScaler(), StoppingMLP(
-            hidden_layer_sizes=tuple(hidden_layers), alpha=alpha, batch_size=batch_size, learning_rate_init=lr,
-            max_iter=epochs, n_iter_no_change=patience, random_state=seed))
+    def __init__(self, hidden: int, dim: int, alpha: float, *, batch_size: int, lr: float, epochs: int,
+                 patience: int, seed: int = 0, networks: dict | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden, self.dim, self.alpha = hidden, dim, alpha
+        self.batch_size, self.lr, self.epochs, self.patience, self.seed = batch_size, lr, epochs, patience, seed
+        #: trained networks by their settings and training data, shared by the candidates that
+        #: differ only in ``C`` (a few kept, the oldest dropped)
+        self.networks = networks
+        self.network_ = None
 
-    return make
+    def fit(self, X: np.ndarray, labels: pd.DataFrame) -> SupervisedHeadClassifier:
+        from sklearn.neural_network import MLPClassifier
+
+        deepest = labels[LEVEL_COLUMNS[3]].where(labels[LEVEL_COLUMNS[3]].notna(), labels[LEVEL_COLUMNS[2]])
+        deepest = deepest.where(deepest.notna(), labels[LEVEL_COLUMNS[1]]).to_numpy(dtype=object)
+        rows = ~np.isnan(X).any(axis=1) & np.array([isinstance(v, str) for v in deepest], dtype=bool)
+        if len(set(deepest[rows])) < 2:
+            raise ValueError("no level can be fitted: fewer than two habitats among the training labels")
+        key = (self.hidden, self.dim, self.alpha, self.batch_size, self.lr, self.epochs, self.patience, self.seed,
+               hashlib.sha1(np.ascontiguousarray(X[rows])).hexdigest(),
+               hashlib.sha1("\n".join(deepest[rows].astype(str)).encode()).hexdigest())
+        if self.networks is not None and key in self.networks:
+            self.network_ = self.networks[key]
+            return super().fit(self.transform(X), labels)
+        network = make_pipeline(StandardScaler(), MLPClassifier(
+            hidden_layer_sizes=(self.hidden, self.dim), alpha=self.alpha, batch_size=min(self.batch_size, int(rows.sum())),
+            learning_rate_init=self.lr, max_iter=self.epochs, n_iter_no_change=self.patience,
+            early_stopping=int(rows.sum()) >= MLP_EARLY_STOPPING_ROWS, random_state=self.seed))
+        with warnings.catch_warnings(), _one_blas_thread():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            # a batch larger than the rows left after the early-stopping hold-out is one full batch
+            warnings.filterwarnings("ignore", message="Got `batch_size` less than 1 or larger than sample size")
+            network.fit(X[rows], deepest[rows].astype(str))
+        self.network_ = network
+        if self.networks is not None:
+            self.networks[key] = network
+            while len(self.networks) > 4:
+                self.networks.pop(next(iter(self.networks)))
+        return super().fit(self.transform(X), labels)
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        """The network's last hidden layer (``dim`` columns) of ``X``; NaN rows stay NaN."""
+        scaler, mlp = self.network_[0], self.network_[-1]
+        out = np.full((len(X), self.dim), np.nan)
+        ok = ~np.isnan(X).any(axis=1)
+        if ok.any():
+            h = scaler.transform(X[ok])
+            for w, b in zip(mlp.coefs_[:-1], mlp.intercepts_[:-1]):
+                h = np.maximum(h @ w + b, 0.0)
+            out[ok] = h
+        return out
+
+    def predict_proba(self, X: np.ndarray) -> dict[int, pd.DataFrame]:
+        return super().predict_proba(self.transform(X))
 
 
 def coordinates_radians(lat, lon) -> np.ndarray:

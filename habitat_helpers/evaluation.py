@@ -471,7 +471,8 @@ def _any_modality_json(any_modality: pd.DataFrame) -> dict:
 #: multi-input model, on and off alike, so that no model has it forced (issue 26: it used to be
 #: forced on for the aligned model and off for the others). The values of ``C`` and ``k`` span
 #: the choices made over 9 folds x seeds of the book's demo with grids of six (C 0.02-5,
-#: k 3-60). ``alpha`` is the L2 penalty of the capacity-matched MLP (:func:`mlp_model`).
+#: k 3-60). ``alpha`` is the L2 penalty of the capacity-matched network (:func:`mlp_model`), ``C``
+#: that of the logistic regression on its output, as for the aligned model.
 #: ``decoding`` is top-down (paths may stop above level 3) or the product of the levels
 #: (:class:`habitat_helpers.classify.HierarchicalClassifier`); it needs no refit, so trying both
 #: costs predictions only. ``multi_code="soft"`` (soft targets over the codes of a multi-code
@@ -481,7 +482,7 @@ GRIDS: dict[str, dict[str, tuple]] = {
                 "decoding": classify.DECODINGS, "multi_code": ("ancestor",)},
     "concatenated": {"C": (0.02, 0.1, 0.5, 2.5), "dropout_copies": (False, True),
                      "decoding": classify.DECODINGS, "multi_code": ("ancestor",)},
-    "mlp": {"alpha": (1e-4, 1e-3, 1e-2, 1e-1), "dropout_copies": (False, True),
+    "mlp": {"alpha": (1e-4, 1e-2), "C": (0.05, 1.0), "dropout_copies": (False, True),
             "decoding": classify.DECODINGS, "multi_code": ("ancestor",)},
     "single": {"C": (0.02, 0.1, 0.5, 2.5), "decoding": classify.DECODINGS, "multi_code": ("ancestor",)},
     "knn": {"k": (3, 8, 15, 30), "decoding": classify.DECODINGS},
@@ -695,24 +696,26 @@ def default_models(modalities, align_config=None) -> list[Model]:
 
 
 def mlp_model(modalities, align_config=None, name: str = MLP) -> Model:
-    """The capacity-matched baseline: the raw inputs concatenated (as ``raw concatenated``) into
-    a supervised network as wide as the contrastive heads (hidden layers ``hidden`` and ``dim``
-    of ``align_config``, by default :class:`habitat_helpers.align.AlignConfig`'s), trained on
-    the labels with the heads' optimiser budget (Adam, their learning rate, batch size, most
-    epochs and patience; it stops early on a tenth of its training rows, the heads on the
-    validation blocks), one network per level. If the aligned model beats ``raw concatenated`` only as far
-    as this one does, the gain is the non-linear map, not the contrastive objective. It chooses
-    its L2 penalty ``alpha`` and the dropout copies on the validation blocks (:data:`GRIDS`)."""
+    """The capacity-matched baseline: the raw inputs concatenated (as ``raw concatenated``) into a
+    network as wide as the contrastive heads (``hidden`` then ``dim`` of ``align_config``, by
+    default :class:`habitat_helpers.align.AlignConfig`'s), trained on the labels with the heads'
+    budget (Adam, their learning rate, batch size, most epochs and patience), then the same
+    per-level logistic regression as the aligned model on its ``dim``-wide output
+    (:class:`habitat_helpers.classify.SupervisedHeadClassifier`). If the aligned model beats
+    ``raw concatenated`` only as far as this one does, the gain is the non-linear map, not the
+    contrastive objective. It chooses its L2 penalty ``alpha``, ``C`` and the dropout copies on the
+    validation blocks (:data:`GRIDS`)."""
     from . import align
 
     cfg = align_config or align.AlignConfig()
     modalities = tuple(modalities)
+    networks: dict = {}          # candidates that differ only in C share one trained network
 
     def classifier(params, scheme):
-        network = classify.supervised_mlp((cfg.hidden, cfg.dim), params["alpha"], batch_size=cfg.batch_size,
-                                          lr=cfg.lr, epochs=cfg.epochs, patience=cfg.patience, seed=cfg.seed)
-        return classify.HierarchicalClassifier(estimator=network, scheme=scheme,
-                                               decoding=params.get("decoding", classify.DECODINGS[0]))
+        return classify.SupervisedHeadClassifier(
+            cfg.hidden, cfg.dim, params["alpha"], batch_size=cfg.batch_size, lr=cfg.lr, epochs=cfg.epochs,
+            patience=cfg.patience, seed=cfg.seed, networks=networks, C=params["C"], scheme=scheme,
+            decoding=params.get("decoding", classify.DECODINGS[0]))
 
     return Model(name, lambda inp, p: raw_concatenated(inp.embeddings, modalities), classifier, "mlp", modalities)
 

@@ -354,11 +354,20 @@ def test_models_as_peers_build_them_have_grids_of_equal_size():
     assert {len(models[n].candidates(protocol)) for n in ("raw gps", "k-NN on coordinates")} == {8}
     for m in several:
         assert m.grid_for(protocol)["dropout_copies"] == (False, True)
-    network = models["MLP on raw concatenated"].classifier({"alpha": 1e-3}, "eunis").estimator()[-1]
-    assert network.hidden_layer_sizes == (16, 8) and network.max_iter == cfg.epochs   # the heads' width and budget
-    assert network.batch_size == cfg.batch_size and network.learning_rate_init == cfg.lr
-    # aligned + raw reads the aligned vectors and the raw concatenation side by side
+    # the capacity control: the heads' widths and budget, then the aligned model's classifier on its output
+    mlp = models["MLP on raw concatenated"]
     lat, lon, labels, emb = _synthetic(n=120)
+    X = hh.evaluation.raw_concatenated(emb, ("satellite", "gps"))
+    rows = labels["eunis_l1"].notna().to_numpy()
+    first = mlp.classifier({"alpha": 1e-3, "C": 1.0}, "eunis").fit(X[rows], labels[rows])
+    network = first.network_[-1]
+    assert network.hidden_layer_sizes == (16, 8) and network.max_iter == cfg.epochs
+    assert network.learning_rate_init == cfg.lr and network.n_iter_no_change == cfg.patience
+    assert first.transform(X).shape == (120, 8) and first.predict(X)["eunis_l1"].notna().all()
+    second = mlp.classifier({"alpha": 1e-3, "C": 0.05}, "eunis").fit(X[rows], labels[rows])
+    assert second.network_ is first.network_                      # another C: the same trained network
+    assert mlp.classifier({"alpha": 1e-2, "C": 1.0}, "eunis").fit(X[rows], labels[rows]).network_ is not first.network_
+    # aligned + raw reads the aligned vectors and the raw concatenation side by side
     heads, _ = hh.align.train_alignment(emb, np.arange(90), np.arange(90, 120), hh.align.AlignConfig(
         dim=8, hidden=16, epochs=1, modalities=("satellite", "gps"), radius_km=0.0))
     inputs = hh.evaluation.FoldInputs(lat, lon, emb, ("satellite", "gps")).with_heads(heads)
