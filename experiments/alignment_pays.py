@@ -52,6 +52,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--out", default=None, help="output folder (default: experiments/results/alignment_pays, "
                                                     "or ..._quick with --quick)")
     parser.add_argument("--skip-settings", action="store_true", help="skip step 0 (the alignment settings)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="only rewrite the tables, the summary and the heatmap from the saved scores")
     return parser.parse_args(argv)
 
 
@@ -78,6 +80,9 @@ def study_data(quick: bool, seed: int = 0):
 def run(args) -> int:
     started = time.time()
     out = Path(args.out or ("experiments/results/alignment_pays" + ("_quick" if args.quick else "")))
+    if args.report_only:
+        report(out)
+        return 0
     out.mkdir(parents=True, exist_ok=True)
     d = study_data(args.quick)
     lat, lon = d["sites"]["lat"].to_numpy(float), d["sites"]["lon"].to_numpy(float)
@@ -126,12 +131,6 @@ def run(args) -> int:
     pd.concat(choices, ignore_index=True).assign(params=lambda t: t["params"].map(json.dumps)).to_csv(
         out / "choices.csv", index=False)
 
-    cells = hh.evaluation.alignment_pays(scores, folds)
-    cells.to_csv(out / "cells.csv", index=False)
-    transfer = hh.evaluation.alignment_pays(scores[scores["subset"] == hh.evaluation.PHOTO_SITES], folds,
-                                            model=TRANSFER, baselines=TRANSFER_BASELINES)
-    transfer.to_csv(out / "transfer.csv", index=False)
-    heatmap(cells, out / "heatmap.png", quick=args.quick)
     labelled_fit = {p: json.loads((out / f"settings_{p}.json").read_text()) for p in POOLS}
     settings = {
         "design": "book/alignment_pays.md", "rule": hh.evaluation.PAYS_RULE,
@@ -145,9 +144,65 @@ def run(args) -> int:
         "seconds": {k: round(v) for k, v in timings.items()}, "total_seconds": round(time.time() - started),
     }
     (out / "settings.json").write_text(json.dumps(hh.metrics._plain(settings), indent=2))
-    (out / "results.md").write_text(markdown(cells, transfer, pd.concat(choices, ignore_index=True), settings))
+    report(out)
     print(f"wrote {out} in {settings['total_seconds']} s", file=sys.stderr)
     return 0
+
+
+def report(out: Path) -> None:
+    """The cells, the transfer row, the capacity control, the tables, the summary and the heatmap,
+    from the saved fold-level scores and settings (what ``--report-only`` rewrites)."""
+    settings = json.loads((out / "settings.json").read_text())
+    scores = pd.read_csv(out / "scores.csv")
+    choices = pd.read_csv(out / "choices.csv")
+    choices["params"] = choices["params"].map(json.loads)
+    folds = settings["folds"]
+    cells = hh.evaluation.alignment_pays(scores, folds)
+    cells.to_csv(out / "cells.csv", index=False)
+    transfer = hh.evaluation.alignment_pays(scores[scores["subset"] == hh.evaluation.PHOTO_SITES], folds,
+                                            model=TRANSFER, baselines=TRANSFER_BASELINES)
+    transfer.to_csv(out / "transfer.csv", index=False)
+    capacity = capacity_control(scores, folds)
+    capacity.to_csv(out / "capacity.csv", index=False)
+    heatmap(cells, out / "heatmap.png", quick=settings["quick"])
+    (out / "results.md").write_text(markdown(cells, transfer, capacity, choices, settings))
+    (out / "summary.md").write_text(summary(cells, transfer, capacity, settings))
+
+
+def capacity_control(scores: pd.DataFrame, folds: int) -> pd.DataFrame:
+    """Against raw concatenated, on all labelled test sites: aligned + raw (every pool) and the
+    capacity-matched MLP (no alignment), paired as the rule pairs."""
+    sites = scores[scores["subset"] == hh.evaluation.ALL_SITES]
+    parts = [hh.evaluation.alignment_pays(sites, folds, model=model, baselines=["raw concatenated"])
+             for model in (hh.evaluation.ALIGNED_AND_RAW, hh.evaluation.MLP)]
+    table = pd.concat(parts, ignore_index=True)
+    table.loc[table["model"] == hh.evaluation.MLP, "pool"] = "(no alignment)"
+    return table.drop(columns=["subset"])
+
+
+def summary(cells, transfer, capacity, settings) -> str:
+    """A few sentences, written from the numbers, for the model card and the results chapter."""
+    deep = cells[cells["level"].isin([2, 3])]
+    per_pool = deep.groupby("pool", sort=False)["pays"].agg(["sum", "size"])
+    best = cells.loc[cells["difference"].idxmax()]
+    worst = cells.loc[cells["difference"].idxmin()]
+    mlp = capacity[capacity["model"] == hh.evaluation.MLP]
+    lines = [
+        f"On the synthetic demo ({settings['n_study_sites']} study sites, {settings['n_extra_sites']} extra unlabelled "
+        f"sites, {len(settings['seeds'])} seeds x {settings['folds']} folds), *aligned + raw* beat the best model "
+        f"without alignment, by the registered rule, in {int(cells['pays'].sum())} of {len(cells)} cells; at levels 2 "
+        "and 3: " + ", ".join(f"{int(r['sum'])} of {int(r['size'])} with the {pool} pool"
+                               for pool, r in per_pool.iterrows()) + ".",
+        f"The largest mean difference was {best['difference']:+.3f} ({best['pool']} pool, "
+        f"{best['fraction']:.0%} of the labels, {SUBSET_NAMES[best['subset']]}, level {best['level']}); the smallest "
+        f"{worst['difference']:+.3f} ({worst['pool']} pool, {worst['fraction']:.0%}, {SUBSET_NAMES[worst['subset']]}, "
+        f"level {worst['level']}).",
+        f"The capacity control (the MLP as wide as the heads, without the contrastive objective) beat raw "
+        f"concatenated in {int(mlp['pays'].sum())} of {len(mlp)} cells (all sites).",
+        f"The cross-source transfer (photo alone, labels from sites without photos) beat the better transfer "
+        f"baseline in {int(transfer['pays'].sum())} of {len(transfer)} cells.",
+    ]
+    return " ".join(lines) + "\n"
 
 
 def heatmap(cells: pd.DataFrame, path: Path, quick: bool) -> None:
@@ -188,18 +243,22 @@ def heatmap(cells: pd.DataFrame, path: Path, quick: bool) -> None:
     plt.close(fig)
 
 
-def markdown(cells, transfer, choices, settings) -> str:
+def markdown(cells, transfer, capacity, choices, settings) -> str:
     """The tables the book page includes (every cell, whatever it shows)."""
     def fmt(t):
         t = t.copy()
         t["fraction"] = t["fraction"].map(lambda f: f"{f:.0%}")
-        t["subset"] = t["subset"].map(SUBSET_NAMES)
+        if "subset" in t:
+            t["subset"] = t["subset"].map(SUBSET_NAMES)
         for c in ("model_mean", "baseline_mean"):
             t[c] = t[c].map("{:.3f}".format)
         for c in ("difference", "ci_low", "ci_high"):
             t[c] = t[c].map("{:+.3f}".format)
         t["wins"] = t["wins"].astype(str) + "/" + t["pairs"].astype(str)
         t["pays"] = t["pays"].map({True: "**yes**", False: "no"})
+        if "subset" not in t:
+            return t[["model", "pool", "fraction", "level", "model_mean", "baseline_mean", "difference", "ci_low",
+                      "ci_high", "wins", "pays"]].rename(columns={"pays": "better"}).to_markdown(index=False)
         return t[["pool", "fraction", "subset", "level", "model_mean", "best_without_alignment", "baseline_mean",
                   "difference", "ci_low", "ci_high", "wins", "pays"]].to_markdown(index=False)
 
@@ -213,7 +272,10 @@ def markdown(cells, transfer, choices, settings) -> str:
              pd.DataFrame(settings["heads_trained_on_sites_per_fold"]).T.round(0).fillna("").to_markdown(), "",
              f"Cells where alignment pays: {int(cells['pays'].sum())} of {len(cells)}.", "", fmt(cells), "",
              "The cross-source transfer row (labels from sites without photos, prediction from the photo alone):",
-             "", fmt(transfer), ""]
+             "", fmt(transfer), "",
+             "The capacity control, on all labelled test sites: *aligned + raw* (each pool) and the MLP as wide as "
+             "the heads (no alignment), each minus raw concatenated (better: the interval above 0):", "",
+             fmt(capacity), ""]
     if not step0.empty:
         counts = step0.assign(setting=step0["params"].map(
             lambda p: f"positives={p['positives']}, hub={p['hub']}")).groupby("setting").size()

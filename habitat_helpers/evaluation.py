@@ -4,14 +4,18 @@ For every seed and every fold of geographic blocks (:func:`block_folds`):
 
 1. the contrastive heads are trained on the sites outside the test fold (no labels; early
    stopping on validation blocks carved out of the training blocks), so the test fold's
-   inputs are never seen, not even unlabelled;
+   inputs are never seen, not even unlabelled, unless ``align_pool="transductive"`` says so
+   (:data:`ALIGN_POOLS`: the labelled sites only, every training site, extra unlabelled sites);
 2. every model is the same :class:`~habitat_helpers.classify.HierarchicalClassifier` fitted
    on the labelled training sites, only the features differ:
 
    ====================================  ====================================================
    ``aligned``                           the aligned vectors of the inputs a site has (side by side)
+   ``aligned + raw``                     the aligned vectors beside the raw embeddings (the peers' design)
    ``raw <modality>``                    one pre-trained embedding alone (the mono-scale baselines)
    ``raw concatenated``                  all raw embeddings side by side (zeros and a flag if missing)
+   ``MLP on raw concatenated``           the same through a network as wide as the heads, trained on
+                                         the labels: the capacity control of the contrastive objective
    ``raw concatenated without env``      the same without the ``env`` covariates, when ``env`` is one
                                          of three or more modalities (inputs with and without env)
    ``k-NN on coordinates``               the labelled sites nearest by great-circle distance
@@ -511,7 +515,8 @@ class Protocol:
     (:func:`habitat_helpers.spatial.block_size_for_range`). ``buffer_km`` removes, in each fold,
     the training sites within that distance of a test site (from the alignment and the
     classifiers alike). ``val_fraction`` of the training blocks are validation blocks: early
-    stopping of the alignment and the choice of every model's hyperparameters from ``grids``."""
+    stopping of the alignment and the choice of every model's hyperparameters from ``grids``.
+    ``align_pool`` says which sites train the contrastive heads (:data:`ALIGN_POOLS`)."""
 
     folds: int = 5
     block_size_deg: float | str = "auto"

@@ -110,8 +110,8 @@ def test_classification_cross_validation(run):
         assert aligned[level]["top3_accuracy"] >= aligned[level]["accuracy"]
         assert 0 <= aligned[level]["ece"] <= 1 and aligned[level]["n"] > 0
     assert m["models"]["k-NN on coordinates"]["level1"]["macro_f1"] > majority["level1"]["macro_f1"]
-    assert set(m["models"]) == {"aligned", "raw photo", "raw satellite", "raw gps", "raw concatenated",
-                                "k-NN on coordinates", "majority"}
+    assert set(m["models"]) == {"aligned", "aligned + raw", "raw photo", "raw satellite", "raw gps",
+                                "raw concatenated", "MLP on raw concatenated", "k-NN on coordinates", "majority"}
     assert m["models_on_photo_sites"]["raw photo"]["level1"]["n"] == pytest.approx(
         m["models"]["raw photo"]["level1"]["n"])
     assert m["best_mono_scale"] in {"raw satellite", "raw gps"}       # the photo model misses sites

@@ -433,3 +433,16 @@ def test_qc_table_reads_both_chapters_and_drops_a_repeated_combined_score():
     assert table[0][3:] == ["0.550 / 0.200 (0.10)"] * 2          # the mean over the two seeds
     assert "100 km: ROC-AUC / PR-AUC" in report.qc_table(outputs)
     assert "not recorded" in report.qc_table({}).lower()
+
+
+def test_capacity_table_recomputes_the_verdict_and_names_both_models():
+    rows = [{"level": 1, "model": "aligned", "minus": "MLP on raw concatenated", "model mean": 0.30,
+             "minus mean": 0.28, "difference": 0.02, "ci_low": 0.005, "ci_high": 0.035, "wins": "8/9"},
+            {"level": 1, "model": "MLP on raw concatenated", "minus": "raw concatenated", "model mean": 0.28,
+             "minus mean": 0.29, "difference": -0.01, "ci_low": -0.03, "ci_high": 0.01, "wins": "3/9"}]
+    text = report.capacity_table({"06_lucas_land_cover": {"capacity_control": rows}})
+    lines = [line for line in text.splitlines() if line.startswith("| 1 ")]
+    assert "aligned − MLP on raw concatenated" in lines[0] and lines[0].rstrip(" |").endswith("better")
+    assert "MLP on raw concatenated − raw concatenated" in lines[1] and "no clear difference" in lines[1]
+    assert "[0.005, 0.035]" in lines[0] or "0.005" in lines[0]
+    assert "not recorded" in report.capacity_table({"06_lucas_land_cover": {}})

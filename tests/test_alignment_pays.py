@@ -1,0 +1,58 @@
+"""The registered experiment "When does alignment pay?" (book/alignment_pays.md), read from its
+committed results (experiments/results/alignment_pays/): every cell is the registered rule applied to
+the committed fold-level scores, the design's grid is complete, and the page reports what they show."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import habitat_helpers as hh
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "experiments" / "results" / "alignment_pays"
+
+
+@pytest.fixture(scope="module")
+def run():
+    if not (RESULTS / "cells.csv").exists():
+        pytest.skip("the experiment has not been run (python experiments/alignment_pays.py)")
+    return {"scores": pd.read_csv(RESULTS / "scores.csv"), "cells": pd.read_csv(RESULTS / "cells.csv"),
+            "transfer": pd.read_csv(RESULTS / "transfer.csv"),
+            "settings": json.loads((RESULTS / "settings.json").read_text())}
+
+
+def test_every_cell_is_the_registered_rule_on_the_committed_scores(run):
+    again = hh.evaluation.alignment_pays(run["scores"], run["settings"]["folds"])
+    cells = run["cells"]
+    assert len(again) == len(cells)
+    for column in ("difference", "ci_low", "ci_high", "model_mean", "baseline_mean"):
+        np.testing.assert_allclose(again[column].to_numpy(float), cells[column].to_numpy(float), atol=1e-9)
+    assert (again["pays"].to_numpy() == cells["pays"].to_numpy()).all()
+    assert (cells["pays"] == (cells["ci_low"] > 0)).all()
+    assert not cells["best_without_alignment"].isin(hh.evaluation.ALIGNMENT_MODELS).any()
+
+
+def test_the_grid_of_the_design_is_complete(run):
+    settings, cells = run["settings"], run["cells"]
+    assert not settings["quick"] and settings["rule"] == hh.evaluation.PAYS_RULE
+    assert set(cells["pool"]) == set(hh.evaluation.ALIGN_POOLS)
+    assert set(cells["fraction"]) == {0.05, 0.2, 1.0}
+    assert set(cells["subset"]) == {hh.evaluation.ALL_SITES, hh.evaluation.PHOTO_SITES}
+    assert set(cells["level"]) == {1, 2, 3}
+    assert len(cells) == 4 * 3 * 2 * 3
+    assert (cells["pairs"] == len(settings["seeds"]) * settings["folds"]).all()
+    assert len(settings["seeds"]) == 3 and settings["folds"] == 3
+    sizes = settings["heads_trained_on_sites_per_fold"]
+    assert sizes["training"]["all"] < sizes["extra"]["all"] < sizes["transductive"]["all"]
+    assert sizes["labelled"]["0.05"] < sizes["labelled"]["1"] <= sizes["training"]["all"]
+    assert set(run["transfer"]["pool"]) == set(hh.evaluation.ALIGN_POOLS)
+
+
+def test_the_page_reports_the_run_it_includes(run):
+    page = (ROOT / "book" / "alignment_pays.md").read_text()
+    assert "results/alignment_pays/results.md" in page and "results/alignment_pays/heatmap.png" in page
+    text = (RESULTS / "results.md").read_text()
+    assert f"Cells where alignment pays: {int(run['cells']['pays'].sum())} of {len(run['cells'])}." in text
