@@ -269,7 +269,7 @@ def markdown(cells, transfer, capacity, choices, settings) -> str:
              f"{settings['total_seconds'] / 60:.0f} min on this machine.", "",
              "Sites that trained the heads, mean per fold (the labelled pool: per labelled fraction; the others: "
              "the same heads at every fraction):", "",
-             pd.DataFrame(settings["heads_trained_on_sites_per_fold"]).T.round(0).fillna("").to_markdown(), "",
+             pd.DataFrame(settings["heads_trained_on_sites_per_fold"]).T.round(0).astype(object).fillna("").to_markdown(), "",
              f"Cells where alignment pays: {int(cells['pays'].sum())} of {len(cells)}.", "", fmt(cells), "",
              "The cross-source transfer row (labels from sites without photos, prediction from the photo alone):",
              "", fmt(transfer), "",

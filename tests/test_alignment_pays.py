@@ -56,3 +56,29 @@ def test_the_page_reports_the_run_it_includes(run):
     assert "results/alignment_pays/results.md" in page and "results/alignment_pays/heatmap.png" in page
     text = (RESULTS / "results.md").read_text()
     assert f"Cells where alignment pays: {int(run['cells']['pays'].sum())} of {len(run['cells'])}." in text
+
+
+def test_what_the_page_says_holds(run):
+    """The statements of the page's "What it showed", one by one."""
+    cells = run["cells"]
+    assert not cells["pays"].any()
+    assert set(cells["best_without_alignment"]) == {"raw satellite"}
+    by_pool = cells.groupby("pool")["difference"].mean()
+    assert by_pool["labelled"] < by_pool["training"] < by_pool["extra"] < by_pool["transductive"]
+    positive = cells[cells["difference"] > 0]
+    assert set(positive["pool"]) == {"transductive"} and set(positive["fraction"]) == {1.0}
+    assert (positive["ci_low"] <= 0).all()
+    capacity = pd.read_csv(RESULTS / "capacity.csv")
+    mlp = capacity[capacity["model"] == hh.evaluation.MLP]
+    assert mlp["difference"].mean() < 0 and not mlp["pays"].any()
+    ours = capacity[capacity["model"] == hh.evaluation.ALIGNED_AND_RAW].groupby("pool")["difference"].mean()
+    assert ours["extra"] > 0 and ours["transductive"] > 0 and not capacity["pays"].any()
+    transfer = run["transfer"]
+    pays = transfer.groupby("pool")["pays"].sum()
+    assert pays["labelled"] == 0 and (pays[["training", "extra", "transductive"]] > 0).all()
+    lead = transfer.groupby("pool")["difference"].mean()
+    assert lead["labelled"] < lead["training"] < lead["extra"] < lead["transductive"]
+    choices = pd.read_csv(RESULTS / "choices.csv")
+    step0 = choices[choices["step"].str.startswith("0")]["params"].map(json.loads)
+    settings = {(p["positives"], p["hub"]) for p in step0}
+    assert len(step0) == 3 and len(settings) > 1                 # validation did not agree across the folds
