@@ -225,9 +225,10 @@ def test_lucas_case_study(run):
     m = metrics(run, "06_lucas_land_cover")
     assert m["n_points"] == 14613 and m["n_sites"] == 400 and m["seeds"] == [0] and m["folds"] == 3
     assert m["label_scheme"] == "lucas-lc1" and "Eurostat" in m["attribution"]
-    assert set(m["project_models"]) == {"aligned", "raw gps", "raw env", "raw concatenated"}
+    assert set(m["project_models"]) == {"aligned", "aligned + raw", "raw gps", "raw env", "raw concatenated"}
     assert {"random forest on coordinates + env", "k-NN on coordinates", "majority"} == set(m["baseline_models"])
-    for model in m["project_models"] + m["baseline_models"]:
+    assert m["control_models"] == [hh.evaluation.MLP]
+    for model in m["project_models"] + m["baseline_models"] + m["control_models"]:
         assert set(m["models"][model]) == {"level1", "level2", "level3"}, model
     majority = m["models"]["majority"]["level1"]["macro_f1"]
     # real labels, location and climate only: every trained model beats the majority at level 1
@@ -238,6 +239,13 @@ def test_lucas_case_study(run):
     for r in rows.values():
         assert r["model"] in m["project_models"] and r["baseline"] in m["baseline_models"]
         assert r["pairs"] == 3 and r["ci_low"] <= r["difference"] <= r["ci_high"]
+    # the capacity control: aligned and aligned + raw against the MLP, the MLP against raw concatenated
+    control = {(r["level"], r["model"], r["minus"]): r for r in m["capacity_control"]}
+    assert set(control) == {(level, a, b) for level in (1, 2, 3) for a, b in [
+        ("aligned", hh.evaluation.MLP), ("aligned + raw", hh.evaluation.MLP), (hh.evaluation.MLP, "raw concatenated")]}
+    for r in control.values():
+        assert r["ci_low"] <= r["difference"] <= r["ci_high"] and r["wins"].endswith("/3")
+        assert r["difference"] == pytest.approx(r["model mean"] - r["minus mean"])
     assert m["eunis_l1"]["crosswalk"]["B"] == "V" and m["eunis_l1"]["crosswalk"]["A"] is None
     assert m["map"]["n_cells"] > 100 and 0 < m["map"]["mean_p_l1"] <= 1
     with rasterio.open(run[0] / "outputs" / "06_lucas_land_cover" / m["map"]["geotiff"]) as src:
