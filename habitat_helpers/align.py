@@ -51,12 +51,13 @@ class AlignConfig:
     modalities: tuple[str, ...] = ("photo", "satellite", "gps")
     pairs: tuple[tuple[str, str], ...] = field(default_factory=tuple)  # empty: all pairs of modalities
     radius_km: float = 5.0           # spatial positives: items of other sites within this distance (0: paired only)
-    #: what a neighbour within radius_km is: "radius" (a positive like the own site), "own_half" (a
-    #: positive, the own site keeping half the weight), "site" (a negative), "not_negative" (neither);
-    #: hh.losses.POSITIVES
+    #: What a neighbour within radius_km is, one of hh.losses.POSITIVES. With "radius" a positive
+    #: like the own site, with "own_half" a positive while the own site keeps half the weight, with
+    #: "site" a negative, with "not_negative" neither.
     positives: str = "radius"
-    #: "none" contrasts every pair of modalities (or ``pairs``); a modality name (e.g. "gps")
-    #: contrasts each other modality with it only: the hub of the abstract's authors' code
+    #: With "none" every pair of modalities is contrasted (or ``pairs``). With a modality name
+    #: (e.g. "gps") each other modality is contrasted with it only, the hub of the abstract's
+    #: authors' code.
     hub: str = "none"
     soft_scale_km: float | None = None   # weight positives by exp(-distance / scale)
     per_anchor: int = 3              # neighbours brought into a batch with each anchor site

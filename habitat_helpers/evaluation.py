@@ -58,8 +58,8 @@ SCORE_COLUMNS = ("seed", "fold", "fraction", "model", "subset", "level", "n_trai
 FAILURE_COLUMNS = ("model", "seed", "fold", "fraction", "level", "n_train", "reason")
 ALL_SITES = "all labelled test sites"
 PHOTO_SITES = "test sites with photos"
-#: The name of the aligned vectors with the raw inputs beside them (the peers' design: the
-#: classifier keeps the pre-trained features and adds the aligned ones).
+#: The name of the aligned vectors with the raw inputs beside them. It is the peers' design, in
+#: which the classifier keeps the pre-trained features and adds the aligned ones.
 ALIGNED_AND_RAW = "aligned + raw"
 #: The name of :func:`mlp_model`'s model (the capacity control of the aligned heads).
 MLP = "MLP on raw concatenated"
@@ -398,7 +398,7 @@ def paired_interval(a, b, test_train_ratio: float | None = None, confidence: flo
     return out
 
 
-#: The registered reading rule of the alignment experiment (book/alignment_pays.md): alignment
+#: The registered reading rule of the alignment experiment, in book/alignment_pays.md. Alignment
 #: pays in a cell when the paired 95 % interval of ``aligned + raw`` minus the best model without
 #: alignment lies above 0.
 PAYS_RULE = ("alignment pays in a cell when the paired 95 % interval (corrected resampled t over folds x seeds) "
@@ -944,8 +944,7 @@ def cross_validate(lat, lon, labels: pd.DataFrame, embeddings: dict[str, np.ndar
         on ``n_jobs``. ``1``: in this process.
     extra
         a boolean mask of sites that only train the contrastive heads (unlabelled sites beyond the
-        study's table: more LUCAS points, a denser grid, the demo's
-        :func:`habitat_helpers.demo.extra_sites`), used with ``align_pool="extra"`` or
+        study's table: more LUCAS points, a denser grid, more sites of the demo's generator), used with ``align_pool="extra"`` or
         ``"transductive"`` and ignored by every other pool. The folds, validation blocks and label
         samples are drawn from the other sites alone, so results with and without them are paired
         fold by fold; an extra site joins a fold's pool only outside its test and validation blocks

@@ -33,7 +33,9 @@ length scale ``ℓ`` is given; same site: ``d = 0``) and ``Σ_p w_ip = 1``::
     L   = mean of L_i over the anchors that have at least one positive
 
 This is the "outside" multi-positive form of supervised contrastive learning (Khosla et
-al. 2020), with positives defined by distance instead of labels.
+al. 2020), with positives defined by distance instead of labels. Every item is an anchor,
+so the loss is symmetric. With two modalities, one item per site and ``r = 0`` each anchor
+has exactly one positive and ``L`` equals :func:`info_nce` of the two modalities.
 
 What a neighbour within ``r`` is (``positives``; the first is the default above):
 
@@ -48,9 +50,7 @@ What a neighbour within ``r`` is (``positives``; the first is the default above)
     neighbours into the batch, as hard negatives);
 ``"not_negative"``
     neither: removed from the anchor's candidates (false-negative masking only), the own site
-    alone is positive. Every item is an anchor,
-so the loss is symmetric. With two modalities, one item per site and ``r = 0`` each anchor
-has exactly one positive and ``L`` equals :func:`info_nce` of the two modalities.
+    alone is positive.
 """
 
 from __future__ import annotations
