@@ -456,8 +456,6 @@ class SupervisedHeadClassifier(HierarchicalClassifier):
         self.network_ = None
 
     def fit(self, X: np.ndarray, labels: pd.DataFrame) -> SupervisedHeadClassifier:
-        from sklearn.neural_network import MLPClassifier
-
         deepest = labels[LEVEL_COLUMNS[3]].where(labels[LEVEL_COLUMNS[3]].notna(), labels[LEVEL_COLUMNS[2]])
         deepest = deepest.where(deepest.notna(), labels[LEVEL_COLUMNS[1]]).to_numpy(dtype=object)
         rows = ~np.isnan(X).any(axis=1) & np.array([isinstance(v, str) for v in deepest], dtype=bool)
@@ -466,24 +464,27 @@ class SupervisedHeadClassifier(HierarchicalClassifier):
         key = (self.hidden, self.dim, self.alpha, self.batch_size, self.lr, self.epochs, self.patience, self.seed,
                hashlib.sha1(np.ascontiguousarray(X[rows])).hexdigest(),
                hashlib.sha1("\n".join(deepest[rows].astype(str)).encode()).hexdigest())
-        if self.networks is not None and key in self.networks:
-            self.network_ = self.networks[key]
-            return super().fit(self.transform(X), labels)
+        self.network_ = self.networks.get(key) if self.networks is not None else None
+        if self.network_ is None:
+            self.network_ = self._train_network(X[rows], deepest[rows].astype(str))
+            if self.networks is not None:
+                self.networks[key] = self.network_
+                while len(self.networks) > 4:
+                    self.networks.pop(next(iter(self.networks)))
+        return super().fit(self.transform(X), labels)
+
+    def _train_network(self, X: np.ndarray, y: np.ndarray):
+        from sklearn.neural_network import MLPClassifier
+
         network = make_pipeline(StandardScaler(), MLPClassifier(
-            hidden_layer_sizes=(self.hidden, self.dim), alpha=self.alpha, batch_size=min(self.batch_size, int(rows.sum())),
+            hidden_layer_sizes=(self.hidden, self.dim), alpha=self.alpha, batch_size=self.batch_size,
             learning_rate_init=self.lr, max_iter=self.epochs, n_iter_no_change=self.patience,
-            early_stopping=int(rows.sum()) >= MLP_EARLY_STOPPING_ROWS, random_state=self.seed))
+            early_stopping=len(X) >= MLP_EARLY_STOPPING_ROWS, random_state=self.seed))
         with warnings.catch_warnings(), _one_blas_thread():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            # a batch larger than the rows left after the early-stopping hold-out is one full batch
+            # a batch larger than the training rows is one full batch (scikit-learn clips it)
             warnings.filterwarnings("ignore", message="Got `batch_size` less than 1 or larger than sample size")
-            network.fit(X[rows], deepest[rows].astype(str))
-        self.network_ = network
-        if self.networks is not None:
-            self.networks[key] = network
-            while len(self.networks) > 4:
-                self.networks.pop(next(iter(self.networks)))
-        return super().fit(self.transform(X), labels)
+            return network.fit(X, y)
 
     def transform(self, X: np.ndarray) -> np.ndarray:
         """The network's last hidden layer (``dim`` columns) of ``X``; NaN rows stay NaN."""

@@ -555,7 +555,6 @@ def env_rasters(specs: list[str]) -> dict:
 def read_sites(args):
     """The site table and its label scheme, from a table (with the options of
     :func:`add_table_arguments`) or a data spec."""
-    sep = {"\\t": "\t", "tab": "\t"}.get(args.sep, args.sep)     # '\t' typed in a shell is two characters
     if Path(args.sites).suffix.lower() in (".yml", ".yaml"):
         try:
             data = datasets.load(args.sites)
@@ -571,39 +570,32 @@ def read_sites(args):
         return sites, data.label_scheme
     sites = datasets.read_table(args.sites, lat=args.lat_col, lon=args.lon_col, label=args.label_col,
                                 site_id=args.id_col, photo_columns=args.photo_cols, satellite=args.satellite_col,
-                                esy=args.esy, sep=sep, label_scheme=args.label_scheme)
+                                esy=args.esy, sep=_separator(args), label_scheme=args.label_scheme)
     return sites, args.label_scheme
 
 
 def read_extra_sites(args):
     """The ``--extra-sites`` table, read with the same column options as ``--sites``; every row
     must be unlabelled (a labelled row belongs in ``--sites``)."""
-    sep = {"\\t": "\t", "tab": "\t"}.get(args.sep, args.sep)
     path = Path(args.extra_sites)
-    if not path.exists():
-        raise UsageError(f"--extra-sites: {path} does not exist")
     print(f"extra sites (they only train the alignment) from {path}:", file=sys.stderr)
-    label = args.label_col if args.label_col in _columns_of(path, sep) else None
     try:
-        extra = datasets.read_table(path, lat=args.lat_col, lon=args.lon_col, label=label, site_id=args.id_col,
-                                    photo_columns=args.photo_cols, satellite=args.satellite_col, sep=sep,
+        extra = datasets.read_table(path, lat=args.lat_col, lon=args.lon_col, label=args.label_col,
+                                    label_required=False, site_id=args.id_col, photo_columns=args.photo_cols,
+                                    satellite=args.satellite_col, sep=_separator(args),
                                     label_scheme=args.label_scheme)
-    except (ValueError, KeyError) as err:
+    except ValueError as err:
         raise UsageError(f"--extra-sites: {err}") from None
     labelled = int(extra["eunis_l1"].notna().sum())
     if labelled:
-        raise UsageError(f"--extra-sites: {labelled} rows carry a label in {label!r}; extra sites only train the "
-                         "alignment: move the labelled rows to --sites")
+        raise UsageError(f"--extra-sites: {labelled} rows carry a label in {extra.attrs['columns']['label']!r}; "
+                         "extra sites only train the alignment: move the labelled rows to --sites")
     return extra
 
 
-def _columns_of(path: Path, sep) -> list[str]:
-    """The column names of a delimited table or a Parquet file."""
-    if path.suffix.lower() in (".parquet", ".geoparquet"):
-        import pyarrow.parquet as pq
-
-        return list(pq.read_schema(path).names)
-    return list(pd.read_csv(path, sep=sep, nrows=0, engine="python").columns)
+def _separator(args):
+    """``--sep`` as a character (``'\\t'`` typed in a shell is two characters)."""
+    return {"\\t": "\t", "tab": "\t"}.get(args.sep, args.sep)
 
 
 def _check_sites(sites, labels: pd.DataFrame, args, seeds) -> None:

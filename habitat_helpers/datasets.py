@@ -760,7 +760,7 @@ class TableError(ValueError):
 def read_table(path, *, lat: str = "lat", lon: str = "lon", label: str | None = "eunis_code",
                site_id: str | None = None, photo_columns=None, satellite: str | None = None,
                esy: bool = False, sep: str | None = None, label_scheme: str = "eunis",
-               verbose: bool = True):
+               verbose: bool = True, label_required: bool = True):
     """Read your own table of sites (CSV, TSV or (Geo)Parquet) into the project's site table.
 
     Parameters
@@ -776,7 +776,8 @@ def read_table(path, *, lat: str = "lat", lon: str = "lon", label: str | None = 
         ``longitude``/``Longitude``, ``EUNIS``, EVA's ``Expert System``). A GeoParquet file
         without latitude and longitude columns gives them from its point geometry.
         ``label=None`` reads a table without labels (every site unlabelled, e.g. the sites to
-        fetch inputs for or to map).
+        fetch inputs for or to map); ``label_required=False`` reads the labels when the column is
+        there and none when it is not.
     site_id
         the column with a unique id per site; by default ``site_id``, ``PlotObservationID``
         or ``id`` if present, else the line number in the file (``line12``; ``row12`` for Parquet).
@@ -825,7 +826,7 @@ def read_table(path, *, lat: str = "lat", lon: str = "lon", label: str | None = 
     columns = {
         "lat": _find_column(table, lat, "latitude", "--lat-col"),
         "lon": _find_column(table, lon, "longitude", "--lon-col"),
-        "label": _find_column(table, label, "EUNIS label", "--label-col"),
+        "label": _find_column(table, label, "EUNIS label", "--label-col", required=label_required),
         "site_id": _find_column(table, site_id or "site_id", "site id", "--id-col", required=site_id is not None),
         "photos": [_find_column(table, c, "photo", "--photo-cols") for c in (photo_columns or [])],
         "satellite": _find_column(table, satellite, "satellite", "--satellite-col") if satellite else None,

@@ -68,8 +68,6 @@ MLP = "MLP on raw concatenated"
 ALIGNMENT_MODELS = ("aligned", ALIGNED_AND_RAW)
 
 
-
-
 def block_folds(lat, lon, block_size_deg: float, folds: int, seed: int) -> np.ndarray:
     """Fold number (``0 .. folds-1``) per site: whole ``block_size_deg`` blocks, taken in a
     random order and each given to the fold with the fewest sites so far (so folds are about
@@ -568,12 +566,11 @@ class Protocol:
         if set(self.align_grid) - fields or any(len(v) == 0 for v in self.align_grid.values()):
             raise ValueError(f"align_grid: {sorted(self.align_grid)} (each with at least one value) must be "
                              f"hh.align.AlignConfig fields: {sorted(fields)}")
-        from .losses import POSITIVES
-
-        wrong = [v for v in self.align_grid.get("positives", ()) if v not in POSITIVES]
-        if wrong:
-            raise ValueError(f"align_grid: positives must be one of {', '.join(map(repr, POSITIVES))}, not "
-                             f"{', '.join(map(repr, wrong))}")
+        for value in self.align_grid.get("positives", ()):
+            try:
+                align.AlignConfig(positives=value)          # its own check, before any work
+            except ValueError as err:
+                raise ValueError(f"align_grid: {err}") from None
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
         object.__setattr__(self, "label_fractions", tuple(float(f) for f in self.label_fractions))
 
@@ -1171,7 +1168,7 @@ def _fold_rows(c: _FoldContext, seed: int, fold: int, fold_of: np.ndarray) -> di
         subsets[PHOTO_SITES] = labelled & test & present["photo"]
     for fraction in protocol.label_fractions:
         train = _label_sample(train_all, fraction, seed, fold)
-        heads = heads_for(fraction, train) if any(m.needs_heads for m in c.models) else {}
+        heads = heads_for(fraction, train)
         for model in c.models:
             if fraction < 1 and model.name not in c.fraction_models:
                 continue
