@@ -92,7 +92,7 @@ def run(args) -> int:
     config = hh.align.config_for(d["profile"], 0, modalities=modalities)
     jobs = hh.runtime.fold_jobs("cpu")
     common = dict(modalities=modalities, align_config=config, scheme=d["scheme"], extra=d["extra"], n_jobs=jobs,
-                  progress=False)
+                  progress=True)          # a bar per run: each takes minutes
     models = {m.name: m for m in hh.evaluation.default_models(modalities, config)
               + hh.evaluation.transfer_models(modalities)}
     timings, choices = {}, []
