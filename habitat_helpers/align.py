@@ -59,6 +59,17 @@ class AlignConfig:
     #: (e.g. "gps") each other modality is contrasted with it only, the hub of the abstract's
     #: authors' code.
     hub: str = "none"
+    #: How the several ground photos of a site enter, one of PHOTO_VIEWS. With "mean" the mean of
+    #: their embeddings is one item. With "items" every view is an item of its own and the views of
+    #: one site are positives of each other (photo is then contrasted with photo too). A site's
+    #: aligned photo vector is then the mean of its views' vectors. Needs the per-view embeddings
+    #: ``photo_per_view`` and ``photo_site`` of :func:`habitat_helpers.embed.embed_sites`.
+    photo_views: str = "mean"
+    #: GeoCLIP's output layer (one per scale), one of LOCATION_LAYERS. With "frozen" the GPS head
+    #: reads the GeoCLIP embedding. With "last" that layer is trained with the heads, starting from
+    #: GeoCLIP's weights, so the GPS head reads the layer's inputs ``gps_layers``
+    #: (:func:`habitat_helpers.embed.location_layer_inputs`).
+    location_layers: str = "frozen"
     soft_scale_km: float | None = None   # weight positives by exp(-distance / scale)
     per_anchor: int = 3              # neighbours brought into a batch with each anchor site
     sampler_radius_km: float | None = None   # neighbours for batching (default: radius_km; 0: random batches)
@@ -73,8 +84,23 @@ class AlignConfig:
             raise ValueError(f"hub must be 'none' or one of the modalities {list(self.modalities)}, not {self.hub!r}")
         if self.hub != "none" and self.pairs:
             raise ValueError("give hub or pairs, not both")
+        if self.photo_views not in PHOTO_VIEWS:
+            raise ValueError(f"photo_views must be one of {', '.join(map(repr, PHOTO_VIEWS))}, not {self.photo_views!r}")
+        if self.location_layers not in LOCATION_LAYERS:
+            raise ValueError(f"location_layers must be one of {', '.join(map(repr, LOCATION_LAYERS))}, "
+                             f"not {self.location_layers!r}")
+
+    def input_key(self, modality: str) -> str:
+        """The entry of the embeddings that the ``modality`` head reads (the modality itself,
+        ``photo_per_view`` for photo views as items, ``gps_layers`` for a trainable GeoCLIP layer)."""
+        if modality == "photo" and self.photo_views == "items":
+            return "photo_per_view"
+        if modality == "gps" and self.location_layers == "last":
+            return "gps_layers"
+        return modality
 
     def modality_pairs(self) -> list[tuple[str, str]]:
+        """The contrasted pairs of different modalities (retrieval is measured on these)."""
         if self.hub != "none":
             return [(m, self.hub) for m in self.modalities if m != self.hub]
         return list(self.pairs) if self.pairs else list(itertools.combinations(self.modalities, 2))
@@ -85,7 +111,15 @@ class AlignConfig:
         table = torch.zeros(len(pos), len(pos), dtype=torch.bool)
         for a, b in self.modality_pairs():
             table[pos[a], pos[b]] = table[pos[b], pos[a]] = True
+        if self.photo_views == "items" and "photo" in pos:
+            table[pos["photo"], pos["photo"]] = True        # a view with the other views
         return table
+
+
+#: How a site's ground photos enter the alignment (:attr:`AlignConfig.photo_views`).
+PHOTO_VIEWS = ("mean", "items")
+#: Whether GeoCLIP's output layer is trained with the heads (:attr:`AlignConfig.location_layers`).
+LOCATION_LAYERS = ("frozen", "last")
 
 
 class ProjectionHead(nn.Module):
@@ -107,15 +141,44 @@ class ProjectionHead(nn.Module):
         return self.net((x - self.mean) / self.std)
 
 
+class LocationLayerHead(nn.Module):
+    """GeoCLIP's output layer made trainable, then a :class:`ProjectionHead`.
+
+    GeoCLIP sums the outputs of one linear layer (1024 -> 512) per scale; side by side, the
+    three layers are one ``Linear(3 x 1024, 512)``, which starts from GeoCLIP's weights
+    (:meth:`start_from`), so that before training this head sees exactly the GeoCLIP embedding."""
+
+    def __init__(self, in_dim: int, hidden: int, out_dim: int, dropout: float = 0.1, embedding_dim: int = 512):
+        super().__init__()
+        self.last = nn.Linear(in_dim, embedding_dim)
+        self.head = ProjectionHead(embedding_dim, hidden, out_dim, dropout)
+
+    def start_from(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        with torch.no_grad():
+            self.last.weight.copy_(weight)
+            self.last.bias.copy_(bias)
+
+    def set_standardisation(self, x: np.ndarray) -> None:
+        x = x[~np.isnan(x).any(axis=1)]
+        with torch.no_grad():
+            self.head.set_standardisation(self.last(torch.from_numpy(x).float()).numpy())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.last(x))
+
+
 class AlignmentModel(nn.Module):
-    """The projection heads (one per modality) and the shared temperature."""
+    """The projection heads (one per modality) and the shared temperature. ``input_dims`` are
+    the widths of what each head reads (:meth:`AlignConfig.input_key`)."""
 
     def __init__(self, input_dims: dict[str, int], config: AlignConfig):
         super().__init__()
         self.config = config
         self.input_dims = dict(input_dims)
-        self.heads = nn.ModuleDict({m: ProjectionHead(d, config.hidden, config.dim, config.dropout)
-                                    for m, d in input_dims.items()})
+        self.heads = nn.ModuleDict({
+            m: (LocationLayerHead if config.input_key(m) == "gps_layers" else ProjectionHead)(
+                d, config.hidden, config.dim, config.dropout)
+            for m, d in input_dims.items()})
         self.temperature = LearnableTemperature(config.temperature_init)
         self.temperature.log_tau.requires_grad_(config.learn_temperature)
 
@@ -134,6 +197,74 @@ class AlignmentModel(nn.Module):
             out[ok] = self(modality, torch.from_numpy(x[ok]).float().to(device)).cpu().numpy()
         return out
 
+    def embed_sites(self, embeddings: dict[str, np.ndarray], modalities=None, sites=None) -> dict[str, np.ndarray]:
+        """Each site's aligned vector per modality (``n_sites x dim``, NaN where a site lacks it;
+        only the rows ``sites`` when given), read from what each head reads
+        (:meth:`AlignConfig.input_key`): with photo views as items, the normalised mean of the
+        site's views' vectors."""
+        out = {}
+        for m in modalities or tuple(self.heads):
+            inputs = head_inputs(self.config, embeddings, m)
+            chosen = np.arange(inputs.n_sites) if sites is None else np.asarray(sites, np.int64)
+            rows, owner = inputs.rows(chosen)
+            vectors = self.embed(m, inputs.x[rows])
+            if inputs.site is None:
+                out[m] = vectors
+                continue
+            position = np.full(inputs.n_sites, -1)
+            position[chosen] = np.arange(len(chosen))
+            ok = ~np.isnan(vectors[:, 0])
+            total = np.zeros((len(chosen), self.config.dim))
+            np.add.at(total, position[owner[ok]], vectors[ok])
+            norm = np.linalg.norm(total, axis=1, keepdims=True)
+            out[m] = np.where(norm > 0, total / np.where(norm > 0, norm, 1), np.nan).astype(np.float32)
+        return out
+
+
+@dataclass
+class HeadInputs:
+    """What one head reads: rows ``x`` and, when a site has several rows (photo views), the
+    site of each row (``site``; None: row ``i`` is site ``i``)."""
+
+    x: np.ndarray
+    site: np.ndarray | None
+    n_sites: int
+
+    def __post_init__(self):
+        if self.site is not None:
+            self._order = np.argsort(self.site, kind="stable")
+            self._starts = np.searchsorted(self.site[self._order], np.arange(self.n_sites + 1))
+
+    def rows(self, sites: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The rows of ``sites`` and the site of each."""
+        if self.site is None:
+            return sites, sites
+        counts = self._starts[sites + 1] - self._starts[sites]
+        first = np.repeat(self._starts[sites], counts)
+        offset = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        rows = self._order[first + offset]
+        return rows, self.site[rows]
+
+
+def head_inputs(config: AlignConfig, embeddings: dict[str, np.ndarray], modality: str) -> HeadInputs:
+    """The :class:`HeadInputs` of ``modality`` under ``config``, with a clear error when the
+    embeddings lack what the config asks for."""
+    n = len(embeddings[modality]) if modality in embeddings else None
+    key = config.input_key(modality)
+    if key == "photo_per_view":
+        if "photo_per_view" not in embeddings or "photo_site" not in embeddings:
+            raise ValueError("photo_views='items' needs the per-view photo embeddings 'photo_per_view' and "
+                             "'photo_site' (hh.embed.embed_sites gives them)")
+        site = np.asarray(embeddings["photo_site"], np.int64)
+        if n is None or len(site) != len(embeddings["photo_per_view"]) or (len(site) and (
+                site.min() < 0 or site.max() >= n)):
+            raise ValueError("photo_site must give, for each row of photo_per_view, a site row of the embeddings")
+        return HeadInputs(embeddings["photo_per_view"], site, n)
+    if key not in embeddings:
+        hint = " (hh.embed.location_layer_inputs(lat, lon) gives them)" if key == "gps_layers" else ""
+        raise ValueError(f"the {modality} head reads {key!r}, which the embeddings lack{hint}")
+    return HeadInputs(embeddings[key], None, len(embeddings[key]))
+
 
 def site_features(model: AlignmentModel, embeddings: dict[str, np.ndarray],
                   modalities: tuple[str, ...] | None = None, fusion: str = "mean") -> np.ndarray:
@@ -145,7 +276,7 @@ def site_features(model: AlignmentModel, embeddings: dict[str, np.ndarray],
     is missing or not among ``modalities``, plus one 0/1 presence flag per head
     (``n_heads x (dim + 1)`` columns): a classifier can then weigh the modalities."""
     chosen = tuple(modalities or model.heads)
-    return fuse({m: model.embed(m, embeddings[m]) for m in chosen}, tuple(model.heads), fusion)
+    return fuse(model.embed_sites(embeddings, chosen), tuple(model.heads), fusion)
 
 
 def fuse(vectors: dict[str, np.ndarray], heads: tuple[str, ...], fusion: str = "mean") -> np.ndarray:
@@ -181,19 +312,21 @@ def _distributed() -> tuple[int, int]:
     return 0, 1
 
 
-def _items(model: AlignmentModel, embeddings: dict, lat, lon, sites: np.ndarray, device) -> dict:
-    """Project every present modality of ``sites``: the items of a batch (with their metadata)."""
+def _items(model: AlignmentModel, inputs: dict[str, HeadInputs], lat, lon, sites: np.ndarray, device) -> dict:
+    """Project every present modality of ``sites`` (every view, with photo views as items): the
+    items of a batch, with their metadata."""
     z, site, modality, ilat, ilon = [], [], [], [], []
     for code, m in enumerate(model.config.modalities):
-        x = embeddings[m][sites]
+        rows, owner = inputs[m].rows(sites)
+        x = inputs[m].x[rows]
         ok = ~np.isnan(x).any(axis=1)
         if not ok.any():
             continue
         z.append(model.heads[m](torch.from_numpy(x[ok]).float().to(device)))
-        site.append(sites[ok])
+        site.append(owner[ok])
         modality.append(np.full(int(ok.sum()), code))
-        ilat.append(lat[sites[ok]])
-        ilon.append(lon[sites[ok]])
+        ilat.append(lat[owner[ok]])
+        ilon.append(lon[owner[ok]])
     if not z:
         return {"z": torch.zeros(0, model.config.dim, device=device), "site": torch.zeros(0, dtype=torch.long),
                 "modality": torch.zeros(0, dtype=torch.long), "lat": torch.zeros(0, dtype=torch.float64),
@@ -231,12 +364,12 @@ def _gather_items(items: dict, world_size: int) -> tuple[dict, int]:
     return out, sum(sizes[:rank])
 
 
-def _batch_loss(model: AlignmentModel, embeddings: dict, lat, lon, sites: np.ndarray, device,
+def _batch_loss(model: AlignmentModel, inputs: dict[str, HeadInputs], lat, lon, sites: np.ndarray, device,
                 rank: int = 0, world_size: int = 1) -> tuple[torch.Tensor, int]:
     """This process's share of the batch loss, and the number of anchors with a positive in the
     whole batch. Summed over processes, the shares give the batch's mean loss."""
     cfg = model.config
-    local = _items(model, embeddings, lat, lon, sites[rank::world_size], device)
+    local = _items(model, inputs, lat, lon, sites[rank::world_size], device)
     if world_size > 1:
         items, offset = _gather_items(local, world_size)
     else:
@@ -266,15 +399,18 @@ def epoch_batches(config: AlignConfig, idx: np.ndarray, neighbours, epoch: int) 
 
 
 def validation_recall(model: AlignmentModel, embeddings: dict, idx: np.ndarray, k: int = 10) -> float:
-    """Mean cross-modal recall@k over the modality pairs (both directions) on sites ``idx``."""
+    """Mean cross-modal recall@k over the modality pairs (both directions) on sites ``idx``, from
+    the sites' aligned vectors (:meth:`AlignmentModel.embed_sites`)."""
     from .metrics import retrieval_recall_at_k
 
+    idx = np.asarray(idx)
+    vectors = model.embed_sites(embeddings, sites=idx)          # rows in the order of idx
     values = []
     for m1, m2 in model.config.modality_pairs():
-        both = idx[~np.isnan(embeddings[m1][idx, 0]) & ~np.isnan(embeddings[m2][idx, 0])]
-        if len(both) < 2:
+        both = ~np.isnan(vectors[m1][:, 0]) & ~np.isnan(vectors[m2][:, 0])
+        if both.sum() < 2:
             continue
-        a, b = model.embed(m1, embeddings[m1][both]), model.embed(m2, embeddings[m2][both])
+        a, b = vectors[m1][both], vectors[m2][both]
         values += [retrieval_recall_at_k(a, b, (k,))[f"recall@{k}"], retrieval_recall_at_k(b, a, (k,))[f"recall@{k}"]]
     return float(np.mean(values)) if values else float("nan")
 
@@ -282,12 +418,17 @@ def validation_recall(model: AlignmentModel, embeddings: dict, idx: np.ndarray, 
 def evaluate_loss(model: AlignmentModel, embeddings: dict, idx: np.ndarray, lat=None, lon=None,
                   neighbours=None, device: str = "cpu") -> float:
     """Mean loss over fixed batches of ``idx`` (the same batches every epoch)."""
+    inputs = {m: head_inputs(model.config, embeddings, m) for m in model.config.modalities}
+    lat, lon = _coordinates(lat, lon, inputs[model.config.modalities[0]].n_sites)
+    return _mean_loss(model, inputs, idx, lat, lon, neighbours, device)
+
+
+def _mean_loss(model: AlignmentModel, inputs: dict[str, HeadInputs], idx, lat, lon, neighbours, device) -> float:
     model.eval()
-    lat, lon = _coordinates(lat, lon, len(next(iter(embeddings.values()))))
     total, count = 0.0, 0
     with torch.inference_mode():
         for sites in epoch_batches(model.config, idx, neighbours, epoch=-1):
-            share, n = _batch_loss(model, embeddings, lat, lon, sites, device)
+            share, n = _batch_loss(model, inputs, lat, lon, sites, device)
             total += float(share)
             count += n
     return total / count if count else float("nan")
@@ -316,7 +457,9 @@ def train_alignment(embeddings: dict[str, np.ndarray], train_idx: np.ndarray, va
     Parameters
     ----------
     embeddings
-        per modality, an ``n_sites x d`` array (NaN rows where a site lacks it).
+        per modality, an ``n_sites x d`` array (NaN rows where a site lacks it); with photo
+        views as items also ``photo_per_view`` and ``photo_site``, with a trainable GeoCLIP
+        layer also ``gps_layers`` (:attr:`AlignConfig.photo_views`, :attr:`AlignConfig.location_layers`).
     train_idx, val_idx
         site rows for training and for early stopping (held-out blocks).
     lat, lon
@@ -339,7 +482,8 @@ def train_alignment(embeddings: dict[str, np.ndarray], train_idx: np.ndarray, va
     from .embed import write_atomic
 
     rank, world_size = _distributed()
-    n = len(next(iter(embeddings.values())))
+    inputs = {m: head_inputs(config, embeddings, m) for m in config.modalities}
+    n = inputs[config.modalities[0]].n_sites
     if config.radius_km > 0 or config.soft_scale_km is not None:
         if lat is None or lon is None:
             raise ValueError("radius_km > 0 (spatial positives) needs the sites' lat and lon")
@@ -348,16 +492,20 @@ def train_alignment(embeddings: dict[str, np.ndarray], train_idx: np.ndarray, va
     neighbours = _neighbour_graph(config, lat, lon)
 
     torch.manual_seed(config.seed)
-    model = AlignmentModel({m: embeddings[m].shape[1] for m in config.modalities}, config)
+    model = AlignmentModel({m: inputs[m].x.shape[1] for m in config.modalities}, config)
     for m in config.modalities:
-        model.heads[m].set_standardisation(embeddings[m][train_idx])
+        if isinstance(model.heads[m], LocationLayerHead):
+            from .encoders import geoclip_output_layer
+
+            model.heads[m].start_from(*geoclip_output_layer())
+        model.heads[m].set_standardisation(inputs[m].x[inputs[m].rows(train_idx)[0]])
     model.to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimiser = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    optimiser = _optimiser(model, config)
+    params = [p for group in optimiser.param_groups for p in group["params"]]
 
     def record(epoch, train_loss):
         return {"epoch": epoch, "train_loss": train_loss,
-                "val_loss": evaluate_loss(model, embeddings, val_idx, lat, lon, neighbours, device),
+                "val_loss": _mean_loss(model, inputs, val_idx, lat, lon, neighbours, device),
                 "val_recall": validation_recall(model, embeddings, val_idx, config.retrieval_k),
                 "temperature": float(model.temperature().detach())}
 
@@ -368,7 +516,7 @@ def train_alignment(embeddings: dict[str, np.ndarray], train_idx: np.ndarray, va
         history, best = state["history"], (state["best_score"], state["best_state"], state["best_epoch"])
         first = int(state["epoch"]) + 1
     else:
-        history = [record(0, evaluate_loss(model, embeddings, train_idx, lat, lon, neighbours, device))]
+        history = [record(0, _mean_loss(model, inputs, train_idx, lat, lon, neighbours, device))]
         best = (_stopping_score(history[0]), copy.deepcopy(model.state_dict()), 0)
         first = 1
     bar = tqdm(range(first, config.epochs + 1), desc="alignment", unit="epoch", disable=not progress or rank > 0)
@@ -379,7 +527,7 @@ def train_alignment(embeddings: dict[str, np.ndarray], train_idx: np.ndarray, va
         torch.manual_seed(config.seed * 100_003 + epoch)           # dropout masks, per epoch
         losses = []
         for sites in epoch_batches(config, train_idx, neighbours, epoch):
-            share, count = _batch_loss(model, embeddings, lat, lon, sites, device, rank, world_size)
+            share, count = _batch_loss(model, inputs, lat, lon, sites, device, rank, world_size)
             if count == 0:
                 continue
             loss = share / count
@@ -405,6 +553,24 @@ def train_alignment(embeddings: dict[str, np.ndarray], train_idx: np.ndarray, va
     table = pd.DataFrame(history)
     table.attrs["best_epoch"] = int(best[2])
     return model, table
+
+
+#: The learning rate of GeoCLIP's output layer, relative to the heads' (fine-tuning a pre-trained
+#: layer, without weight decay, which would pull it towards zero rather than towards GeoCLIP).
+PRETRAINED_LR_SCALE = 0.1
+
+
+def _optimiser(model: AlignmentModel, config: AlignConfig) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters; GeoCLIP's output layer, when trained, in a group of its
+    own (:data:`PRETRAINED_LR_SCALE`, no weight decay)."""
+    pretrained = [p for head in model.heads.values() if isinstance(head, LocationLayerHead)
+                  for p in head.last.parameters()]
+    seen = {id(p) for p in pretrained}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in seen]
+    groups = [{"params": rest}]
+    if pretrained:
+        groups.append({"params": pretrained, "lr": config.lr * PRETRAINED_LR_SCALE, "weight_decay": 0.0})
+    return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
 
 
 def _stopping_score(row: dict) -> float:

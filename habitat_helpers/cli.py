@@ -79,14 +79,16 @@ class UsageError(Exception):
 
 def embed_for_evaluation(sites, modalities, *, cache_dir, image_encoder: str | None = None,
                          image_size: int | None = None, device: str = "cpu", batch_size: int = 64,
-                         num_workers: int = 0, progress: bool = True) -> dict[str, np.ndarray]:
+                         num_workers: int = 0, progress: bool = True, per_view: bool = False) -> dict[str, np.ndarray]:
     """The embeddings that ``modalities`` need, one row per site (NaN rows where a site lacks
     the input), as :func:`habitat_helpers.evaluation.cross_validate` takes them.
 
     Only the requested modalities are embedded: a GPS-only evaluation never loads an image
     model. Image embeddings go through the resumable cache of :mod:`habitat_helpers.embed`
     (a second run with the same files reads them back); ground photos are averaged over the
-    views a site has."""
+    views a site has. ``per_view=True`` adds the views themselves (``photo_per_view`` and
+    ``photo_site``, as :func:`habitat_helpers.embed.embed_sites` gives them), which photo views
+    as alignment items read."""
     from . import embed, encoders
 
     out = {}
@@ -102,6 +104,8 @@ def embed_for_evaluation(sites, modalities, *, cache_dir, image_encoder: str | N
                                                          batch_size=batch_size, num_workers=num_workers,
                                                          progress=progress)
             out[modality] = _mean_per_site(per_item, site_row, len(sites), encoder.dim)
+            if modality == "photo" and per_view:
+                out["photo_per_view"], out["photo_site"] = per_item, site_row
     return out
 
 
@@ -353,9 +357,10 @@ def _add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
                        help="alignment: most training epochs (default: hh.align.AlignConfig's)")
     model.add_argument("--align-grid", action="append", default=[], type=_align_grid_item, metavar="FIELD=V1,V2",
                        help="alignment settings to choose from on the validation blocks of every fold, an "
-                            "hh.align.AlignConfig field and its values, e.g. radius_km=0,5,25; repeat for "
-                            "several fields (each value retrains the alignment in every fold; default: none, "
-                            "the settings as given)")
+                            "hh.align.AlignConfig field and its values, e.g. radius_km=0,5,25, "
+                            "positives=radius,site, hub=none,gps, photo_views=mean,items or "
+                            "location_layers=frozen,last; repeat for several fields (each value retrains the "
+                            "alignment in every fold; default: none, the settings as given)")
     model.add_argument("--align-pool", choices=tuple(evaluation.ALIGN_POOLS), default=protocol.align_pool,
                        help="sites that train the contrastive heads in each fold: "
                             + "; ".join(f"{k}: {v}" for k, v in evaluation.ALIGN_POOLS.items())
@@ -414,7 +419,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     embeddings = embed_for_evaluation(sites, [m for m in args.modalities if m != "env"], cache_dir=cache,
                                       image_encoder=args.image_encoder, image_size=args.image_size, device=device,
                                       batch_size=args.batch_size, num_workers=args.num_workers,
-                                      progress=not args.no_progress)
+                                      progress=not args.no_progress,
+                                      per_view="items" in dict(args.align_grid).get("photo_views", ()))
     env_info = None
     if "env" in args.modalities:
         embeddings["env"], env_columns, env_report = env_features(lat, lon, args.covariates, args.env_rasters)
@@ -449,7 +455,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             "embeddings": {m: {"encoder": "geoclip-location" if m == "gps" else args.image_encoder,
                                **(env_info if m == "env" else {}),
                                "sites_with_input": int((~np.isnan(a).any(axis=1)).sum())}
-                           for m, a in embeddings.items()},
+                           for m, a in embeddings.items() if m in args.modalities},
             **keep_levels(result.to_json(), args.levels),
         }
         out.write_text(json.dumps(plain(report), indent=2, allow_nan=False))

@@ -123,6 +123,21 @@ def embed_locations(lat, lon, encoder: Encoder, *, batch_size: int = 4096, devic
     return np.concatenate(chunks) if chunks else np.empty((0, encoder.dim), np.float32)
 
 
+def location_layer_inputs(lat, lon, *, batch_size: int = 4096, device: str = "cpu") -> np.ndarray:
+    """The inputs of GeoCLIP's output layers at the coordinates (float32 ``n x 3072``;
+    :func:`habitat_helpers.encoders.geoclip_layer_inputs`): what the GPS head reads when that
+    layer is trained with the alignment (``AlignConfig(location_layers="last")``)."""
+    from .encoders import geoclip_layer_inputs, get_encoder
+
+    encoder = get_encoder("geoclip-location", device=device)
+    latlon = torch.tensor(np.column_stack([lat, lon]), dtype=torch.float32)
+    chunks = []
+    with torch.inference_mode():
+        for start in range(0, len(latlon), batch_size):
+            chunks.append(geoclip_layer_inputs(latlon[start:start + batch_size].to(device), encoder).cpu().numpy())
+    return np.concatenate(chunks) if chunks else np.empty((0, 3072), np.float32)
+
+
 def _fingerprint(items) -> str:
     h = hashlib.sha1()
     for item in items:

@@ -129,6 +129,34 @@ def _geoclip_location() -> Encoder:
                    config={"weights": "geoclip-1.3.0 location_encoder_weights.pth"})
 
 
+def _capsules(location_encoder: nn.Module) -> list[nn.Module]:
+    """GeoCLIP's per-scale capsules (each: random Fourier features, an MLP, then ``head``, the
+    output layer 1024 -> 512; the encoder sums the heads' outputs)."""
+    return [location_encoder._modules[f"LocEnc{i}"] for i in range(location_encoder.n)]
+
+
+def geoclip_layer_inputs(latlon: torch.Tensor, encoder: Encoder | None = None) -> torch.Tensor:
+    """What GeoCLIP's output layers read for ``(n, 2)`` (lat, lon) degrees: each scale's last
+    hidden activations, side by side (``n x 3072``). ``geoclip_output_layer`` maps them to the
+    GeoCLIP embedding."""
+    from geoclip.model.location_encoder import equal_earth_projection
+
+    encoder = encoder or get_encoder("geoclip-location")
+    location = equal_earth_projection(latlon.float())
+    return torch.cat([capsule.capsule(location) for capsule in _capsules(encoder.model.encoder)], dim=1)
+
+
+def geoclip_output_layer(encoder: Encoder | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """GeoCLIP's output layers as one linear map of :func:`geoclip_layer_inputs`: the weights
+    side by side (``512 x 3072``) and the summed biases, so that ``inputs @ W.T + b`` is the
+    GeoCLIP embedding."""
+    encoder = encoder or get_encoder("geoclip-location")
+    layers = [capsule.head[0] for capsule in _capsules(encoder.model.encoder)]
+    weight = torch.cat([layer.weight.detach() for layer in layers], dim=1).clone()
+    bias = torch.stack([layer.bias.detach() for layer in layers]).sum(dim=0)
+    return weight, bias
+
+
 # --- images ---------------------------------------------------------------------------------
 
 def _lite0_key(key: str) -> str:

@@ -566,11 +566,12 @@ class Protocol:
         if set(self.align_grid) - fields or any(len(v) == 0 for v in self.align_grid.values()):
             raise ValueError(f"align_grid: {sorted(self.align_grid)} (each with at least one value) must be "
                              f"hh.align.AlignConfig fields: {sorted(fields)}")
-        for value in self.align_grid.get("positives", ()):
-            try:
-                align.AlignConfig(positives=value)          # its own check, before any work
-            except ValueError as err:
-                raise ValueError(f"align_grid: {err}") from None
+        for name in ("positives", "photo_views", "location_layers"):
+            for value in self.align_grid.get(name, ()):
+                try:
+                    align.AlignConfig(**{name: value})          # its own check, before any work
+                except ValueError as err:
+                    raise ValueError(f"align_grid: {err}") from None
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
         object.__setattr__(self, "label_fractions", tuple(float(f) for f in self.label_fractions))
 
@@ -594,8 +595,7 @@ class FoldInputs:
     vectors: dict | None = None
 
     def with_heads(self, heads) -> FoldInputs:
-        vectors = {m: heads.embed(m, self.embeddings[m]) for m in heads.heads}
-        return dataclasses.replace(self, heads=heads, vectors=vectors)
+        return dataclasses.replace(self, heads=heads, vectors=heads.embed_sites(self.embeddings))
 
     def aligned(self, fusion: str) -> np.ndarray:
         """The aligned site features (:func:`habitat_helpers.align.site_features`) of these inputs."""
@@ -604,9 +604,12 @@ class FoldInputs:
         return align.fuse(self.vectors, tuple(self.heads.heads), fusion)
 
     def only(self, subset) -> FoldInputs:
-        """The same inputs with every modality outside ``subset`` missing (NaN)."""
+        """The same inputs with every modality outside ``subset`` missing (NaN). What the heads
+        read besides the modalities (photo views, GeoCLIP layers) stays: the aligned vectors
+        are already computed."""
         def keep(table):
-            return {m: x if m in subset else np.full_like(x, np.nan) for m, x in table.items()}
+            return {m: x if m in subset or m not in self.modalities else np.full_like(x, np.nan)
+                    for m, x in table.items()}
 
         return dataclasses.replace(self, embeddings=keep(self.embeddings),
                                    vectors=None if self.vectors is None else keep(self.vectors))
@@ -984,6 +987,14 @@ def cross_validate(lat, lon, labels: pd.DataFrame, embeddings: dict[str, np.ndar
     if aligned_on:
         base = dataclasses.replace(align_config or align.AlignConfig(), modalities=modalities, pairs=())
         align_candidates = [dict(zip(protocol.align_grid, v)) for v in itertools.product(*protocol.align_grid.values())]
+        for change in align_candidates:          # every candidate's inputs are there, before any work
+            cfg = dataclasses.replace(base, **change)
+            if cfg.input_key("gps") == "gps_layers" and "gps_layers" not in embeddings:
+                from .embed import location_layer_inputs
+
+                embeddings = {**embeddings, "gps_layers": location_layer_inputs(lat, lon)}
+            for m in modalities:
+                align.head_inputs(cfg, embeddings, m)
     main = {*ALIGNMENT_MODELS, "raw concatenated", MLP, *(f"raw {m}" for m in modalities)}
     fraction_models = protocol.fraction_models or tuple(m.name for m in models if m.name in main)
     block_size, block_info = resolve_block_size(lat, lon, labels, protocol.block_size_deg, protocol.seeds[0])

@@ -256,6 +256,8 @@ def test_evaluate_eva_export_with_named_columns(eva_csv, folder):
     (["--align-pool", "transductive"], "the alignment needs two or more --modalities"),
     (["--modalities", "gps,env", "--extra-sites", "x.csv"], "--extra-sites is read only with --align-pool"),
     (["--align-grid", "positives=radius,nearby"], "positives must be one of"),
+    (["--align-grid", "photo_views=mean,each"], "photo_views must be one of"),
+    (["--align-grid", "location_layers=frozen,all"], "location_layers must be one of"),
 ])
 def test_usage_problems_exit_with_code_2(sites_csv, folder, capsys, extra, message):
     out = folder / "never" / "results.json"
