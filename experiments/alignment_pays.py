@@ -57,9 +57,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def study_data(quick: bool, seed: int = 0):
+def study_data(quick: bool, seed: int = 0, views: bool = False):
     """The demo drawn with (1 + EXTRA_PER_STUDY_SITE) x the profile's sites; the study sites (the
-    profile's number, at random) keep their labels, the others are the extra sites."""
+    profile's number, at random) keep their labels, the others are the extra sites. ``views``: the
+    per-view photo embeddings too (``photo_per_view``, ``photo_site``)."""
     base = hh.profiles.get("tiny" if quick else "book")
     n_study = base.n_sites
     profile = dataclasses.replace(base, name=f"{base.name}-pool", n_sites=n_study * (1 + EXTRA_PER_STUDY_SITE),
@@ -73,7 +74,8 @@ def study_data(quick: bool, seed: int = 0):
     labels = sites[["eunis_l1", "eunis_l2", "eunis_l3"]].reset_index(drop=True).astype(object)
     labels.loc[~study, :] = None                   # the extra sites' labels are removed
     return {"profile": profile, "sites": sites, "labels": labels, "extra": ~study,
-            "embeddings": {m: embeddings[m] for m in modalities}, "modalities": modalities,
+            "embeddings": {m: embeddings[m] for m in modalities
+                           + (("photo_per_view", "photo_site") if views else ())}, "modalities": modalities,
             "scheme": hh.labels.get(data.label_scheme)}
 
 

@@ -122,9 +122,13 @@ class _LatLonModule(nn.Module):
 
 
 def _geoclip_location() -> Encoder:
-    from geoclip import LocationEncoder
+    import warnings
 
-    model = LocationEncoder()  # loads the weights shipped in the geoclip package
+    with warnings.catch_warnings():   # geoclip calls torch.jit.script, which warns on every load
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*is deprecated")
+        from geoclip import LocationEncoder
+
+        model = LocationEncoder()  # loads the weights shipped in the geoclip package
     return Encoder("geoclip-location", "location", _LatLonModule(model), 512,
                    config={"weights": "geoclip-1.3.0 location_encoder_weights.pth"})
 

@@ -112,9 +112,7 @@ class GeoClipLocations:
         from . import embed, encoders
 
         if self._encoder is None:
-            with warnings.catch_warnings():   # geoclip calls torch.jit.script, which warns on every load
-                warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*is deprecated")
-                self._encoder = encoders.get_encoder("geoclip-location", device=self.device)
+            self._encoder = encoders.get_encoder("geoclip-location", device=self.device)
         return embed.embed_locations(np.asarray(lat, float), np.asarray(lon, float), self._encoder,
                                      device=self.device)
 
