@@ -9,7 +9,7 @@ A. what a neighbour is (``positives``) x which pairs are contrasted (``hub``), t
 B. photo views as items or their mean (``photo_views``) x GeoCLIP's output layer frozen or trained
    (``location_layers``), with A's defaults.
 
-The registered reading rule (``defaults``): per setting, the value chosen in most folds; a tie keeps
+The registered reading rule (``hh.evaluation.most_chosen``): per setting, the value chosen in most folds; a tie keeps
 the package's default. Writes ``choices.csv``, ``counts.csv``, ``settings.json`` and ``results.md``
 to ``--out`` (default ``experiments/results/alignment_settings``).
 
@@ -38,20 +38,6 @@ STAGES = {
 }
 
 
-def defaults(choices: pd.DataFrame, grid: dict, current: hh.align.AlignConfig) -> tuple[dict, pd.DataFrame]:
-    """The registered rule: per setting, the value chosen in most folds; a tie keeps ``current``'s
-    value (or, when ``current``'s value is not among the tied, the first tied value in the grid's
-    order). Returns the values and the counts (setting, value, folds)."""
-    chosen, rows = {}, []
-    for name, values in grid.items():
-        counts = {v: int(sum(p[name] == v for p in choices["params"])) for v in values}
-        rows += [{"setting": name, "value": v, "folds": n} for v, n in counts.items()]
-        top = max(counts.values())
-        tied = [v for v in values if counts[v] == top]
-        chosen[name] = getattr(current, name) if getattr(current, name) in tied else tied[0]
-    return chosen, pd.DataFrame(rows)
-
-
 def run(args) -> int:
     started = time.time()
     out = Path(args.out or ("experiments/results/alignment_settings" + ("_quick" if args.quick else "")))
@@ -74,7 +60,7 @@ def run(args) -> int:
             scheme=d["scheme"], extra=d["extra"], n_jobs=hh.runtime.fold_jobs("cpu"), folds=folds, seeds=seeds,
             block_size_deg=block, align_grid=dict(grid), progress=True)
         timings[f"stage {stage}"] = round(time.time() - t)
-        picked, counts = defaults(result.choices, grid, hh.align.AlignConfig())
+        picked, counts = hh.evaluation.most_chosen(result.choices, grid, hh.align.AlignConfig())
         chosen.update(picked)
         all_choices.append(result.choices.assign(stage=stage))
         all_counts.append(counts.assign(stage=stage))
