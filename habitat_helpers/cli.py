@@ -79,14 +79,14 @@ class UsageError(Exception):
 
 def embed_for_evaluation(sites, modalities, *, cache_dir, image_encoder: str | None = None,
                          image_size: int | None = None, device: str = "cpu", batch_size: int = 64,
-                         num_workers: int = 0, progress: bool = True, per_view: bool = False) -> dict[str, np.ndarray]:
+                         num_workers: int = 0, progress: bool = True, per_view: bool = True) -> dict[str, np.ndarray]:
     """The embeddings that ``modalities`` need, one row per site (NaN rows where a site lacks
     the input), as :func:`habitat_helpers.evaluation.cross_validate` takes them.
 
     Only the requested modalities are embedded: a GPS-only evaluation never loads an image
     model. Image embeddings go through the resumable cache of :mod:`habitat_helpers.embed`
     (a second run with the same files reads them back); ground photos are averaged over the
-    views a site has. ``per_view=True`` adds the views themselves (``photo_per_view`` and
+    views a site has; ``per_view`` (the default) adds the views themselves (``photo_per_view`` and
     ``photo_site``, as :func:`habitat_helpers.embed.embed_sites` gives them), which photo views
     as alignment items read."""
     from . import embed, encoders
@@ -419,8 +419,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     embeddings = embed_for_evaluation(sites, [m for m in args.modalities if m != "env"], cache_dir=cache,
                                       image_encoder=args.image_encoder, image_size=args.image_size, device=device,
                                       batch_size=args.batch_size, num_workers=args.num_workers,
-                                      progress=not args.no_progress,
-                                      per_view="items" in dict(args.align_grid).get("photo_views", ()))
+                                      progress=not args.no_progress)
     env_info = None
     if "env" in args.modalities:
         embeddings["env"], env_columns, env_report = env_features(lat, lon, args.covariates, args.env_rasters)

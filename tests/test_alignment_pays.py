@@ -106,6 +106,8 @@ def test_the_alignment_settings_run_and_the_defaults_follow_its_rule():
         pd.testing.assert_frame_equal(counts, saved, check_dtype=False)
         chosen.update(picked)
     assert chosen == settings["chosen"]
+    defaults = hh.align.AlignConfig()
+    assert {name: getattr(defaults, name) for name in chosen} == chosen    # the package follows the rule
     page = (ROOT / "book" / "alignment_pays.md").read_text()
     assert "results/alignment_settings/results.md" in page
     counts = pd.read_csv(SETTINGS / "counts.csv").set_index(["setting", "value"])["folds"]
