@@ -65,7 +65,7 @@ def study_data(quick: bool, seed: int = 0, views: bool = False):
     n_study = base.n_sites
     profile = dataclasses.replace(base, name=f"{base.name}-pool", n_sites=n_study * (1 + EXTRA_PER_STUDY_SITE),
                                   views=PHOTO_VIEWS, embal_photos_per_site=EMBAL_PHOTOS)
-    data = hh.datasets.load("demo", profile, seed, verbose=False)
+    data = hh.dataspec.load("demo", profile, seed, verbose=False)
     embeddings = hh.embed.site_embeddings(data, profile, seed)
     modalities = hh.align.available_modalities(embeddings)
     sites = data.sites.reset_index(drop=True)
@@ -100,7 +100,7 @@ def run(args) -> int:
     timings, choices = {}, []
 
     # step 0: which alignment settings validation chooses (apart from the grid)
-    block = hh.evaluation.resolve_block_size(lat, lon, d["labels"], "auto", 0)[0]
+    block = hh.spatial.resolve_block_size(lat, lon, d["labels"], "auto", 0)[0]
     if not args.skip_settings:
         t = time.time()
         step0 = hh.evaluation.cross_validate(

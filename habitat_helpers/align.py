@@ -30,7 +30,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .losses import LearnableTemperature, spatial_info_nce
+from . import datasets, profiles, runtime, spatial
+from .datasets import MODALITIES
+from .embed import load_site_embeddings, write_atomic
+from .encoders import geoclip_output_layer
+from .errors import UsageError
+from .losses import POSITIVES, LearnableTemperature, spatial_info_nce
+from .metrics import retrieval_recall_at_k
+from .spatial import neighbour_batches, radius_neighbours
 
 
 @dataclass
@@ -76,7 +83,6 @@ class AlignConfig:
     retrieval_k: int = 10            # early stopping on validation recall@k
 
     def __post_init__(self):
-        from .losses import POSITIVES
 
         if self.positives not in POSITIVES:
             raise ValueError(f"positives must be one of {', '.join(map(repr, POSITIVES))}, not {self.positives!r}")
@@ -393,7 +399,6 @@ def epoch_batches(config: AlignConfig, idx: np.ndarray, neighbours, epoch: int) 
     if neighbours is None:
         order = np.random.default_rng(seed).permutation(idx)
         return [order[i:i + config.batch_size] for i in range(0, len(order), config.batch_size)]
-    from .spatial import neighbour_batches
 
     return neighbour_batches(neighbours, config.batch_size, indices=idx, per_anchor=config.per_anchor, seed=seed)
 
@@ -401,7 +406,6 @@ def epoch_batches(config: AlignConfig, idx: np.ndarray, neighbours, epoch: int) 
 def validation_recall(model: AlignmentModel, embeddings: dict, idx: np.ndarray, k: int = 10) -> float:
     """Mean cross-modal recall@k over the modality pairs (both directions) on sites ``idx``, from
     the sites' aligned vectors (:meth:`AlignmentModel.embed_sites`)."""
-    from .metrics import retrieval_recall_at_k
 
     idx = np.asarray(idx)
     vectors = model.embed_sites(embeddings, sites=idx)          # rows in the order of idx
@@ -444,7 +448,6 @@ def _neighbour_graph(config: AlignConfig, lat, lon):
     radius = config.radius_km if config.sampler_radius_km is None else config.sampler_radius_km
     if radius <= 0 or config.per_anchor <= 0:
         return None
-    from .spatial import radius_neighbours
 
     return radius_neighbours(lat, lon, radius)
 
@@ -479,7 +482,6 @@ def train_alignment(embeddings: dict[str, np.ndarray], train_idx: np.ndarray, va
     """
     from tqdm.auto import tqdm
 
-    from .embed import write_atomic
 
     rank, world_size = _distributed()
     inputs = {m: head_inputs(config, embeddings, m) for m in config.modalities}
@@ -495,7 +497,6 @@ def train_alignment(embeddings: dict[str, np.ndarray], train_idx: np.ndarray, va
     model = AlignmentModel({m: inputs[m].x.shape[1] for m in config.modalities}, config)
     for m in config.modalities:
         if isinstance(model.heads[m], LocationLayerHead):
-            from .encoders import geoclip_output_layer
 
             model.heads[m].start_from(*geoclip_output_layer())
         model.heads[m].set_standardisation(inputs[m].x[inputs[m].rows(train_idx)[0]])
@@ -647,7 +648,6 @@ def load_alignment(path: str | Path, device: str = "cpu") -> AlignmentModel:
 
 # --- the stage: chapter 3's main model for the later chapters ----------------------------------
 
-MODALITIES = ("photo", "satellite", "gps")
 
 
 class AlignmentUnavailable(ValueError):
@@ -663,10 +663,10 @@ def available_modalities(embeddings: dict[str, np.ndarray], candidates=MODALITIE
 def site_alignment(data, embeddings: dict[str, np.ndarray], profile, seed: int, *, radius_km: float | None = None,
                    device: str = "cpu", recompute: bool = False, progress: bool = True, checkpoint: bool = True):
     """Chapter 3's stage: the heads aligning photo, satellite and GPS embeddings of ``data`` (a
-    :class:`habitat_helpers.datasets.Data`), trained on the profile's spatial split.
+    :class:`habitat_helpers.dataspec.Data`), trained on the profile's spatial split.
 
     The split is :func:`habitat_helpers.spatial.train_val_test_split` with blocks sized from the
-    labels (:func:`habitat_helpers.evaluation.resolve_block_size`), the profile's test share and
+    labels (:func:`habitat_helpers.spatial.resolve_block_size`), the profile's test share and
     15 % validation blocks (test blocks are never used); the heads
     follow the profile's sizes and align the modalities that some site has
     (:func:`available_modalities`, at least two). The model, its training history and the settings are kept in
@@ -680,12 +680,11 @@ def site_alignment(data, embeddings: dict[str, np.ndarray], profile, seed: int, 
     """
     import json
 
-    from . import evaluation, profiles, spatial
 
     prof = profiles.get(profile) if isinstance(profile, str) else profile
     sites = data.sites
     lat, lon = sites["lat"].to_numpy(float), sites["lon"].to_numpy(float)
-    block_size, _ = evaluation.resolve_block_size(lat, lon, sites, seed=seed)
+    block_size, _ = spatial.resolve_block_size(lat, lon, sites, seed=seed)
     split = spatial.train_val_test_split(lat, lon, block_size, prof.test_fraction, 0.15, seed)
     modalities = available_modalities(embeddings)
     config = config_for(prof, seed, radius_km=radius_km, modalities=modalities)
@@ -727,7 +726,6 @@ def site_alignment(data, embeddings: dict[str, np.ndarray], profile, seed: int, 
 def config_for(profile, seed: int, *, radius_km: float | None = None, modalities=MODALITIES) -> AlignConfig:
     """The :class:`AlignConfig` of a profile's sizes (heads, epochs, batch, learning rate);
     ``radius_km`` defaults to :class:`AlignConfig`'s."""
-    from . import profiles
 
     prof = profiles.get(profile) if isinstance(profile, str) else profile
     return AlignConfig(dim=prof.align_dim, hidden=prof.align_hidden, epochs=prof.align_epochs,
@@ -778,9 +776,6 @@ def run(args) -> int:
 
     import torch.distributed as dist
 
-    from . import datasets, evaluation, runtime, spatial
-    from .cli import UsageError
-    from .embed import load_site_embeddings
 
     sites = datasets.read_sites(args.sites)
     site_ids, embeddings = load_site_embeddings(args.embeddings)
@@ -794,7 +789,7 @@ def run(args) -> int:
                          soft_scale_km=args.soft_scale_km, per_anchor=args.per_anchor)
     try:
         block = args.block_size_deg if args.block_size_deg == "auto" else float(args.block_size_deg)
-        block, _ = evaluation.resolve_block_size(sites["lat"], sites["lon"], sites, block, args.seed)
+        block, _ = spatial.resolve_block_size(sites["lat"], sites["lon"], sites, block, args.seed)
     except ValueError as err:
         raise UsageError(f"--block-size-deg: {err}") from None
     split = spatial.train_val_test_split(sites["lat"], sites["lon"], block, args.test_fraction,

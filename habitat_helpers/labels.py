@@ -50,6 +50,8 @@ import pandas as pd
 from . import eunis as _eunis
 from . import paths
 
+#: The levels of every scheme (EUNIS's three; a scheme with deeper codes is read to level 3).
+LEVELS = _eunis.LEVELS
 #: Column name of each level in a site table, the same for every scheme for now.
 LEVEL_COLUMNS = {1: "eunis_l1", 2: "eunis_l2", 3: "eunis_l3"}
 

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import labels, landmask, paths
+
 # One hue per level-1 class; finer codes are lighter or darker shades of it.
 FORMATION_COLOURS = {  # EUNIS 2021 formations
     "N": "#e6c96a",  # coastal: sand
@@ -49,7 +51,6 @@ def _level1_colour(scheme, code: str) -> str:
 def class_colours(codes, scheme="eunis") -> dict[str, str]:
     """A hex colour per code of ``scheme`` (:func:`habitat_helpers.labels.get`): its level-1 class's
     hue, shaded by the code's rank among its siblings (codes with the same parent)."""
-    from . import labels
 
     scheme = labels.get(scheme)
     codes = sorted(set(codes))
@@ -110,7 +111,6 @@ def region_bbox(shape, resolution_deg: float) -> tuple[float, float, float, floa
 def _keep(cells: pd.DataFrame, land_only: bool, within) -> pd.DataFrame:
     keep = np.ones(len(cells), dtype=bool)
     if land_only and len(cells):
-        from . import landmask
 
         keep &= landmask.is_land(cells["lat"].to_numpy(), cells["lon"].to_numpy())
     if within is not None and len(cells):
@@ -214,7 +214,6 @@ def _borders(bbox, margin_deg: float = 2.0):
 def _natural_earth():
     import geopandas as gpd
 
-    from . import paths
 
     try:
         path = paths.package_file("pyogrio", "tests/fixtures/naturalearth_lowres/naturalearth_lowres.shp")
@@ -351,7 +350,6 @@ def folium_prediction_map(grid: pd.DataFrame, predictions: pd.DataFrame, sites=N
     """
     import folium
 
-    from . import labels
 
     scheme = labels.get(scheme)
     what = _scheme_label(scheme)
@@ -398,7 +396,6 @@ def folium_sites_map(sites, colour_column: str = "eunis_l1", popup_columns=("sit
     and names come from ``scheme`` (:func:`habitat_helpers.labels.get`)."""
     import folium
 
-    from . import labels
 
     scheme = labels.get(scheme)
 
@@ -427,7 +424,6 @@ def folium_sites_map(sites, colour_column: str = "eunis_l1", popup_columns=("sit
 def land_background(ax, bbox, resolution_deg: float = 0.05, outlines: bool = True) -> None:
     """Shade land (light grey) and sea (white) on a matplotlib axis from the 1 km land mask,
     and draw the country borders (Natural Earth, :func:`country_outlines`)."""
-    from . import landmask
 
     lon_min, lat_min, lon_max, lat_max = bbox
     lats = np.arange(lat_max, lat_min, -resolution_deg)
@@ -449,7 +445,6 @@ def static_prediction_map(ax, grid: pd.DataFrame, predictions: pd.DataFrame, lev
     codes and names of ``scheme``."""
     from matplotlib.patches import Patch
 
-    from . import labels
 
     scheme = labels.get(scheme)
 
@@ -491,7 +486,6 @@ def class_legend(codes, scheme="eunis") -> pd.DataFrame:
     """The legend of a class raster: ``value`` (1..K in sorted code order, 0 = no data), ``code``,
     ``name`` (in ``scheme``, EUNIS 2021 by default) and ``colour`` (hex, :func:`class_colours`),
     one row per code."""
-    from . import labels
 
     scheme = labels.get(scheme)
     classes = sorted({c for c in codes if isinstance(c, str)})

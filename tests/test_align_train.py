@@ -133,7 +133,7 @@ def test_site_alignment_aligns_the_inputs_the_data_have_and_reuses_its_heads(cap
     n = 300
     sites = pd.DataFrame({"site_id": [f"t:{i}" for i in range(n)], "lat": rng.uniform(40, 56, n),
                           "lon": rng.uniform(-5, 15, n)})
-    data = hh.datasets.Data("two-inputs", sites, pd.DataFrame(), key="two-inputs-test")
+    data = hh.dataspec.Data("two-inputs", sites, pd.DataFrame(), key="two-inputs-test")
     embeddings = {"photo": rng.normal(size=(n, 8)).astype(np.float32),
                   "satellite": np.full((n, 8), np.nan, dtype=np.float32),
                   "gps": rng.normal(size=(n, 8)).astype(np.float32)}

@@ -241,20 +241,20 @@ def test_candidates_survive_combining_sources(tmp_path):
     (tmp_path / "plots.csv").write_text("id,lat,lon,eunis_code\np1,48.2,11.4,R22\np2,48.3,11.5,\"V11, V12\"\n")
     (tmp_path / "spec.yml").write_text(f"name: mixed\nsources:\n  - kind: eva\n    header: {_eva_header(tmp_path)}\n"
                                        "  - kind: table\n    path: plots.csv\n")
-    data = hh.datasets.load(tmp_path / "spec.yml", verbose=False)
+    data = hh.dataspec.load(tmp_path / "spec.yml", verbose=False)
     candidates = data.sites.set_index("site_id")["eunis_candidates"]
     assert candidates["eva:2"] == "R22;R23" and candidates["plots:p2"] == "V11;V12"
     assert candidates["plots:p1"] is None and candidates.drop(["eva:2", "plots:p2"]).isna().all()
     old = data.sites[data.sites["source"] == "plots"].drop(columns="eunis_candidates")
-    combined = hh.datasets._combine([data.sites[data.sites["source"] == "eva"], old])
+    combined = hh.dataspec._combine([data.sites[data.sites["source"] == "eva"], old])
     assert combined["eunis_candidates"].tolist()[-2:] == [None, None]
     assert combined["eunis_candidates"].tolist().count("R22;R23") == 1
 
 
 @pytest.mark.slow
 def test_demo_eva_candidates(tmp_path):
-    """The demo's EVA cells such as 'R22, R21' reach hh.datasets.load as eunis_candidates."""
-    data = hh.datasets.load("demo", "tiny", 0, verbose=False)
+    """The demo's EVA cells such as 'R22, R21' reach hh.dataspec.load as eunis_candidates."""
+    data = hh.dataspec.load("demo", "tiny", 0, verbose=False)
     header = pd.read_csv(data.folder / "eva/eva_header.csv", sep="\t", dtype=str, keep_default_na=False)
     expected = {f"eva:{plot}": ";".join(hh.eunis.parse_esy(cell))
                 for plot, cell in zip(header["PlotObservationID"], header["Expert System"]) if "," in cell}
@@ -314,7 +314,7 @@ def test_load_report_keeps_the_first_places():
     assert report.as_dict()["where"] == {"bad": ["line 2", "line 3", "line 4", "line 7", "line 8"]}
     assert "  skipped, bad: 7 (line 2; line 3; line 4; line 7; line 8; ...)" in str(report)
     assert "  note, odd: 1" in str(report).splitlines()
-    frame = hh.datasets._report_frame({"t": report.as_dict()})
+    frame = hh.dataspec._report_frame({"t": report.as_dict()})
     assert frame.loc["t", "skipped, by reason"] == "bad: 7 (line 2; line 3; line 4; line 7; line 8; ...)"
 
 

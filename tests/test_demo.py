@@ -175,7 +175,7 @@ def test_input_probes_measure_what_an_input_carries():
                   "gps": rng.normal(size=(n, 4)), "photo": rng.normal(size=(n, 4))}
     embeddings["photo"][::2] = np.nan                                # half the sites have no photo
     test = np.arange(n) >= 400
-    probes = hh.demo.input_probes(embeddings, truth, ~test, test, inputs=(("satellite",), ("gps",),
+    probes = hh.calibration.input_probes(embeddings, truth, ~test, test, inputs=(("satellite",), ("gps",),
                                                                          ("photo", "satellite")))
     f1 = probes.set_index(["inputs", "level"])["macro_f1"]
     assert f1[("satellite", 1)] > 0.95 and f1[("satellite", 2)] > 0.95 and f1[("satellite", 3)] < 0.7
@@ -190,31 +190,31 @@ def test_calibration_table_gap_to_the_published_range():
                            {"inputs": "photo", "level": 2, "macro_f1": 0.62},
                            {"inputs": "satellite + env", "level": 3, "macro_f1": 0.40},
                            {"inputs": "gps + env", "level": 1, "macro_f1": 0.60}])
-    table = hh.demo.calibration_table(probes).set_index(["inputs", "level"])
+    table = hh.calibration.calibration_table(probes).set_index(["inputs", "level"])
     assert table.loc[("photo", 1), "gap"] == pytest.approx(0.99 - 0.89)          # easier than real photos
     assert table.loc[("photo", 2), "gap"] == 0.0                                  # inside 0.61-0.63
     assert table.loc[("satellite + env", 3), "gap"] == pytest.approx(0.40 - 0.61)
     assert np.isnan(table.loc[("gps + env", 1), "gap"])                           # measured by chapter 6
-    measured = hh.demo.calibration_table(probes, {"gps + env": 0.25}).set_index(["inputs", "level"])
+    measured = hh.calibration.calibration_table(probes, {"gps + env": 0.25}).set_index(["inputs", "level"])
     assert measured.loc[("gps + env", 1), "gap"] == pytest.approx(0.35)
     assert all(isinstance(s, str) and s for s in table["source"])
 
 
 def test_true_labels_row_for_row_with_the_sites(demo):
     sites = hh.demo.load_sites(demo)
-    data = hh.datasets.Data("demo", sites, pd.DataFrame(), "eunis", True, None, demo)
+    data = hh.dataspec.Data("demo", sites, pd.DataFrame(), "eunis", True, None, demo)
     true = hh.demo.true_labels(data)
     assert list(true.columns) == ["eunis_l1", "eunis_l2", "eunis_l3"] and len(true) == len(sites)
     truth = hh.demo.load_truth(demo).set_index("site_id")["eunis_l3"]
     assert (true["eunis_l3"].to_numpy() == truth.loc[sites["site_id"]].to_numpy()).all()
     assert all(c3.startswith(c2) and c2.startswith(c1) and len(c1) == 1
                for c1, c2, c3 in true.itertuples(index=False))
-    shuffled = hh.datasets.Data("demo", sites.iloc[::-1].reset_index(drop=True), pd.DataFrame(), "eunis", True,
+    shuffled = hh.dataspec.Data("demo", sites.iloc[::-1].reset_index(drop=True), pd.DataFrame(), "eunis", True,
                                 None, demo)
     assert (hh.demo.true_labels(shuffled)["eunis_l3"].to_numpy() == true["eunis_l3"].to_numpy()[::-1]).all()
     with pytest.raises(ValueError, match="only the synthetic demo"):
-        hh.demo.true_labels(hh.datasets.Data("mine", sites, pd.DataFrame()))
+        hh.demo.true_labels(hh.dataspec.Data("mine", sites, pd.DataFrame()))
     stranger = sites.copy()
     stranger.loc[0, "site_id"] = "nowhere"
     with pytest.raises(ValueError, match="1 sites of demo are not in"):
-        hh.demo.true_labels(hh.datasets.Data("demo", stranger, pd.DataFrame(), "eunis", True, None, demo))
+        hh.demo.true_labels(hh.dataspec.Data("demo", stranger, pd.DataFrame(), "eunis", True, None, demo))
