@@ -7,6 +7,7 @@ commands (``scripts/check_layers.py``, run by ``make lint``; ``book/contributing
 ==================  ===========================================================
 **foundations**
 ``hh.errors``       what a user can fix: ``UsageError``, comma-list options
+``hh.cache``        artefacts kept with their settings: reused when equal, else made again
 ``hh.paths``        where the cache, run folders and shared data live
 ``hh.runtime``      device choice, seeding, hub (online/offline) checks
 ``hh.profiles``     the ``tiny`` / ``book`` / ``full`` run sizes
@@ -52,7 +53,7 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "errors", "paths", "runtime", "profiles", "eunis", "labels", "spatial", "metrics", "landmask",
+    "errors", "cache", "paths", "runtime", "profiles", "eunis", "labels", "spatial", "metrics", "landmask",
     "datasets", "demo", "dataspec", "environment", "fetch",
     "encoders", "embed", "losses", "align", "classify",
     "evaluation", "calibration",

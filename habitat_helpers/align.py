@@ -20,6 +20,7 @@ part of every batch and the negatives are gathered across processes.
 from __future__ import annotations
 
 import copy
+import hashlib
 import itertools
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import datasets, profiles, runtime, spatial
+from . import cache, datasets, profiles, runtime, spatial
 from .datasets import MODALITIES
 from .embed import load_site_embeddings, write_atomic
 from .encoders import geoclip_output_layer
@@ -661,7 +662,8 @@ def available_modalities(embeddings: dict[str, np.ndarray], candidates=MODALITIE
 
 
 def site_alignment(data, embeddings: dict[str, np.ndarray], profile, seed: int, *, radius_km: float | None = None,
-                   device: str = "cpu", recompute: bool = False, progress: bool = True, checkpoint: bool = True):
+                   device: str = "cpu", recompute: bool = False, progress: bool = True, checkpoint: bool = True,
+                   verbose: bool = True):
     """Chapter 3's stage: the heads aligning photo, satellite and GPS embeddings of ``data`` (a
     :class:`habitat_helpers.dataspec.Data`), trained on the profile's spatial split.
 
@@ -670,15 +672,14 @@ def site_alignment(data, embeddings: dict[str, np.ndarray], profile, seed: int, 
     15 % validation blocks (test blocks are never used); the heads
     follow the profile's sizes and align the modalities that some site has
     (:func:`available_modalities`, at least two). The model, its training history and the settings are kept in
-    the run folder; a later chapter reads them back when the sites, the embeddings' settings
-    and the training settings match, and otherwise trains here (with a one-line note saying why,
-    and a progress bar). ``recompute=True`` always trains (from the epoch checkpoint if one with
+    the run folder (:mod:`habitat_helpers.cache`); a later chapter reads them back when the sites,
+    the embeddings' settings and the training settings match, and otherwise trains here (with a
+    one-line note saying why, printed with ``verbose``, and a progress bar). ``recompute=True`` always trains (from the epoch checkpoint if one with
     the same settings exists, so an interrupted run resumes).
 
     Returns ``model, history, split`` (``split``: ``"train"``, ``"val"`` or ``"test"`` per site).
     Raises :class:`AlignmentUnavailable` when the data cannot train the heads.
     """
-    import json
 
 
     prof = profiles.get(profile) if isinstance(profile, str) else profile
@@ -688,25 +689,17 @@ def site_alignment(data, embeddings: dict[str, np.ndarray], profile, seed: int, 
     split = spatial.train_val_test_split(lat, lon, block_size, prof.test_fraction, 0.15, seed)
     modalities = available_modalities(embeddings)
     config = config_for(prof, seed, radius_km=radius_km, modalities=modalities)
-    import hashlib
-
     site_ids = "\n".join(sites["site_id"].astype(str)).encode()
     settings = {"sites": len(sites), "site_ids_sha1": hashlib.sha1(site_ids).hexdigest(),
                 "embedding_settings": str(embeddings.get("settings", "")), "config": _plain(config)}
     run = data.run_dir(prof.name, seed)
-    model_path, history_path, settings_path = (run / "alignment.pt", run / "alignment_history.csv",
-                                               run / "alignment_settings.json")
-    if not recompute and model_path.exists() and settings_path.exists() and history_path.exists():
-        stored = json.loads(settings_path.read_text())
-        best_epoch = stored.pop("best_epoch", None)
-        if stored == json.loads(json.dumps(settings)):
-            print(f"alignment: read from {model_path} (trained earlier on these sites and settings)")
-            history = pd.read_csv(history_path)
-            history.attrs["best_epoch"] = best_epoch
-            return load_alignment(model_path, device), history, split
-        print("alignment: the heads in the run folder were trained on other sites or settings: training again")
-    elif not recompute:
-        print("alignment: no trained heads in the run folder yet (chapter 3 trains them): training them now")
+    model_path, history_path = run / "alignment.pt", run / "alignment_history.csv"
+    if not recompute and history_path.exists() and cache.reusable(
+            model_path, settings, "alignment", verbose=verbose,
+            missing="no trained heads in the run folder yet (chapter 3 trains them)"):
+        history = pd.read_csv(history_path)
+        history.attrs["best_epoch"] = int(history.loc[history["kept"], "epoch"].iloc[0])
+        return load_alignment(model_path, device), history.drop(columns="kept"), split
     for name in ("train", "val"):
         if not (split == name).any():
             raise AlignmentUnavailable(f"no {name} blocks: {len(sites)} sites in blocks of "
@@ -718,8 +711,8 @@ def site_alignment(data, embeddings: dict[str, np.ndarray], profile, seed: int, 
                                      config, lat, lon, device=device, progress=progress,
                                      checkpoint=run / "alignment_checkpoint.pt" if checkpoint else None)
     save_alignment(model.cpu(), model_path)
-    history.to_csv(history_path, index=False)
-    settings_path.write_text(json.dumps({**settings, "best_epoch": history.attrs["best_epoch"]}, indent=2))
+    history.assign(kept=history["epoch"] == history.attrs["best_epoch"]).to_csv(history_path, index=False)
+    cache.record(model_path, settings)
     return model.to(device), history, split
 
 

@@ -59,6 +59,7 @@ Files (under ``hh.paths.run_dir(profile, seed) / "demo"``)::
     covariates.parquet              the generating variables and probabilities per site, and the
                                     habitat whose look the photos and the patch show
     manifest.json                   settings, counts, ceiling accuracy
+    settings.json                   the settings again, read to reuse the folder (hh.cache)
 
 ``load_sites(folder)`` reads them back through :mod:`habitat_helpers.datasets`.
 The same ``(profile, seed)`` gives byte-identical files.
@@ -75,7 +76,7 @@ import pandas as pd
 from PIL import Image
 from scipy import ndimage
 
-from . import datasets, environment, eunis, labels, landmask, paths, profiles
+from . import cache, datasets, environment, eunis, labels, landmask, paths, profiles
 
 GENERATOR_VERSION = 5
 
@@ -509,11 +510,11 @@ def _esy_string(code: str, level: int, rng: np.random.Generator) -> str:
 
 
 def make_demo(profile: str | profiles.Profile = "tiny", seed: int = 0, root: str | Path | None = None,
-              overwrite: bool = False, progress: bool = True) -> Path:
+              overwrite: bool = False, progress: bool = True, verbose: bool = False) -> Path:
     """Write the demo dataset for ``profile`` and ``seed`` in the real formats; return its folder.
 
     An existing dataset with the same settings and generator version is reused unless
-    ``overwrite=True``. ``root`` defaults to ``hh.paths.run_dir(profile, seed) / "demo"``.
+    ``overwrite=True`` (:mod:`habitat_helpers.cache`; ``verbose`` prints whether it was). ``root`` defaults to ``hh.paths.run_dir(profile, seed) / "demo"``.
     """
     from tqdm.auto import tqdm
 
@@ -528,9 +529,8 @@ def make_demo(profile: str | profiles.Profile = "tiny", seed: int = 0, root: str
                 "label_error_rate": LABEL_ERROR_RATE, "label_near_miss": LABEL_NEAR_MISS,
                 "habitat_temperature": HABITAT_TEMPERATURE}
     manifest_path = out / "manifest.json"
-    if manifest_path.exists() and not overwrite:
-        if json.loads(manifest_path.read_text()).get("settings") == json.loads(json.dumps(settings)):
-            return out
+    if not overwrite and manifest_path.exists() and cache.reusable(out, settings, "demo", verbose=verbose):
+        return out
     if out.exists():
         shutil.rmtree(out)
     for sub in ("lucas/photos", "eva", "embal/photos", "satellite/lucas", "satellite/eva", "satellite/embal"):
@@ -639,6 +639,7 @@ def make_demo(profile: str | profiles.Profile = "tiny", seed: int = 0, root: str
                                          "ceiling_accuracy": ceiling_accuracy(probs),
                                          "cue_agreement": cue_agreement(codes, photo_seen, sat_seen,
                                                                         family != "eva")}, indent=2))
+    cache.record(out, settings)
     return out
 
 

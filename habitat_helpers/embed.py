@@ -36,7 +36,7 @@ import torch
 from PIL import UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
-from . import datasets, encoders, profiles, runtime
+from . import cache, datasets, encoders, profiles, runtime
 from .encoders import OFFLINE_IMAGE_DEFAULT, Encoder, geoclip_layer_inputs, get_encoder
 
 
@@ -406,14 +406,16 @@ def load_site_embeddings(path: str | Path) -> tuple[np.ndarray, dict[str, np.nda
 # --- the stage: every site's embeddings for the notebooks ---------------------------------------
 
 def site_embeddings(data, profile, seed: int, *, device: str = "cpu", image_encoder=None,
-                    location_encoder=None, recompute: bool = False, progress: bool = True) -> dict[str, np.ndarray]:
+                    location_encoder=None, recompute: bool = False, progress: bool = True,
+                    verbose: bool = True) -> dict[str, np.ndarray]:
     """Chapter 2's stage: the embeddings of every site of ``data`` (a
     :class:`habitat_helpers.dataspec.Data`), as :func:`embed_sites` returns them.
 
     They are kept in the run folder (``data.run_dir(profile, seed) / "site_embeddings.npz"``)
-    with the settings that made them. A later chapter, or a rerun, reads them back when the
-    sites and the encoders match; otherwise (an empty cache, other data, other encoders) they are
-    computed here, with a progress bar, after a one-line note saying why. ``recompute=True``
+    with the settings that made them (:mod:`habitat_helpers.cache`). A later chapter, or a rerun,
+    reads them back when the sites and the encoders match; otherwise (an empty cache, other data,
+    other encoders) they are computed here, with a progress bar, after a one-line note saying why
+    (printed with ``verbose``). ``recompute=True``
     always computes (the per-image shards under ``embeddings/`` are still reused). Besides the
     arrays, ``"settings"`` holds the encoders' settings as JSON text.
 
@@ -430,16 +432,10 @@ def site_embeddings(data, profile, seed: int, *, device: str = "cpu", image_enco
     run = data.run_dir(prof.name, seed)
     path = run / "site_embeddings.npz"
     site_ids = data.sites["site_id"].astype(str).tolist()
-    if path.exists() and not recompute:
-        stored_ids, arrays = load_site_embeddings(path)
-        stored = json.loads(str(arrays["settings"])) if "settings" in arrays else None
-        if stored == settings and list(stored_ids) == site_ids:
-            print(f"embeddings: read from {path} (made earlier for these sites and encoders)")
-            return arrays
-        why = "other encoders" if stored != settings else "other sites"
-        print(f"embeddings: {path.name} in the run folder was made for {why}: computing them again")
-    elif not recompute:
-        print("embeddings: not in the run folder yet (chapter 2 makes them): computing them now")
+    kept = {**settings, "site_ids_sha1": hashlib.sha1("\n".join(site_ids).encode()).hexdigest()}
+    if not recompute and cache.reusable(path, kept, "embeddings", verbose=verbose,
+                                        missing="not in the run folder yet (chapter 2 makes them)"):
+        return load_site_embeddings(path)[1]
     if isinstance(image_encoder, str):
         image_encoder = encoders.get_encoder(image_encoder, image_size=prof.encoder_input_size, device=device)
     if isinstance(location_encoder, str):
@@ -449,6 +445,7 @@ def site_embeddings(data, profile, seed: int, *, device: str = "cpu", image_enco
                          progress=progress)
     arrays["settings"] = np.array(json.dumps(settings))    # travels with the arrays to later stages
     save_site_embeddings(path, site_ids, arrays)
+    cache.record(path, kept)
     return arrays
 
 

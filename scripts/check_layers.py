@@ -16,7 +16,7 @@ from pathlib import Path
 
 #: Each layer and its modules, lowest first (book/contributing.md shows the same as a diagram).
 LAYERS = {
-    "foundations": ("errors", "paths", "runtime", "profiles", "eunis", "labels", "spatial", "metrics",
+    "foundations": ("errors", "cache", "paths", "runtime", "profiles", "eunis", "labels", "spatial", "metrics",
                     "landmask"),
     "data": ("datasets", "demo", "dataspec", "environment", "fetch", "fetch.http", "fetch.lucas",
              "fetch.sentinel2", "fetch.covariates"),
