@@ -696,13 +696,15 @@ def read_patch(path, bands=None) -> np.ndarray:
     return arr.transpose(2, 0, 1)
 
 
-def read_satellite(sites, root, pattern: str = "{name}.tif", *, tolerance_m: float = 1000.0):
+def read_satellite(sites, root, pattern: str = "{name}.tif", *, tolerance_m: float = 1000.0,
+                   verbose: bool = True):
     """Attach satellite patches to ``sites``: the file ``root / pattern`` per site, where
     ``{name}`` is the native part of ``site_id`` (after ``source:``, with ``:`` made ``_``).
 
     Georeferenced patches are checked against the site: its point must lie within the patch's
     WGS84 bounds grown by ``tolerance_m``; patches that do not are not attached (counted).
-    Returns a copy of ``sites`` with the ``satellite`` column filled where a patch was found.
+    Returns a copy of ``sites`` with the ``satellite`` column filled where a patch was found; the
+    counts are in ``attrs["satellite_report"]`` and printed with ``verbose``.
     """
     report = LoadReport("satellite", rows_read=len(sites))
     sites = sites.copy()
@@ -724,7 +726,8 @@ def read_satellite(sites, root, pattern: str = "{name}.tif", *, tolerance_m: flo
     sites["satellite"] = found
     report.kept = int(sum(p is not None for p in found))
     sites.attrs["satellite_report"] = report.as_dict()
-    print(report)
+    if verbose:
+        print(report)
     return sites
 
 

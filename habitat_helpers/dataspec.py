@@ -207,12 +207,8 @@ def _attach_satellite(parts: list, source: dict, reports: dict) -> list:
     for part in parts:
         name = part["source"].iloc[0] if len(part) else None
         if len(part) and (wanted is None or name in wanted):
-            import contextlib
-            import io
-
-            with contextlib.redirect_stdout(io.StringIO()):
-                part = read_satellite(part, source["root"], source.get("pattern", "{name}.tif"),
-                                      tolerance_m=float(source.get("tolerance_m", 1000.0)))
+            part = read_satellite(part, source["root"], source.get("pattern", "{name}.tif"),
+                                  tolerance_m=float(source.get("tolerance_m", 1000.0)), verbose=False)
             reports[f"satellite ({name})"] = part.attrs["satellite_report"]
         out.append(part)
     return out

@@ -646,19 +646,15 @@ def make_demo(profile: str | profiles.Profile = "tiny", seed: int = 0, root: str
 def load_sites(folder: str | Path, verbose: bool = False):
     """Read a demo folder back through the real-format loaders of :mod:`habitat_helpers.datasets`
     (LUCAS, EVA, EMBAL, satellite GeoTIFFs) into one site table."""
-    import contextlib
-    import io
-
     folder = Path(folder)
-    quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
-    with quiet:
-        parts = [
-            datasets.read_lucas(folder / "lucas/lucas_harmonised.csv", photo_root=folder / "lucas/photos",
-                                labels=folder / "lucas/lucas_eunis_labels.csv"),
-            datasets.read_eva(folder / "eva/eva_header.csv"),
-            datasets.read_embal(folder / "embal/embal_photos.csv", photo_root=folder / "embal"),
-        ]
-        parts = [datasets.read_satellite(p, folder / "satellite" / p["source"].iloc[0]) for p in parts if len(p)]
+    parts = [
+        datasets.read_lucas(folder / "lucas/lucas_harmonised.csv", photo_root=folder / "lucas/photos",
+                            labels=folder / "lucas/lucas_eunis_labels.csv", verbose=verbose),
+        datasets.read_eva(folder / "eva/eva_header.csv", verbose=verbose),
+        datasets.read_embal(folder / "embal/embal_photos.csv", photo_root=folder / "embal", verbose=verbose),
+    ]
+    parts = [datasets.read_satellite(p, folder / "satellite" / p["source"].iloc[0], verbose=verbose)
+             for p in parts if len(p)]
     reports = {p["source"].iloc[0]: p.attrs.get("load_report") for p in parts}
     sites = pd.concat(parts, ignore_index=True)
     sites.attrs["load_reports"] = reports
