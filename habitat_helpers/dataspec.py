@@ -53,20 +53,31 @@ class Data:
 
     def source_files(self) -> list[Path]:
         """The tables the sites were read from (the demo's CSVs, or the spec's tables)."""
-        if self.folder is not None:
+        if self.is_demo:
             return sorted(self.folder.glob("*/*.csv"))
         keys = ("table", "header", "path", "labels")
         return [Path(s[k]) for s in self.spec.get("sources", []) for k in keys if s.get(k) is not None]
 
     @property
+    def is_demo(self) -> bool:
+        """True for the demo (it knows how it was made: every site's true habitat, its manifest);
+        :attr:`synthetic` also marks a data spec of synthetic sites, which does not."""
+        return self.folder is not None
+
+    @property
     def bbox(self) -> tuple[float, float, float, float]:
         """``(lon_min, lat_min, lon_max, lat_max)``: the demo's region, or the sites' extent with a
         margin of 0.5°."""
-        if self.folder is not None:
-
+        if self.is_demo:
             return demo.DEMO_BBOX
         lat, lon = self.sites["lat"], self.sites["lon"]
         return (float(lon.min()) - 0.5, float(lat.min()) - 0.5, float(lon.max()) + 0.5, float(lat.max()) + 0.5)
+
+    def map_bbox(self, profile) -> tuple[float, float, float, float]:
+        """The region that chapter 5 maps: for the demo the profile's window (a part of the demo's
+        region, sized to the profile's time), for your data the sites' extent (:attr:`bbox`)."""
+        prof = profiles.get(profile) if isinstance(profile, str) else profile
+        return prof.map_bbox if self.is_demo else self.bbox
 
     def __repr__(self) -> str:
         kind = "synthetic demo" if self.synthetic else "data spec"

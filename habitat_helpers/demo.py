@@ -671,7 +671,7 @@ def true_labels(data) -> pd.DataFrame:
     row with ``data.sites`` (``data`` from ``hh.dataspec.load`` on a demo folder). Only a synthetic demo
     knows it; the recorded labels (``data.labels``) are the survey's, with their gaps and errors."""
 
-    if not data.synthetic:
+    if not data.is_demo:
         raise ValueError(f"{data.name}: only the synthetic demo knows every site's true habitat")
     scheme = labels.get(data.label_scheme)
     truth = load_truth(data.folder).set_index("site_id")["eunis_l3"]

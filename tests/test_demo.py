@@ -218,3 +218,16 @@ def test_true_labels_row_for_row_with_the_sites(demo):
     stranger.loc[0, "site_id"] = "nowhere"
     with pytest.raises(ValueError, match="1 sites of demo are not in"):
         hh.demo.true_labels(hh.dataspec.Data("demo", stranger, pd.DataFrame(), "eunis", True, None, demo))
+
+
+def test_the_data_says_whether_it_is_the_demo_and_which_region_to_map(demo):
+    sites = hh.demo.load_sites(demo)
+    the_demo = hh.dataspec.Data("demo", sites, pd.DataFrame(), "eunis", True, None, demo)
+    synthetic_spec = hh.dataspec.Data("mine", sites.iloc[:20], pd.DataFrame(), "eunis", True)
+    assert the_demo.is_demo and not synthetic_spec.is_demo and synthetic_spec.synthetic
+    assert the_demo.map_bbox("tiny") == hh.profiles.get("tiny").map_bbox
+    lon, lat = sites["lon"].iloc[:20], sites["lat"].iloc[:20]
+    assert synthetic_spec.map_bbox("tiny") == synthetic_spec.bbox == pytest.approx(
+        (lon.min() - 0.5, lat.min() - 0.5, lon.max() + 0.5, lat.max() + 0.5))
+    with pytest.raises(ValueError, match="only the synthetic demo"):     # synthetic, but not the demo
+        hh.demo.true_labels(synthetic_spec)
