@@ -9,7 +9,7 @@ A. what a neighbour is (``positives``) x which pairs are contrasted (``hub``), t
 B. photo views as items or their mean (``photo_views``) x GeoCLIP's output layer frozen or trained
    (``location_layers``), with A's defaults.
 
-The registered reading rule (``defaults``): per setting, the value chosen in most folds; a tie keeps
+The registered reading rule (``hh.evaluation.most_chosen``): per setting, the value chosen in most folds; a tie keeps
 the package's default. Writes ``choices.csv``, ``counts.csv``, ``settings.json`` and ``results.md``
 to ``--out`` (default ``experiments/results/alignment_settings``).
 
@@ -32,24 +32,13 @@ from alignment_pays import study_data
 
 import habitat_helpers as hh
 
+#: The package's defaults when this run was registered (37ae0d5); the run starts from them and breaks
+#: ties towards them, so that a rerun measures the same thing after the defaults changed.
+REGISTERED_DEFAULTS = {"positives": "radius", "hub": "none", "photo_views": "mean", "location_layers": "frozen"}
 STAGES = {
     "A": {"positives": hh.losses.POSITIVES, "hub": ("none", "gps")},
     "B": {"photo_views": hh.align.PHOTO_VIEWS, "location_layers": hh.align.LOCATION_LAYERS},
 }
-
-
-def defaults(choices: pd.DataFrame, grid: dict, current: hh.align.AlignConfig) -> tuple[dict, pd.DataFrame]:
-    """The registered rule: per setting, the value chosen in most folds; a tie keeps ``current``'s
-    value (or, when ``current``'s value is not among the tied, the first tied value in the grid's
-    order). Returns the values and the counts (setting, value, folds)."""
-    chosen, rows = {}, []
-    for name, values in grid.items():
-        counts = {v: int(sum(p[name] == v for p in choices["params"])) for v in values}
-        rows += [{"setting": name, "value": v, "folds": n} for v, n in counts.items()]
-        top = max(counts.values())
-        tied = [v for v in values if counts[v] == top]
-        chosen[name] = getattr(current, name) if getattr(current, name) in tied else tied[0]
-    return chosen, pd.DataFrame(rows)
 
 
 def run(args) -> int:
@@ -61,7 +50,7 @@ def run(args) -> int:
     modalities = d["modalities"]
     seeds = (0,) if args.quick else (0, 1, 2)
     folds = 2 if args.quick else 3
-    config = hh.align.config_for(d["profile"], 0, modalities=modalities)
+    config = dataclasses.replace(hh.align.config_for(d["profile"], 0, modalities=modalities), **REGISTERED_DEFAULTS)
     model = [m for m in hh.evaluation.default_models(modalities, config)
              if m.name == hh.evaluation.ALIGNED_AND_RAW]
     block = hh.spatial.resolve_block_size(lat, lon, d["labels"], "auto", 0)[0]
@@ -74,7 +63,7 @@ def run(args) -> int:
             scheme=d["scheme"], extra=d["extra"], n_jobs=hh.runtime.fold_jobs("cpu"), folds=folds, seeds=seeds,
             block_size_deg=block, align_grid=dict(grid), progress=True)
         timings[f"stage {stage}"] = round(time.time() - t)
-        picked, counts = defaults(result.choices, grid, hh.align.AlignConfig())
+        picked, counts = hh.evaluation.most_chosen(result.choices, grid, config)
         chosen.update(picked)
         all_choices.append(result.choices.assign(stage=stage))
         all_counts.append(counts.assign(stage=stage))
@@ -89,7 +78,7 @@ def run(args) -> int:
         "habitat_helpers_version": hh.__version__, "quick": args.quick, "profile": d["profile"].name,
         "n_study_sites": int((~d["extra"]).sum()), "seeds": list(seeds), "folds": folds, "block_size_deg": block,
         "stages": {k: {n: list(v) for n, v in g.items()} for k, g in STAGES.items()},
-        "package_defaults": {n: getattr(hh.align.AlignConfig(), n) for g in STAGES.values() for n in g},
+        "package_defaults": REGISTERED_DEFAULTS,
         "chosen": chosen, "seconds": timings, "total_seconds": round(time.time() - started),
     }
     (out / "settings.json").write_text(json.dumps(hh.metrics._plain(settings), indent=2))

@@ -2,13 +2,16 @@
 
 Each modality's frozen pre-trained embedding (ground photo, satellite patch, GPS) goes
 through its own small MLP head into a ``dim``-dimensional space. A training batch holds
-sites; every modality a site has becomes one *item*. The heads are trained with the spatial
-multi-positive InfoNCE loss (:func:`habitat_helpers.losses.spatial_info_nce`): an item's
-positives are the other modalities of its own site and, when ``radius_km > 0``, the items of
-other sites within ``radius_km``; everything else in the batch is a negative. With
-``radius_km = 0`` this is the paired CLIP loss. Batches are built by
-:func:`habitat_helpers.spatial.neighbour_batches` so that neighbours (and so positives) share
-a batch. Labels are never used, so every site, labelled or not, teaches the heads.
+sites; every modality a site has becomes one *item* (every ground view, with photo views as
+items, the default). The heads are trained with the spatial multi-positive InfoNCE loss
+(:func:`habitat_helpers.losses.spatial_info_nce`): an item's positives are the other items of its
+own site; what an item of another site within ``radius_km`` is, is :attr:`AlignConfig.positives`
+(by default an ordinary negative, or a positive, or neither); everything else in the batch is a
+negative. With ``radius_km = 0`` this is the paired CLIP loss. Batches are built by
+:func:`habitat_helpers.spatial.neighbour_batches` so that neighbours share a batch (as positives
+or as hard negatives). Labels are never used, so every site, labelled or not, teaches the heads.
+The defaults are those that validation blocks chose most often on the demo (book page "When does
+alignment pay?", "The alignment settings").
 
 Training keeps the epoch with the best cross-modal retrieval (mean recall@k over the
 modality pairs, both directions) on held-out validation blocks (early stopping), can write a
@@ -61,18 +64,20 @@ class AlignConfig:
     radius_km: float = 5.0           # spatial positives: items of other sites within this distance (0: paired only)
     #: What a neighbour within radius_km is, one of hh.losses.POSITIVES. With "radius" a positive
     #: like the own site, with "own_half" a positive while the own site keeps half the weight, with
-    #: "site" a negative, with "not_negative" neither.
-    positives: str = "radius"
+    #: "site" a negative (the default, chosen on validation blocks), with "not_negative" neither.
+    positives: str = "site"
     #: With "none" every pair of modalities is contrasted (or ``pairs``). With a modality name
     #: (e.g. "gps") each other modality is contrasted with it only, the hub of the abstract's
     #: authors' code.
     hub: str = "none"
     #: How the several ground photos of a site enter, one of PHOTO_VIEWS. With "mean" the mean of
-    #: their embeddings is one item. With "items" every view is an item of its own and the views of
-    #: one site are positives of each other (photo is then contrasted with photo too). A site's
-    #: aligned photo vector is then the mean of its views' vectors. Needs the per-view embeddings
-    #: ``photo_per_view`` and ``photo_site`` of :func:`habitat_helpers.embed.embed_sites`.
-    photo_views: str = "mean"
+    #: their embeddings is one item. With "items" (the default, chosen on validation blocks) every
+    #: view is an item of its own and the views of one site are positives of each other (photo is
+    #: then contrasted with photo too), and a site's aligned photo vector is the mean of its views'
+    #: vectors. The views are ``photo_per_view`` and ``photo_site`` of
+    #: :func:`habitat_helpers.embed.embed_sites`; without them a site's mean is its one item, as
+    #: with "mean".
+    photo_views: str = "items"
     #: GeoCLIP's output layer (one per scale), one of LOCATION_LAYERS. With "frozen" the GPS head
     #: reads the GeoCLIP embedding. With "last" that layer is trained with the heads, starting from
     #: GeoCLIP's weights, so the GPS head reads the layer's inputs ``gps_layers``
@@ -258,10 +263,12 @@ def head_inputs(config: AlignConfig, embeddings: dict[str, np.ndarray], modality
     embeddings lack what the config asks for."""
     n = len(embeddings[modality]) if modality in embeddings else None
     key = config.input_key(modality)
+    if key == "photo_per_view" and ("photo_per_view" in embeddings) != ("photo_site" in embeddings):
+        raise ValueError("photo views as items need both 'photo_per_view' and 'photo_site' "
+                         "(hh.embed.embed_sites gives them)")
+    if key == "photo_per_view" and "photo_per_view" not in embeddings:
+        key = "photo"                   # no views given: a site's mean photo is its one item
     if key == "photo_per_view":
-        if "photo_per_view" not in embeddings or "photo_site" not in embeddings:
-            raise ValueError("photo_views='items' needs the per-view photo embeddings 'photo_per_view' and "
-                             "'photo_site' (hh.embed.embed_sites gives them)")
         site = np.asarray(embeddings["photo_site"], np.int64)
         if n is None or len(site) != len(embeddings["photo_per_view"]) or (len(site) and (
                 site.min() < 0 or site.max() >= n)):
@@ -381,10 +388,14 @@ def _batch_loss(model: AlignmentModel, inputs: dict[str, HeadInputs], lat, lon, 
         items, offset = _gather_items(local, world_size)
     else:
         items, offset = local, 0
+    pairs = cfg.pair_table()
+    for code, m in enumerate(cfg.modalities):
+        if inputs[m].site is None:          # one item per site: nothing to pair it with in its own modality
+            pairs[code, code] = False
     per_anchor = spatial_info_nce(
         items["z"], items["site"].to(device), items["modality"].to(device), items["lat"], items["lon"],
         radius_km=cfg.radius_km, temperature=model.temperature(), soft_scale_km=cfg.soft_scale_km,
-        pairs=cfg.pair_table().to(device), positives=cfg.positives, reduction="none")
+        pairs=pairs.to(device), positives=cfg.positives, reduction="none")
     mine = per_anchor[offset:offset + len(local["site"])]
     valid = ~torch.isnan(mine)
     count = torch.tensor([int((~torch.isnan(per_anchor)).sum())])

@@ -325,16 +325,15 @@ def embed_sites(sites, image_encoder: Encoder, location_encoder: Encoder, cache_
 
 def embed_for_evaluation(sites, modalities, *, cache_dir, image_encoder: str | None = None,
                          image_size: int | None = None, device: str = "cpu", batch_size: int = 64,
-                         num_workers: int = 0, progress: bool = True, per_view: bool = False) -> dict[str, np.ndarray]:
+                         num_workers: int = 0, progress: bool = True, per_view: bool = True) -> dict[str, np.ndarray]:
     """The embeddings that ``modalities`` need, one row per site (NaN rows where a site lacks
     the input), as :func:`habitat_helpers.evaluation.cross_validate` takes them.
 
     Only the requested modalities are embedded: a GPS-only evaluation never loads an image
     model. Image embeddings go through the resumable cache of :mod:`habitat_helpers.embed`
     (a second run with the same files reads them back); ground photos are averaged over the
-    views a site has. ``per_view=True`` adds the views themselves (``photo_per_view`` and
-    ``photo_site``, as :func:`habitat_helpers.embed.embed_sites` gives them), which photo views
-    as alignment items read."""
+    views a site has; ``per_view`` (the default) adds the views themselves (``photo_per_view`` and
+    ``photo_site``, as :func:`embed_sites` gives them), which photo views as alignment items read."""
     out = {}
     if "gps" in modalities:
         out["gps"] = gps_embeddings(sites["lat"].to_numpy(float), sites["lon"].to_numpy(float),

@@ -453,6 +453,23 @@ def alignment_pays(scores: pd.DataFrame, folds: int, model: str = ALIGNED_AND_RA
     return pd.DataFrame(rows)
 
 
+def most_chosen(choices: pd.DataFrame, grid: dict, current) -> tuple[dict, pd.DataFrame]:
+    """The rule that sets the alignment defaults from a selection run (book/alignment_pays.md): for
+    each setting of ``grid`` (name to values), the value that the validation blocks chose in most
+    folds (``choices``: :attr:`CVResult.choices` rows, their ``params`` holding the chosen values);
+    a tie keeps ``current``'s value (an :class:`habitat_helpers.align.AlignConfig`), or the first
+    tied value in the grid's order when that is not among them. Returns the values and the counts
+    (``setting, value, folds``)."""
+    chosen, rows = {}, []
+    for name, values in grid.items():
+        counts = {v: int(sum(p[name] == v for p in choices["params"])) for v in values}
+        rows += [{"setting": name, "value": v, "folds": n} for v, n in counts.items()]
+        top = max(counts.values())
+        tied = [v for v in values if counts[v] == top]
+        chosen[name] = getattr(current, name) if getattr(current, name) in tied else tied[0]
+    return chosen, pd.DataFrame(rows)
+
+
 def _any_modality_json(any_modality: pd.DataFrame) -> dict:
     """``{"<inputs> | <model>": {"level<k>": {"mean", "std"}}}`` of the any-modality macro-F1
     (empty when no any-modality run was scored)."""

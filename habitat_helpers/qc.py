@@ -91,7 +91,8 @@ SHARE = 0.1
 #: Settings of the heads that the QC trains when no model is given (smaller than the book's
 #: chapter 3 heads so that the folds train in seconds; any other :class:`~habitat_helpers.align.AlignConfig`
 #: field keeps its default).
-ALIGN_SETTINGS = {"dim": 64, "hidden": 256, "epochs": 25, "patience": 6, "batch_size": 256}
+ALIGN_SETTINGS = {"dim": 64, "hidden": 256, "epochs": 25, "patience": 6, "batch_size": 256,
+                  "photo_views": "mean"}   # the QC scores one photo vector per site
 #: Scores and baselines reported by :func:`displacement_experiment`.
 EXPERIMENT_SCORES = (*SCORES, "p_combined", "nearest_same_label_km", "random")
 

@@ -68,12 +68,19 @@ def test_photo_views_as_items_train_and_average_the_views():
     assert np.isfinite(fused).all()
 
 
-def test_photo_views_without_the_views_is_a_clear_error():
+def test_without_the_views_a_sites_mean_is_its_one_item():
+    """Photo views as items (the default) on embeddings that give only each site's mean photo train
+    exactly as photo_views='mean'; half of the views' arrays is an error."""
     emb = _views()
-    del emb["photo_per_view"]
-    with pytest.raises(ValueError, match="photo_views='items' needs the per-view photo embeddings"):
-        hh.align.train_alignment(emb, np.arange(100), np.arange(100, 160), _config(photo_views="items"),
-                                 progress=False)
+    pooled = {k: v for k, v in emb.items() if k not in ("photo_per_view", "photo_site")}
+    idx = np.arange(160)
+    runs = [hh.align.train_alignment(pooled, idx[:120], idx[120:], _config(photo_views=v), progress=False)[1]
+            for v in ("items", "mean")]
+    np.testing.assert_allclose(runs[0]["val_loss"], runs[1]["val_loss"], rtol=1e-6)
+    assert hh.align.AlignConfig().photo_views == "items"
+    half = {**pooled, "photo_per_view": emb["photo_per_view"]}
+    with pytest.raises(ValueError, match="need both 'photo_per_view' and 'photo_site'"):
+        hh.align.train_alignment(half, idx[:100], idx[100:], _config(photo_views="items"), progress=False)
     with pytest.raises(ValueError, match="photo_views must be one of"):
         hh.align.AlignConfig(photo_views="each")
     with pytest.raises(ValueError, match="location_layers must be one of"):

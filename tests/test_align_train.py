@@ -117,7 +117,7 @@ def test_early_stopping_uses_the_validation_loss_when_no_validation_site_has_two
     embeddings["photo"][220:] = np.nan
     lat, lon = rng.uniform(45, 45.2, n), rng.uniform(5, 5.2, n)   # all within the radius of each other
     config = hh.align.AlignConfig(dim=4, hidden=16, epochs=6, batch_size=32, modalities=("photo", "gps"),
-                                  radius_km=50.0)
+                                  radius_km=50.0, positives="radius")   # neighbours give the only positives
     _, history = hh.align.train_alignment(embeddings, np.arange(200), val_idx, config, lat, lon, progress=False)
     assert history["val_recall"].isna().all() and history["val_loss"].notna().all()
     scores = -history["val_loss"].to_numpy()

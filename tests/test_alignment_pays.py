@@ -82,3 +82,35 @@ def test_what_the_page_says_holds(run):
     step0 = choices[choices["step"].str.startswith("0")]["params"].map(json.loads)
     settings = {(p["positives"], p["hub"]) for p in step0}
     assert len(step0) == 3 and len(settings) > 1                 # validation did not agree across the folds
+
+
+SETTINGS = ROOT / "experiments" / "results" / "alignment_settings"
+
+
+def test_the_alignment_settings_run_and_the_defaults_follow_its_rule():
+    """The registered selection run (book/alignment_pays.md, "The alignment settings"): its counts
+    are recomputed from every fold's choice, the rule gives the package's defaults, and the page
+    states the counts it shows."""
+    if not (SETTINGS / "choices.csv").exists():
+        pytest.skip("the selection run has not been run (python experiments/alignment_settings.py)")
+    choices = pd.read_csv(SETTINGS / "choices.csv")
+    choices["params"] = choices["params"].map(json.loads)
+    settings = json.loads((SETTINGS / "settings.json").read_text())
+    assert len(choices) == 2 * len(settings["seeds"]) * settings["folds"]
+    old_defaults = hh.align.AlignConfig(**{k: v for k, v in settings["package_defaults"].items()})
+    chosen = {}
+    for stage, grid in settings["stages"].items():
+        picked, counts = hh.evaluation.most_chosen(choices[choices["stage"] == stage], grid, old_defaults)
+        saved = pd.read_csv(SETTINGS / "counts.csv")
+        saved = saved[saved["stage"] == stage].drop(columns="stage").reset_index(drop=True)
+        pd.testing.assert_frame_equal(counts, saved, check_dtype=False)
+        chosen.update(picked)
+    assert chosen == settings["chosen"]
+    defaults = hh.align.AlignConfig()
+    assert {name: getattr(defaults, name) for name in chosen} == chosen    # the package follows the rule
+    page = (ROOT / "book" / "alignment_pays.md").read_text()
+    assert "results/alignment_settings/results.md" in page
+    counts = pd.read_csv(SETTINGS / "counts.csv").set_index(["setting", "value"])["folds"]
+    assert f"(`site`) in {counts[('positives', 'site')]} of 9 folds" in page
+    assert f"chosen in {counts[('photo_views', 'items')]} of 9 folds" in page
+    assert f"frozen in {counts[('location_layers', 'frozen')]} of 9" in page

@@ -133,8 +133,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     embeddings = embed.embed_for_evaluation(sites, [m for m in args.modalities if m != "env"], cache_dir=cache,
                                       image_encoder=args.image_encoder, image_size=args.image_size, device=device,
                                       batch_size=args.batch_size, num_workers=args.num_workers,
-                                      progress=not args.no_progress,
-                                      per_view="items" in dict(args.align_grid).get("photo_views", ()))
+                                      progress=not args.no_progress)
     env_info = None
     if "env" in args.modalities:
         embeddings["env"], env_columns, env_report = env_features(lat, lon, args.covariates, args.env_rasters)
