@@ -71,7 +71,7 @@ def study_data(quick: bool, seed: int = 0, views: bool = False):
     sites = data.sites.reset_index(drop=True)
     study = np.zeros(len(sites), bool)
     study[np.random.default_rng(seed).choice(len(sites), n_study, replace=False)] = True
-    labels = sites[["eunis_l1", "eunis_l2", "eunis_l3"]].reset_index(drop=True).astype(object)
+    labels = sites[["label_l1", "label_l2", "label_l3"]].reset_index(drop=True).astype(object)
     labels.loc[~study, :] = None                   # the extra sites' labels are removed
     return {"profile": profile, "sites": sites, "labels": labels, "extra": ~study,
             "embeddings": {m: embeddings[m] for m in modalities
@@ -142,7 +142,7 @@ def run(args) -> int:
         "commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip(),
         "habitat_helpers_version": hh.__version__, "quick": args.quick, "profile": d["profile"].name,
         "n_sites_drawn": len(lat), "n_study_sites": int((~d["extra"]).sum()), "n_extra_sites": int(d["extra"].sum()),
-        "n_labelled": int(d["labels"]["eunis_l1"].notna().sum()), "modalities": list(modalities),
+        "n_labelled": int(d["labels"]["label_l1"].notna().sum()), "modalities": list(modalities),
         "seeds": list(seeds), "folds": folds, "block_size_deg": block, "fractions": list(FRACTIONS),
         "align_config": dataclasses.asdict(config), "settings_grid": {k: list(v) for k, v in SETTINGS_GRID.items()},
         "heads_trained_on_sites_per_fold": {p: s["align_pool_sites_per_fold"] for p, s in labelled_fit.items()},

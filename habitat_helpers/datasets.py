@@ -13,11 +13,11 @@ column                   type            meaning
 ``coord_uncertainty_m``  float           radius of the location's uncertainty (NaN: unknown)
 ``coord_source``         str             where the coordinates came from (``gps``, ``theoretical`` ...)
 ``date``                 datetime        survey date (NaT: unknown)
-``eunis_code``           str / None      the label as given, cleaned (deepest level known)
-``eunis_l1..l3``         str / None      the label at each level (None below its own level)
-``eunis_candidates``     str / None      a label cell listing several codes (EVA ``R22, R23!``; an
+``label``                str / None      the label as given, cleaned (deepest level known)
+``label_l1..l3``         str / None      the label at each level (None below its own level)
+``label_candidates``     str / None      a label cell listing several codes (EVA ``R22, R23!``; an
                                          EMBAL site whose rows differ): the distinct codes joined
-                                         by ``;`` in the order given (``R22;R23``; ``eunis_code`` is
+                                         by ``;`` in the order given (``R22;R23``; ``label`` is
                                          their common ancestor ``R2``); None for one code or no label
 ``photos``               list[str]       ground-photo files (or URLs), one per view
 ``photo_views``          list[str]       the view of each photo (LUCAS ``N E S W P C``, EMBAL ``T1-03`` ...)
@@ -48,7 +48,7 @@ from . import eunis, landmask, paths
 from . import labels as schemes
 
 SITE_COLUMNS = ["site_id", "source", "lat", "lon", "coord_uncertainty_m", "coord_source", "date",
-                "eunis_code", "eunis_l1", "eunis_l2", "eunis_l3", "eunis_candidates", "photos", "photo_views",
+                "label", "label_l1", "label_l2", "label_l3", "label_candidates", "photos", "photo_views",
                 "satellite", "on_land"]
 
 #: The inputs of a site that a pre-trained encoder embeds: ground photos, a satellite patch, the
@@ -163,7 +163,7 @@ def _clean_label(value, scheme, report: LoadReport,
       ``unknown``, counted there by value.
     * A EUNIS cell listing several codes (``"R22, R23!"``) gives their common ancestor (``"R2"``)
       and, as ``candidates``, the distinct codes joined by ``;`` in the order given
-      (``"R22;R23"``, the site table's ``eunis_candidates``); ``candidates`` is None otherwise.
+      (``"R22;R23"``, the site table's ``label_candidates``); ``candidates`` is None otherwise.
     * Codes of different formations (``"R22, S31"``: no common ancestor) leave the site
       unlabelled, noted in ``report``.
     """
@@ -189,7 +189,7 @@ def _clean_label(value, scheme, report: LoadReport,
 
 def _labels(values, report: LoadReport, label_scheme="eunis") -> tuple[list[str | None], list[str | None]]:
     """Clean labels with the scheme's rules (:func:`_clean_label`): the codes and the candidates
-    of multi-code cells (``eunis_code`` and ``eunis_candidates``). Unknown codes are counted, not
+    of multi-code cells (``label`` and ``label_candidates``). Unknown codes are counted, not
     kept."""
 
     scheme = schemes.get(label_scheme)
@@ -235,10 +235,10 @@ def finalise(df: pd.DataFrame, report: LoadReport, sea: str = "flag", verbose: b
         report.note("on the sea in the 1 km land mask (kept, on_land=False)", (~df["on_land"]).sum())
 
     scheme = schemes.get(label_scheme)
-    levels = [scheme.level_columns(c) for c in df["eunis_code"]]
+    levels = [scheme.level_columns(c) for c in df["label"]]
     for k in (1, 2, 3):
-        df[f"eunis_l{k}"] = [lv[f"eunis_l{k}"] for lv in levels]
-    df["eunis_candidates"] = _candidates_column(df["eunis_candidates"])
+        df[f"label_l{k}"] = [lv[f"label_l{k}"] for lv in levels]
+    df["label_candidates"] = _candidates_column(df["label_candidates"])
     df["coord_uncertainty_m"] = pd.to_numeric(df["coord_uncertainty_m"], errors="coerce")
     df["date"] = pd.to_datetime(df["date"], errors="coerce")
     report.kept = len(df)
@@ -252,7 +252,7 @@ def finalise(df: pd.DataFrame, report: LoadReport, sea: str = "flag", verbose: b
 
 
 def _candidates_column(values) -> pd.Series:
-    """``eunis_candidates`` as text or None (not NaN: pandas and Parquet turn None into NaN in a
+    """``label_candidates`` as text or None (not NaN: pandas and Parquet turn None into NaN in a
     column of text), in an object column."""
     return pd.Series([v if isinstance(v, str) else None for v in values], index=values.index, dtype=object)
 
@@ -359,7 +359,7 @@ def read_lucas(table, photo_root=None, labels=None, *, coordinates: str = "gps",
     df["source"] = "lucas"
 
     # labels
-    df["eunis_code"] = None
+    df["label"] = None
     if labels is not None:
         label_report = LoadReport("LUCAS labels")
         lab = _read_export(labels, label_report)
@@ -372,11 +372,11 @@ def read_lucas(table, photo_root=None, labels=None, *, coordinates: str = "gps",
         lab = lab[~dup]
         merged = df[["point_id", "year"]].merge(lab[["point_id", "year", label_column]], how="left",
                                                 on=["point_id", "year"])
-        df["eunis_code"], df["eunis_candidates"] = _labels(merged[label_column].tolist(), report, label_scheme)
+        df["label"], df["label_candidates"] = _labels(merged[label_column].tolist(), report, label_scheme)
         unmatched = len(lab) - merged[label_column].notna().sum()
         report.note("label rows matching no LUCAS point", unmatched)
     elif label_column in df.columns:
-        df["eunis_code"], df["eunis_candidates"] = _labels(df[label_column].tolist(), report, label_scheme)
+        df["label"], df["label_candidates"] = _labels(df[label_column].tolist(), report, label_scheme)
 
     # photos
     if "nuts0" not in df.columns:
@@ -452,8 +452,8 @@ def lucas_points(path=None, *, countries=None, verbose: bool = True):
     sites
         The site table (see the top of this module; a GeoDataFrame) with ``source``
         ``"lucas"``, site ids ``lucas:<point_id>:<year>`` as in :func:`read_lucas`,
-        ``coord_source`` ``"theoretical"`` and the land cover in ``eunis_code`` and its
-        levels in ``eunis_l1`` .. ``eunis_l3`` (the LC1 tree of
+        ``coord_source`` ``"theoretical"`` and the land cover in ``label`` and its
+        levels in ``label_l1`` .. ``label_l3`` (the LC1 tree of
         ``habitat_helpers.labels.get("lucas-lc1")``: ``E20`` gives ``E``, ``E2``, ``E20``),
         plus two columns ``lu1`` and ``country``. Nothing is dropped silently: the load
         report (:class:`LoadReport`, printed and in ``sites.attrs["load_report"]``) counts
@@ -475,7 +475,7 @@ def lucas_points(path=None, *, countries=None, verbose: bool = True):
     -------
     >>> import habitat_helpers as hh
     >>> sites = hh.datasets.lucas_points(countries=("FR", "ES"), verbose=False)
-    >>> len(sites), sites["eunis_l1"].value_counts().index[0]
+    >>> len(sites), sites["label_l1"].value_counts().index[0]
     (7077, 'B')
     >>> sites.attrs["attribution"]
     'Source: Eurostat, LUCAS 2015 primary data'
@@ -511,7 +511,7 @@ def lucas_points(path=None, *, countries=None, verbose: bool = True):
     out["lon"] = _coordinate_text(df["lon"], report)
     out["coord_source"] = "theoretical"
     codes, candidates, unknown_codes = _clean_labels(df["lc1"], report, "lucas-lc1")
-    out["eunis_code"], out["eunis_candidates"] = codes, candidates
+    out["label"], out["label_candidates"] = codes, candidates
     extra = pd.DataFrame({"lu1": df["lu1"].map(_text) if "lu1" in df.columns else None,
                           "country": country.map(_text)}, index=df.index)
     # The rows finalise keeps: readable, in-range coordinates, the first row of each site id.
@@ -545,7 +545,7 @@ def read_eva(header, *, label_column: str = "Expert System", sep: str = "\t", se
     (EUNIS-ESy codes: several comma-separated, ``!``-flagged, groupings such as ``Sb``, ``?``),
     ``Location uncertainty (m)`` and ``Date of recording`` (dd.mm.yyyy) when present.
     Several codes give their common ancestor (``R22, R23!`` -> ``R2``), the codes themselves
-    kept in ``eunis_candidates`` (``R22;R23``); codes of different formations (``R22, S31``)
+    kept in ``label_candidates`` (``R22;R23``); codes of different formations (``R22, S31``)
     leave the plot unlabelled, counted in the load report.
     """
     report = LoadReport("EVA")
@@ -563,9 +563,9 @@ def read_eva(header, *, label_column: str = "Expert System", sep: str = "\t", se
     else:
         df["date"] = pd.NaT
     if label_column in df.columns:
-        df["eunis_code"], df["eunis_candidates"] = _labels(df[label_column].tolist(), report, label_scheme)
+        df["label"], df["label_candidates"] = _labels(df[label_column].tolist(), report, label_scheme)
     else:
-        df["eunis_code"] = None
+        df["label"] = None
     return finalise(df, report, sea=sea, verbose=verbose, label_scheme=label_scheme)
 
 
@@ -587,7 +587,7 @@ def read_embal(table, photo_root=None, columns: dict | None = None, *, sea: str 
     Rows whose photo file is missing or whose photo cell is empty are counted; a site keeps the
     photos that exist. Rows without a site id are skipped (counted, with their lines). A site
     whose rows give different codes gets their common ancestor, the codes in
-    ``eunis_candidates``, as for an EVA cell listing several codes.
+    ``label_candidates``, as for an EVA cell listing several codes.
     """
     report = LoadReport("EMBAL")
     df = _read_export(table, report)
@@ -621,10 +621,10 @@ def read_embal(table, photo_root=None, columns: dict | None = None, *, sea: str 
         records.append({"site_id": f"embal:{site}", "source": "embal", "lat": lat.iloc[0], "lon": lon.iloc[0],
                         "coord_source": "embal", "coord_uncertainty_m": np.nan,
                         "date": rows["date"].iloc[0] if "date" in rows.columns else None,
-                        "eunis_code": label, "photos": photos, "photo_views": views, "satellite": None})
+                        "label": label, "photos": photos, "photo_views": views, "satellite": None})
     out = pd.DataFrame(records, columns=list(records[0]) if records else SITE_COLUMNS)
     if len(out):
-        out["eunis_code"], out["eunis_candidates"] = _labels(out["eunis_code"].tolist(), report, label_scheme)
+        out["label"], out["label_candidates"] = _labels(out["label"].tolist(), report, label_scheme)
     return finalise(out, report, sea=sea, verbose=verbose, label_scheme=label_scheme)
 
 
@@ -739,7 +739,7 @@ def read_satellite(sites, root, pattern: str = "{name}.tif", *, tolerance_m: flo
 COLUMN_ALIASES = {
     "lat": ("lat", "latitude"),
     "lon": ("lon", "longitude"),
-    "label": ("eunis_code", "eunis", "Expert System"),
+    "label": ("eunis_code", "label", "eunis", "Expert System"),
     "site_id": ("site_id", "PlotObservationID", "id"),
 }
 
@@ -807,7 +807,7 @@ def read_table(path, *, lat: str = "lat", lon: str = "lon", label: str | None = 
         line; missing, unreadable or out-of-range coordinates; duplicated ids)
         and notes on kept rows (unknown EUNIS codes and EUNIS-ESy codes of different formations,
         which leave the site unlabelled; missing photo files ...). A cell of several codes of one
-        formation gives their common ancestor and keeps the codes in ``eunis_candidates``.
+        formation gives their common ancestor and keeps the codes in ``label_candidates``.
         The report is printed and stored in ``sites.attrs["load_report"]``, with the columns
         used in ``sites.attrs["columns"]`` and a few unknown codes in
         ``sites.attrs["unknown_codes"]`` (for finding typos).
@@ -851,11 +851,11 @@ def read_table(path, *, lat: str = "lat", lon: str = "lon", label: str | None = 
     df["coord_source"] = "table"
     eunis_labels = label_scheme == "eunis"
     if columns["label"] is None:                 # label=None: a table of sites without labels
-        df["eunis_code"], df["eunis_candidates"], unknown = None, None, Counter()
+        df["label"], df["label_candidates"], unknown = None, None, Counter()
         report.note("no label column (label=None): every site unlabelled", len(df))
     else:
         esy = eunis_labels and (esy or _looks_like_esy(columns["label"], table[columns["label"]]))
-        df["eunis_code"], df["eunis_candidates"], unknown = _clean_labels(table[columns["label"]], report,
+        df["label"], df["label_candidates"], unknown = _clean_labels(table[columns["label"]], report,
                                                                            label_scheme)
     photos, views = _photo_lists(table, columns["photos"])
     df["photos"] = pd.Series(photos, index=df.index, dtype=object)
@@ -1167,15 +1167,16 @@ def write_sites(sites, path) -> Path:
 
 
 def read_sites(path):
-    """Read a site table written by :func:`write_sites` (list columns back as Python lists)."""
+    """Read a site table written by :func:`write_sites` (list columns back as Python lists; the
+    label columns of earlier versions renamed, :func:`habitat_helpers.labels.current_names`)."""
     import geopandas as gpd
 
-    sites = gpd.read_parquet(path)
+    sites = schemes.current_names(gpd.read_parquet(path), str(path))
     for col in ("photos", "photo_views"):
         if col in sites.columns:
             sites[col] = [list(v) if v is not None else [] for v in sites[col]]
-    if "eunis_candidates" in sites.columns:
-        sites["eunis_candidates"] = _candidates_column(sites["eunis_candidates"])
+    if "label_candidates" in sites.columns:
+        sites["label_candidates"] = _candidates_column(sites["label_candidates"])
     return sites
 
 
@@ -1190,7 +1191,7 @@ def data_card(sites) -> pd.DataFrame:
             "sites with photos": int((n_photos > 0).sum()), "photos": int(n_photos.sum()),
             "views": " ".join(views) if views else "-",
             "satellite patches": int(group["satellite"].notna().sum()),
-            **{f"labelled at level {k}": f"{group[f'eunis_l{k}'].notna().mean():.0%}" for k in (1, 2, 3)},
+            **{f"labelled at level {k}": f"{group[f'label_l{k}'].notna().mean():.0%}" for k in (1, 2, 3)},
             "on land": f"{group['on_land'].mean():.0%}",
         })
     return pd.DataFrame(rows).set_index("source")

@@ -227,14 +227,14 @@ def _attach_satellite(parts: list, source: dict, reports: dict) -> list:
 
 def _combine(parts: list):
     """One site table from the parts; site ids must stay unique across sources. A part without
-    ``eunis_candidates`` (a table read before the column existed) gives None there."""
+    ``label_candidates`` (a table read before the column existed) gives None there."""
     import geopandas as gpd
 
     parts = [p for p in parts if len(p)]
     if not parts:
         raise ValueError("no source gave a single usable site: see the load report above")
     sites = gpd.GeoDataFrame(pd.concat(parts, ignore_index=True), crs="EPSG:4326")
-    sites["eunis_candidates"] = datasets._candidates_column(sites.get("eunis_candidates", pd.Series(index=sites.index)))
+    sites["label_candidates"] = datasets._candidates_column(sites.get("label_candidates", pd.Series(index=sites.index)))
     dup = sites["site_id"].duplicated()
     if dup.any():
         raise ValueError(f"{int(dup.sum())} site ids occur in more than one source, e.g. "
@@ -260,7 +260,7 @@ def _report_frame(reports: dict[str, dict]) -> pd.DataFrame:
 
 def _print_report(data: Data) -> None:
     sites = data.sites
-    labelled = ", ".join(f"level {k} {int(sites[f'eunis_l{k}'].notna().sum())}" for k in (1, 2, 3))
+    labelled = ", ".join(f"level {k} {int(sites[f'label_l{k}'].notna().sum())}" for k in (1, 2, 3))
     print(f"DATA {data.name!r}: {len(sites)} sites; labelled ({data.label_scheme}): {labelled}; "
           f"with photos {int((sites['photos'].str.len() > 0).sum())}, "
           f"with a satellite patch {int(sites['satellite'].notna().sum())}")

@@ -129,7 +129,7 @@ def habitat_table() -> pd.DataFrame:
 
     rows = []
     for code in DEMO_HABITATS:
-        rows.append({"eunis_l3": code, "eunis_l2": code[:2], "eunis_l1": code[:1],
+        rows.append({"label_l3": code, "label_l2": code[:2], "label_l1": code[:1],
                      "name_l3": eunis.name(code), "name_l2": eunis.name(code[:2]),
                      "name_l1": eunis.name(code[:1])})
     return pd.DataFrame(rows)
@@ -527,7 +527,8 @@ def make_demo(profile: str | profiles.Profile = "tiny", seed: int = 0, root: str
                 "satellite_confusion": SATELLITE_CONFUSION, "photo_jitter": PHOTO_JITTER,
                 "satellite_jitter": SATELLITE_JITTER, "satellite_mix": SATELLITE_MIX,
                 "label_error_rate": LABEL_ERROR_RATE, "label_near_miss": LABEL_NEAR_MISS,
-                "habitat_temperature": HABITAT_TEMPERATURE}
+                "habitat_temperature": HABITAT_TEMPERATURE,
+                "label_columns": list(labels.LEVEL_COLUMNS.values())}   # the truth file's columns
     manifest_path = out / "manifest.json"
     if not overwrite and manifest_path.exists() and cache.reusable(out, settings, "demo", verbose=verbose):
         return out
@@ -623,8 +624,8 @@ def make_demo(profile: str | profiles.Profile = "tiny", seed: int = 0, root: str
     pd.DataFrame(embal_rows).to_csv(out / "embal/embal_photos.csv", index=False)
 
     site_ids = [f"{f}:{nid}" for f, nid in zip(family, native)]
-    truth = pd.DataFrame({"site_id": site_ids, "source": family, "eunis_l3": codes,
-                          "eunis_l2": [c[:2] for c in codes], "eunis_l1": [c[:1] for c in codes],
+    truth = pd.DataFrame({"site_id": site_ids, "source": family, "label_l3": codes,
+                          "label_l2": [c[:2] for c in codes], "label_l1": [c[:1] for c in codes],
                           "label": [c[:k] if lab else None for c, k, lab in zip(label_code, level, labelled)],
                           "label_wrong": label_wrong})
     truth.to_parquet(out / "truth.parquet", index=False)
@@ -667,20 +668,20 @@ def load_truth(folder: str | Path) -> pd.DataFrame:
 
 
 def true_labels(data) -> pd.DataFrame:
-    """Every site's true habitat at levels 1-3 (columns ``eunis_l1``, ``eunis_l2``, ``eunis_l3``), row for
+    """Every site's true habitat at levels 1-3 (columns ``label_l1``, ``label_l2``, ``label_l3``), row for
     row with ``data.sites`` (``data`` from ``hh.dataspec.load`` on a demo folder). Only a synthetic demo
     knows it; the recorded labels (``data.labels``) are the survey's, with their gaps and errors."""
 
     if not data.is_demo:
         raise ValueError(f"{data.name}: only the synthetic demo knows every site's true habitat")
     scheme = labels.get(data.label_scheme)
-    truth = load_truth(data.folder).set_index("site_id")["eunis_l3"]
+    truth = load_truth(data.folder).set_index("site_id")["label_l3"]
     missing = ~data.sites["site_id"].isin(truth.index)
     if missing.any():
         raise ValueError(f"{int(missing.sum())} sites of {data.name} are not in {data.folder}/truth.parquet "
                          f"(e.g. {data.sites['site_id'][missing].iloc[0]!r})")
     true_l3 = truth.loc[data.sites["site_id"]].to_numpy(object)
-    return pd.DataFrame({f"eunis_l{k}": [scheme.ancestor(c, k) for c in true_l3] for k in (1, 2, 3)})
+    return pd.DataFrame({f"label_l{k}": [scheme.ancestor(c, k) for c in true_l3] for k in (1, 2, 3)})
 
 
 def load_manifest(folder: str | Path) -> dict:

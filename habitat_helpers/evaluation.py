@@ -888,7 +888,7 @@ def cross_validate(lat, lon, labels: pd.DataFrame, embeddings: dict[str, np.ndar
     lat, lon
         site coordinates in degrees.
     labels
-        ``eunis_l1, eunis_l2, eunis_l3`` per site (``None`` where unknown; a site labelled
+        ``label_l1, label_l2, label_l3`` per site (``None`` where unknown; a site labelled
         at level 2 trains and is scored at levels 1 and 2).
     embeddings
         per modality, ``n_sites x d`` (NaN rows where a site lacks it).
@@ -928,8 +928,8 @@ def cross_validate(lat, lon, labels: pd.DataFrame, embeddings: dict[str, np.ndar
     if not isinstance(n_jobs, (int, np.integer)) or n_jobs < 1:
         raise ValueError(f"n_jobs must be a positive integer, not {n_jobs!r}")
     lat, lon = np.asarray(lat, float), np.asarray(lon, float)
-    labels = labels.reset_index(drop=True)
-    keep_cols = list(classify.LEVEL_COLUMNS.values()) + [c for c in ("eunis_candidates",) if c in labels]
+    labels = label_schemes.current_names(labels, "labels").reset_index(drop=True)
+    keep_cols = list(classify.LEVEL_COLUMNS.values()) + [c for c in ("label_candidates",) if c in labels]
     labels = labels[keep_cols]
     modalities = tuple(modalities)
     missing = [m for m in modalities if m not in embeddings]
@@ -939,7 +939,7 @@ def cross_validate(lat, lon, labels: pd.DataFrame, embeddings: dict[str, np.ndar
     names = [m.name for m in models]
     if len(set(names)) != len(names):
         raise ValueError(f"model names must be unique: {names}")
-    labelled = labels["eunis_l1"].notna().to_numpy()
+    labelled = labels["label_l1"].notna().to_numpy()
     extra = np.zeros(len(lat), bool) if extra is None else np.asarray(extra, bool)
     if extra.shape != lat.shape:
         raise ValueError(f"extra must be one boolean per site ({len(lat)}), not {extra.shape}")
@@ -1102,7 +1102,7 @@ def _fold_rows(c: _FoldContext, seed: int, fold: int, fold_of: np.ndarray) -> di
 
     out = {"scores": [], "any_modality": [], "failures": [], "choices": [], "predictions": {}, "pool": []}
     lat, lon, labels, protocol = c.lat, c.lon, c.labels, c.protocol
-    labelled = labels["eunis_l1"].notna().to_numpy()
+    labelled = labels["label_l1"].notna().to_numpy()
     present = _present(c.embeddings, c.modalities)
     n_per_level = {level: int(labels[classify.LEVEL_COLUMNS[level]].notna().sum()) for level in LEVELS}
     test = fold_of == fold
@@ -1178,7 +1178,7 @@ def _fold_rows(c: _FoldContext, seed: int, fold: int, fold_of: np.ndarray) -> di
 def _align_pool(c: _FoldContext, pool: str, fit_sites, val_sites, test, near) -> np.ndarray:
     """The sites that train the heads in one fold (:data:`ALIGN_POOLS`); for ``"labelled"`` the
     caller keeps only the sampled labelled ones."""
-    labelled = c.labels["eunis_l1"].notna().to_numpy()
+    labelled = c.labels["label_l1"].notna().to_numpy()
     if pool == "labelled":
         return fit_sites & labelled
     if pool == "training":

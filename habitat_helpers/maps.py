@@ -330,7 +330,7 @@ def _popup_text(row, columns, scheme) -> str:
     for column in columns:
         value = row.get(column)
         text = "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
-        if column.startswith("eunis") and text and scheme.is_valid(text):
+        if column in (labels.LABEL_COLUMN, *labels.LEVEL_COLUMNS.values()) and text and scheme.is_valid(text):
             text = f"{text} {scheme.name_of(text)}"
         lines.append(f"<b>{html.escape(str(column))}</b>: {html.escape(text)}")
     return "<br>".join(lines)
@@ -338,12 +338,12 @@ def _popup_text(row, columns, scheme) -> str:
 
 def folium_prediction_map(grid: pd.DataFrame, predictions: pd.DataFrame, sites=None,
                           levels=(1, 2, 3), uncertainty_column: str = "entropy_l3", title: str = "",
-                          popup_columns=("site_id", "eunis_code"), tiles: bool = True, offline: bool = True,
+                          popup_columns=("site_id", "label"), tiles: bool = True, offline: bool = True,
                           scheme="eunis"):
     """Interactive map: one overlay per level of ``scheme``, an uncertainty overlay, country outlines,
     optional labelled-site markers, a layer control and a legend (a section per layer).
 
-    ``predictions`` has one row per grid cell (``eunis_l1..3`` and the uncertainty column).
+    ``predictions`` has one row per grid cell (``label_l1..3`` and the uncertainty column).
     Popups show ``popup_columns`` of ``sites``, HTML-escaped (a site named ``<script>`` is shown,
     not run). With ``offline`` (default) Leaflet is written into the page (:func:`bundle_leaflet`);
     the OpenStreetMap background (``tiles``) is the only thing that needs the internet.
@@ -358,7 +358,7 @@ def folium_prediction_map(grid: pd.DataFrame, predictions: pd.DataFrame, sites=N
     fmap = _base_map(grid.attrs["bbox"], tiles, offline)
     sections = []
     for level in levels:
-        col = f"eunis_l{level}"
+        col = f"label_l{level}"
         raster = to_raster(grid, predictions[col].to_numpy(object))
         colours = class_colours(predictions[col].dropna(), scheme)
         folium.raster_layers.ImageOverlay(
@@ -376,10 +376,10 @@ def folium_prediction_map(grid: pd.DataFrame, predictions: pd.DataFrame, sites=N
         sections.append(_scale_section(f"Uncertainty ({uncertainty_column})", finite.min(), finite.max()))
     if sites is not None:
         group = folium.FeatureGroup(name="Labelled sites", show=False)
-        labelled = sites[sites["eunis_l1"].notna()]
-        colours = class_colours(labelled["eunis_l1"], scheme)
+        labelled = sites[sites["label_l1"].notna()]
+        colours = class_colours(labelled["label_l1"], scheme)
         for _, s in labelled.iterrows():
-            folium.CircleMarker([s["lat"], s["lon"]], radius=3, color=colours[s["eunis_l1"]], fill=True,
+            folium.CircleMarker([s["lat"], s["lon"]], radius=3, color=colours[s["label_l1"]], fill=True,
                                 popup=folium.Popup(_popup_text(s, popup_columns, scheme), max_width=280)).add_to(group)
         group.add_to(fmap)
     if title:
@@ -389,7 +389,7 @@ def folium_prediction_map(grid: pd.DataFrame, predictions: pd.DataFrame, sites=N
     return fmap
 
 
-def folium_sites_map(sites, colour_column: str = "eunis_l1", popup_columns=("site_id", "eunis_code"),
+def folium_sites_map(sites, colour_column: str = "label_l1", popup_columns=("site_id", "label"),
                      tiles: bool = True, offline: bool = True, scheme="eunis"):
     """Interactive map of sites coloured by ``colour_column`` (grey where unlabelled), one layer
     per class, country outlines, a legend, and HTML-escaped popups of ``popup_columns``; codes
@@ -450,7 +450,7 @@ def static_prediction_map(ax, grid: pd.DataFrame, predictions: pd.DataFrame, lev
 
     bbox = grid.attrs["bbox"]
     land_background(ax, bbox)
-    col = f"eunis_l{level}"
+    col = f"label_l{level}"
     raster = to_raster(grid, predictions[col].to_numpy(object))
     colours = class_colours(predictions[col].dropna(), scheme)
     ax.imshow(_rgba(raster, colours), extent=(bbox[0], bbox[2], bbox[1], bbox[3]), interpolation="nearest")
@@ -601,7 +601,7 @@ def predict_rasters(bbox, resolution_deg: float, predict, classes: dict[int, lis
     """Predict every cell of a grid, streamed in blocks of rows, into preallocated rasters.
 
     ``predict(chunk)`` gets a DataFrame of cells (``lat, lon``) and returns a DataFrame with
-    ``eunis_l1, eunis_l2, eunis_l3, p_l3, entropy_l3`` (e.g. a classifier's ``predict`` on the
+    ``label_l1, label_l2, label_l3, p_l3, entropy_l3`` (e.g. a classifier's ``predict`` on the
     cells' features). ``classes[level]`` lists the codes the model can predict: raster value
     ``i + 1`` is the ``i``-th code in sorted order (as in :func:`class_legend`) and 0 is no data. Memory holds one block of cells plus
     the output rasters (3 bytes + 8 bytes per cell), whatever the grid's size. ``within`` (e.g.
@@ -626,7 +626,7 @@ def predict_rasters(bbox, resolution_deg: float, predict, classes: dict[int, lis
                 pred = predict(chunk)
                 r, c = chunk["row"].to_numpy(), chunk["col"].to_numpy()
                 for k in (1, 2, 3):
-                    out[f"level{k}"][r, c] = [lookup[k].get(v, 0) for v in pred[f"eunis_l{k}"]]
+                    out[f"level{k}"][r, c] = [lookup[k].get(v, 0) for v in pred[f"label_l{k}"]]
                 out["p_l3"][r, c] = pred["p_l3"].to_numpy(np.float32)
                 out["entropy_l3"][r, c] = pred["entropy_l3"].to_numpy(np.float32)
                 cells += len(chunk)

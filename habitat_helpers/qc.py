@@ -68,6 +68,7 @@ import numpy as np
 import pandas as pd
 
 from . import align, classify, datasets, embed, encoders, environment, evaluation, landmask, spatial
+from . import labels as labels_module
 from .align import AlignConfig, AlignmentModel
 from .classify import HierarchicalClassifier
 from .environment import Standardiser
@@ -96,7 +97,7 @@ ALIGN_SETTINGS = {"dim": 64, "hidden": 256, "epochs": 25, "patience": 6, "batch_
 #: Scores and baselines reported by :func:`displacement_experiment`.
 EXPERIMENT_SCORES = (*SCORES, "p_combined", "nearest_same_label_km", "random")
 
-_LABEL_COLUMNS = ("eunis_l1", "eunis_l2", "eunis_l3")
+_LABEL_COLUMNS = ("label_l1", "label_l2", "label_l3")
 _IMAGE_MODALITIES = ("photo", "satellite")
 _INPUT_NAMES = {"photo": "no photo", "satellite": "no satellite patch"}
 
@@ -354,7 +355,7 @@ def fit_location_qc(embeddings: dict[str, np.ndarray], lat, lon, labels: pd.Data
     lat, lon
         the stated coordinates of all ``n_sites`` sites, in degrees.
     labels
-        ``eunis_l1, eunis_l2, eunis_l3`` per site (``None`` where unknown; any label scheme).
+        ``label_l1, label_l2, label_l3`` per site (``None`` where unknown; any label scheme).
     train_idx, val_idx
         row positions of the training and the calibration sites (disjoint).
     model
@@ -508,6 +509,7 @@ def score_out_of_fold(embeddings: dict[str, np.ndarray], lat, lon, labels: pd.Da
     """:func:`fit_out_of_fold`, then every site scored by the fold model that did not see it
     (:meth:`OutOfFoldQC.score`): the :data:`SCORE_COLUMNS` table plus ``fold``, one row per site;
     ``attrs["block_size_deg"]`` is the block side used."""
+    labels = labels_module.current_names(labels, "labels")
     lat, lon = np.asarray(lat, float), np.asarray(lon, float)
     gps_encoder = gps_encoder or GeoClipLocations(device)
     covariates = _covariates(env)
@@ -734,7 +736,7 @@ def summary_text(flags: pd.DataFrame, false_alarm: float, embeddings, labels: pd
     n = len(flags)
     inputs = [f"{m}: {int((~np.isnan(embeddings[m]).any(axis=1)).sum())} sites" for m in _IMAGE_MODALITIES
               if m in embeddings]
-    inputs.append(f"labels: {int(labels['eunis_l1'].notna().sum())} sites")
+    inputs.append(f"labels: {int(labels['label_l1'].notna().sum())} sites")
     inputs.append("environmental covariates: yes" if env else "environmental covariates: no (--env adds them)")
     scored = flags["p_combined"].notna()
     lines = [f"location check of {n} sites ({', '.join(inputs)}), out of fold in blocks of {block_size_deg:g}°",

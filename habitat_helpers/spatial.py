@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import sparse
 
+from .labels import current_names
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -684,12 +686,13 @@ FALLBACK_BLOCK_SIZE_DEG = 2.0
 def resolve_block_size(lat, lon, labels: pd.DataFrame, block_size_deg=None, seed: int = 0) -> tuple[float, dict]:
     """The block side in degrees and how it was chosen: ``block_size_deg`` itself, or for
     ``"auto"`` (the default, as :attr:`habitat_helpers.evaluation.Protocol.block_size_deg`) the labels' autocorrelation range
-    (level 1, ``labels["eunis_l1"]``) turned into degrees. Every split of the book (the
+    (level 1, ``labels["label_l1"]``) turned into degrees. Every split of the book (the
     alignment's in chapters 2, 3 and 5, the folds of chapter 4) sizes its blocks here."""
     block_size_deg = "auto" if block_size_deg is None else block_size_deg
     if block_size_deg != "auto":
         return float(block_size_deg), {"block_size_deg": float(block_size_deg), "block_size_rule": "given"}
-    codes = labels["eunis_l1"].to_numpy(object) if "eunis_l1" in labels else np.full(len(lat), None, object)
+    labels = current_names(labels, "labels")
+    codes = labels["label_l1"].to_numpy(object) if "label_l1" in labels else np.full(len(lat), None, object)
     key = _range_key(lat, lon, codes, seed)
     if key not in _RANGES:           # a chapter sizes the same labels' blocks several times
         if len(_RANGES) >= 8:

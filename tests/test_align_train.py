@@ -73,7 +73,7 @@ def test_resume_from_checkpoint_gives_the_uninterrupted_numbers(tmp_path):
 
 def _inputs(tmp_path):
     lat, lon, emb = _clustered(n=180, seed=1)
-    rows = [{"site_id": f"t:{i:04d}", "source": "test", "lat": lat[i], "lon": lon[i], "eunis_code": None,
+    rows = [{"site_id": f"t:{i:04d}", "source": "test", "lat": lat[i], "lon": lon[i], "label": None,
              "photos": [], "photo_views": [], "satellite": None} for i in range(len(lat))]
     sites = hh.datasets.finalise(pd.DataFrame(rows), hh.datasets.LoadReport("test"), verbose=False)
     table = hh.datasets.write_sites(sites, tmp_path / "sites.parquet")

@@ -109,8 +109,8 @@ def test_read_table_counts_every_bad_row(sites_csv, capsys):
     assert sites.attrs["unknown_codes"] == {"Z99": 1}
     assert sites.attrs["columns"]["label_format"] == "EUNIS codes"
     row = sites[sites["site_id"] == "sites:unknown-code"].iloc[0]
-    assert pd.isna(row["eunis_code"]) and pd.isna(row["eunis_l1"])
-    assert sites["eunis_l3"].notna().sum() == n_good
+    assert pd.isna(row["label"]) and pd.isna(row["label_l1"])
+    assert sites["label_l3"].notna().sum() == n_good
     printed = capsys.readouterr().out
     assert "skipped, duplicated site id: 1" in printed and "'Z99' (1)" in printed
 
@@ -122,7 +122,7 @@ def test_read_table_finds_eva_names_and_reads_expert_system(eva_csv):
         ("Latitude", "Longitude", "Expert System", "PlotObservationID")
     assert columns["label_format"].startswith("EUNIS-ESy")
     _assert_report(sites.attrs["load_report"], len(synthetic_sites()))
-    labels = sites.set_index("site_id")["eunis_code"]
+    labels = sites.set_index("site_id")["label"]
     first = synthetic_sites()[:3]
     assert labels[f"eva_header:{first[0]['site_id']}"] == first[0]["eunis_code"][:2]   # "R11, R12!" -> R1
     assert labels[f"eva_header:{first[1]['site_id']}"] == first[1]["eunis_code"]       # "R12!" -> R12
@@ -135,7 +135,7 @@ def test_read_table_semicolons_decimal_commas_and_no_id_column(tmp_path):
     sites = datasets.read_table(path, verbose=False)
     assert sites["lat"].tolist() == [48.25, 48.30]
     assert sites["site_id"].tolist() == ["plots:line2", "plots:line3"]   # line numbers in the file
-    assert sites["eunis_code"].tolist() == ["T11", "Q"]                  # 'Qa' switched on ESy reading
+    assert sites["label"].tolist() == ["T11", "Q"]                  # 'Qa' switched on ESy reading
     report = sites.attrs["load_report"]
     assert report["skipped"] == {"missing coordinates": 1}
     assert report["notes"]["coordinates with a decimal comma (read as a point)"] == 5
@@ -149,7 +149,7 @@ def test_read_table_geoparquet_geometry_in_another_crs(tmp_path):
     plots.to_crs("EPSG:3035").to_parquet(tmp_path / "plots.parquet")          # ETRS89-LAEA metres
     sites = datasets.read_table(tmp_path / "plots.parquet", site_id="plot", verbose=False)
     np.testing.assert_allclose(sites[["lat", "lon"]].to_numpy(float), [[48.1, 7.1], [45.0, 3.0]], atol=1e-6)
-    assert sites["site_id"].tolist() == ["plots:a", "plots:b"] and sites["eunis_code"].tolist() == ["T11", "R22"]
+    assert sites["site_id"].tolist() == ["plots:a", "plots:b"] and sites["label"].tolist() == ["T11", "R22"]
 
 
 def test_read_table_photo_and_satellite_columns(tmp_path):

@@ -163,7 +163,7 @@ def test_resolve_block_size_estimates_the_same_labels_once(monkeypatch):
     import pandas as pd
 
     lat, lon, codes = field_sites(100, n=600)
-    labels = pd.DataFrame({"eunis_l1": codes})
+    labels = pd.DataFrame({"label_l1": codes})
     calls = []
     estimate = spatial.autocorrelation_range_km
 
@@ -178,7 +178,7 @@ def test_resolve_block_size_estimates_the_same_labels_once(monkeypatch):
     again = spatial.resolve_block_size(lat, lon, labels, "auto", seed=0)
     assert len(calls) == 1 and again[0] == first[0] and again[1]["block_size_deg"] == first[0]
     changed = labels.copy()
-    changed.loc[0, "eunis_l1"] = "B" if codes[0] == "A" else "A"
+    changed.loc[0, "label_l1"] = "B" if codes[0] == "A" else "A"
     spatial.resolve_block_size(lat, lon, changed, "auto", seed=0)
     spatial.resolve_block_size(lat, lon, labels, "auto", seed=1)
     assert len(calls) == 3                             # other labels or another seed: estimated again

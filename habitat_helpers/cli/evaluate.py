@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     help="one more env covariate from your own GeoTIFF or NetCDF (any CRS, bilinear), e.g. "
                          "dem=/data/eu_dem.tif or bio1=/data/wc2.1_30s_bio_1.tif:1; repeat for several")
     cv.add_argument("--levels", type=comma_list(int, (1, 2, 3)), default=[1, 2, 3],
-                    help="EUNIS levels reported in results.json (default: 1,2,3)")
+                    help="levels of the label scheme reported in results.json (default: 1,2,3)")
     protocol = evaluation.Protocol()          # every default below comes from here
     cv.add_argument("--folds", type=int, default=protocol.folds,
                     help=f"spatial cross-validation folds (default: {protocol.folds})")
@@ -115,7 +115,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     seeds = args.seeds if args.seed is None else [args.seed]
     protocol = _check_evaluate_arguments(args, seeds)
     sites, scheme = read_sites(args)
-    labels = pd.DataFrame(sites[["eunis_l1", "eunis_l2", "eunis_l3"]]).reset_index(drop=True)
+    labels = pd.DataFrame(sites[["label_l1", "label_l2", "label_l3"]]).reset_index(drop=True)
     _check_sites(sites, labels, args, seeds)
     extra = np.zeros(len(sites), bool)
     if args.extra_sites:
@@ -124,7 +124,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         sites = pd.concat([sites, more], ignore_index=True)
         sites.attrs.update(attrs, extra_sites={"file": str(Path(args.extra_sites).resolve()), "sites": len(more),
                                                "load_report": more.attrs.get("load_report")})
-        labels = pd.DataFrame(sites[["eunis_l1", "eunis_l2", "eunis_l3"]]).reset_index(drop=True)
+        labels = pd.DataFrame(sites[["label_l1", "label_l2", "label_l3"]]).reset_index(drop=True)
         extra = np.r_[extra, np.ones(len(more), bool)]
     lat, lon = sites["lat"].to_numpy(float), sites["lon"].to_numpy(float)
 
@@ -253,16 +253,16 @@ def _check_evaluate_arguments(args, seeds):
 def _check_sites(sites, labels: pd.DataFrame, args, seeds) -> None:
     """Problems in the table itself, found before the (possibly long) embedding."""
 
-    labelled = labels["eunis_l1"].notna()
+    labelled = labels["label_l1"].notna()
     if not labelled.any():
         where = sites.attrs["columns"].get("label", sites.attrs["columns"].get("data spec"))
         raise UsageError(f"no labelled rows: none of the {len(sites)} sites kept has a known "
                          f"{args.label_scheme} code in {where!r} (see the report above)")
     if all(labels[column].nunique() < 2 for column in labels.columns):
         raise UsageError("all labelled sites share one habitat at every level: a classifier needs at least two")
-    unlabelled = [level for level in args.levels if labels[f"eunis_l{level}"].isna().all()]
+    unlabelled = [level for level in args.levels if labels[f"label_l{level}"].isna().all()]
     if len(unlabelled) == len(args.levels):
-        deepest = max(level for level in (1, 2, 3) if labels[f"eunis_l{level}"].notna().any())
+        deepest = max(level for level in (1, 2, 3) if labels[f"label_l{level}"].notna().any())
         raise UsageError(f"no site is labelled at level {', '.join(map(str, unlabelled))}: the labels stop at "
                          f"level {deepest}; ask for --levels {','.join(map(str, range(1, deepest + 1)))}")
     for level in unlabelled:

@@ -121,7 +121,7 @@ def read_extra_sites(args):
                                     label_scheme=args.label_scheme)
     except ValueError as err:
         raise UsageError(f"--extra-sites: {err}") from None
-    labelled = int(extra["eunis_l1"].notna().sum())
+    labelled = int(extra["label_l1"].notna().sum())
     if labelled:
         raise UsageError(f"--extra-sites: {labelled} rows carry a label in {extra.attrs['columns']['label']!r}; "
                          "extra sites only train the alignment: move the labelled rows to --sites")

@@ -70,7 +70,7 @@ def run(args) -> int:
         if not has[m].any():
             raise UsageError(f"no site has a usable {m} file (see the notes above): fix the paths or drop the "
                                  f"{'--photo-cols' if m == 'photo' else '--satellite-col'} option")
-    if not modalities and labels["eunis_l1"].isna().all():
+    if not modalities and labels["label_l1"].isna().all():
         raise UsageError("nothing to check the coordinates against: the table has no labelled site and no "
                              "photo or satellite column (--label-col, --photo-cols, --satellite-col)")
 
