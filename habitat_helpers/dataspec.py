@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from . import datasets, demo, paths, profiles
@@ -19,14 +20,17 @@ from .datasets import read_embal, read_eva, read_lucas, read_satellite, read_tab
 
 #: What each kind of source in a data spec accepts (paths are relative to the spec's folder;
 #: ``~`` and ``$VARIABLES`` are expanded). Required keys first, then the optional ones.
+#: ``extra: true`` marks a source of unlabelled sites that only train the alignment
+#: (:attr:`Data.extra`; ``Protocol(align_pool="extra")``).
 SPEC_SOURCES = {
-    "lucas": ({"table"}, {"photos", "labels", "label_column", "coordinates", "views"}),
-    "eva": ({"header"}, {"label_column", "sep"}),
-    "embal": ({"table"}, {"photos", "columns"}),
-    "table": ({"path"}, {"lat", "lon", "label", "site_id", "photos", "satellite", "esy", "sep"}),
+    "lucas": ({"table"}, {"photos", "labels", "label_column", "coordinates", "views", "extra"}),
+    "eva": ({"header"}, {"label_column", "sep", "extra"}),
+    "embal": ({"table"}, {"photos", "columns", "extra"}),
+    "table": ({"path"}, {"lat", "lon", "label", "site_id", "photos", "satellite", "esy", "sep", "extra"}),
     "satellite": ({"root"}, {"pattern", "sources", "tolerance_m"}),
 }
 SPEC_KEYS = {"name", "description", "label_scheme", "synthetic", "sources"}
+_EXTRA = "_extra_source"                  # a part's mark while the parts are put together
 
 
 @dataclass
@@ -45,6 +49,13 @@ class Data:
     key: str | None = None
     folder: Path | None = None          # the demo's folder (its manifest and truth), else None
     spec: dict = field(default_factory=dict)
+    #: One boolean per site: the sites of sources marked ``extra: true`` in the data spec,
+    #: unlabelled, which only train the alignment (``cross_validate(extra=data.extra)``). None: none.
+    extra: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.extra is None:
+            self.extra = np.zeros(len(self.sites), bool)
 
     def run_dir(self, profile: str, seed: int) -> Path:
         """The cache folder for this data, profile and seed (:func:`habitat_helpers.paths.run_dir`)."""
@@ -117,10 +128,16 @@ def load(data: str | Path = "demo", profile="tiny", seed: int = 0, *, verbose: b
                 continue
             part = _read_source(kind, source, spec["label_scheme"])
             reports[part["source"].iloc[0] if len(part) else kind] = part.attrs.get("load_report", {})
+            if source.get("extra") and len(part) and part["label_l1"].notna().any():
+                raise ValueError(f"{spec['path']}: the {kind} source is marked extra (unlabelled sites that only "
+                                 f"train the alignment), but {int(part['label_l1'].notna().sum())} of its sites "
+                                 "carry labels: drop its labels or the extra key")
+            part[_EXTRA] = bool(source.get("extra", False))
             parts.append(part)
         sites = _combine(parts)
+        extra = sites.pop(_EXTRA).fillna(False).to_numpy(bool)
         result = Data(spec["name"], sites, _report_frame(reports), spec["label_scheme"],
-                      spec["synthetic"], _spec_key(spec), None, spec)
+                      spec["synthetic"], _spec_key(spec), None, spec, extra)
     if verbose:
         _print_report(result)
     return result
@@ -173,6 +190,8 @@ def read_spec(path) -> dict:
         if extra:
             raise ValueError(f"{where} ({kind}): unknown key(s) {sorted(extra)}; "
                              f"it takes {sorted(required)} and optionally {sorted(optional)}")
+        if not isinstance(source.get("extra", False), bool):
+            raise ValueError(f"{where} ({kind}): extra is true or false, not {source['extra']!r}")
         source = dict(source)
         for key in ("table", "header", "path", "root", "labels"):
             if key in source and source[key] is not None:

@@ -252,7 +252,7 @@ def test_evaluate_eva_export_with_named_columns(eva_csv, folder):
     (["--align-grid", "radius_km=near"], "'near' is not a float"),
     (["--modalities", "gps,photo"], "--photo-cols"),
     (["--modalities", "gps,photo", "--photo-cols", "note"], "no site has a usable photo file"),
-    (["--modalities", "gps,env", "--align-pool", "extra"], "--align-pool extra needs --extra-sites"),
+    (["--modalities", "gps,env", "--align-pool", "extra"], "--align-pool extra needs unlabelled extra sites"),
     (["--align-pool", "transductive"], "the alignment needs two or more --modalities"),
     (["--modalities", "gps,env", "--extra-sites", "x.csv"], "--extra-sites is read only with --align-pool"),
     (["--align-grid", "positives=radius,nearby"], "positives must be one of"),
@@ -446,3 +446,20 @@ def test_evaluate_with_extra_sites_and_the_alignment_options(sites_csv, folder, 
     pd.DataFrame(extra_rows).to_csv(extra_csv, index=False)
     assert cli.main(args) == 2
     assert "rows carry a label" in capsys.readouterr().err
+
+
+def test_evaluate_reads_extra_sites_from_a_data_spec(sites_csv, folder, tmp_path):
+    """A data spec's source marked 'extra: true' gives the unlabelled sites of --align-pool extra,
+    without --extra-sites."""
+    extra_rows = synthetic_sites(n_clusters=6, per_cluster=8, seed=11)
+    pd.DataFrame(extra_rows)[["site_id", "lat", "lon"]].to_csv(tmp_path / "more.csv", index=False)
+    (tmp_path / "spec.yml").write_text(f"name: with-extra\nsources:\n  - kind: table\n    path: {sites_csv}\n"
+                                       "    site_id: site_id\n  - kind: table\n    path: more.csv\n"
+                                       "    site_id: site_id\n    label: null\n    extra: true\n")
+    out = tmp_path / "results.json"
+    args = _evaluate(tmp_path / "spec.yml", out, folder / "cache", "--modalities", "gps,env", "--levels", "1",
+                     "--seed", "0", "--align-epochs", "2", "--align-pool", "extra")
+    assert cli.main(args) == 0
+    settings = json.loads(out.read_text())["settings"]
+    assert settings["align_pool"] == "extra" and settings["n_extra_sites"] == len(extra_rows)
+    assert settings["align_pool_sites_per_fold"]["all"] > settings["n_sites"] * 0.3

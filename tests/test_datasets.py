@@ -251,6 +251,28 @@ def test_candidates_survive_combining_sources(tmp_path):
     assert combined["label_candidates"].tolist().count("R22;R23") == 1
 
 
+def test_a_data_spec_marks_sources_of_extra_sites(tmp_path):
+    """A source marked 'extra: true' gives unlabelled sites that only train the alignment
+    (Data.extra, one boolean per site); labels in such a source, or a non-boolean mark, are errors."""
+    (tmp_path / "plots.csv").write_text("id,lat,lon,eunis_code\np1,48.2,11.4,R22\np2,48.3,11.5,T11\n")
+    (tmp_path / "more.csv").write_text("id,lat,lon\nm1,48.4,11.6\nm2,48.5,11.7\nm3,48.6,11.8\n")
+    def spec(second: str, *keys: str):
+        lines = ["name: pooled", "sources:", "  - kind: table", "    path: plots.csv", "  - kind: table",
+                 f"    path: {second}", *(f"    {k}" for k in keys)]
+        (tmp_path / "spec.yml").write_text("\n".join(lines) + "\n")
+        return tmp_path / "spec.yml"
+
+    data = hh.dataspec.load(spec("more.csv", "label: null", "extra: true"), verbose=False)
+    assert data.extra.tolist() == [False, False, True, True, True]
+    assert "_extra_source" not in data.sites.columns and data.sites.loc[data.extra, "label_l1"].isna().all()
+    assert not hh.dataspec.Data("x", data.sites, data.report).extra.any()       # no spec: no extra sites
+    spec("plots.csv", "site_id: id", "extra: true")
+    with pytest.raises(ValueError, match="the table source is marked extra .* 2 of its sites carry labels"):
+        hh.dataspec.load(tmp_path / "spec.yml", verbose=False)
+    with pytest.raises(ValueError, match="extra is true or false"):
+        hh.dataspec.load(spec("more.csv", "label: null", "extra: yes please"), verbose=False)
+
+
 @pytest.mark.slow
 def test_demo_eva_candidates(tmp_path):
     """The demo's EVA cells such as 'R22, R21' reach hh.dataspec.load as label_candidates."""

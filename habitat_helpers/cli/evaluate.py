@@ -110,14 +110,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-
-
     seeds = args.seeds if args.seed is None else [args.seed]
     protocol = _check_evaluate_arguments(args, seeds)
-    sites, scheme = read_sites(args)
+    sites, scheme, extra = read_sites(args)
     labels = pd.DataFrame(sites[["label_l1", "label_l2", "label_l3"]]).reset_index(drop=True)
     _check_sites(sites, labels, args, seeds)
-    extra = np.zeros(len(sites), bool)
+    if args.align_pool == "extra" and not args.extra_sites and not extra.any():
+        raise UsageError("--align-pool extra needs unlabelled extra sites: --extra-sites TABLE, or sources marked "
+                         "'extra: true' in the data spec")
     if args.extra_sites:
         more = read_extra_sites(args)
         attrs = dict(sites.attrs)                   # what the report reads about the study's table
@@ -230,8 +230,6 @@ def _check_evaluate_arguments(args, seeds):
         raise UsageError(str(err)) from None
     if args.align_pool in ("extra", "transductive") and len(args.modalities) < 2:
         raise UsageError(f"--align-pool {args.align_pool}: the alignment needs two or more --modalities")
-    if args.align_pool == "extra" and not args.extra_sites:
-        raise UsageError("--align-pool extra needs --extra-sites TABLE (unlabelled sites)")
     if args.extra_sites and args.align_pool not in ("extra", "transductive"):
         raise UsageError(f"--extra-sites is read only with --align-pool extra or transductive, not {args.align_pool}")
     if "photo" in args.modalities and not args.photo_cols:

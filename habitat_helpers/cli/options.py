@@ -8,6 +8,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from .. import datasets, dataspec, encoders, environment
 from ..errors import UsageError, comma_list
 
@@ -88,8 +90,9 @@ def env_features(lat, lon, covariates=None, rasters=None):
 
 
 def read_sites(args):
-    """The site table and its label scheme, from a table (with the options of
-    :func:`add_table_arguments`) or a data spec."""
+    """The site table, its label scheme and the extra sites (one boolean per site: the sources a data
+    spec marks ``extra: true``), from a table (with the options of :func:`add_table_arguments`) or a
+    data spec."""
     if Path(args.sites).suffix.lower() in (".yml", ".yaml"):
         try:
             data = dataspec.load(args.sites)
@@ -102,11 +105,11 @@ def read_sites(args):
         sites.attrs.update(columns={"data spec": str(Path(args.sites).resolve())},
                            load_report={"sources": data.report.reset_index().to_dict(orient="records")},
                            unknown_codes={})
-        return sites, data.label_scheme
+        return sites, data.label_scheme, data.extra
     sites = datasets.read_table(args.sites, lat=args.lat_col, lon=args.lon_col, label=args.label_col,
                                 site_id=args.id_col, photo_columns=args.photo_cols, satellite=args.satellite_col,
                                 esy=args.esy, sep=_separator(args), label_scheme=args.label_scheme)
-    return sites, args.label_scheme
+    return sites, args.label_scheme, np.zeros(len(sites), bool)
 
 
 def read_extra_sites(args):

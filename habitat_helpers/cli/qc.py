@@ -59,7 +59,7 @@ def run(args) -> int:
         raise UsageError("--block-size-deg must be positive")
     if args.align_epochs is not None and args.align_epochs < 1:
         raise UsageError("--align-epochs must be at least 1")
-    sites, scheme = read_sites(args)
+    sites, scheme, _ = read_sites(args)     # the QC scores every site
     sites = sites.reset_index(drop=True)
     lat, lon = sites["lat"].to_numpy(float), sites["lon"].to_numpy(float)
     labels = pd.DataFrame(sites[list(qc._LABEL_COLUMNS)]).reset_index(drop=True)
