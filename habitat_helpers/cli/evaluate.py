@@ -26,7 +26,7 @@ from .options import (
     env_features,
     env_rasters,
     read_extra_sites,
-    read_sites,
+    read_study,
 )
 
 
@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     seeds = args.seeds if args.seed is None else [args.seed]
     protocol = _check_evaluate_arguments(args, seeds)
-    sites, scheme, extra = read_sites(args)
+    sites, scheme, extra = read_study(args)
     labels = pd.DataFrame(sites[["label_l1", "label_l2", "label_l3"]]).reset_index(drop=True)
     _check_sites(sites, labels, args, seeds)
     if args.align_pool == "extra" and not args.extra_sites and not extra.any():

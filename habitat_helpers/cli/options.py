@@ -26,7 +26,7 @@ def _block_size(text: str):
 
 def add_table_arguments(parser: argparse.ArgumentParser) -> None:
     """The options naming the table of sites and its columns (``evaluate``, ``qc``), read by
-    :func:`read_sites`."""
+    :func:`read_study`."""
     table = parser.add_argument_group("the table of sites")
     table.add_argument("--sites", required=True,
                        help="CSV/TSV (separator detected) or (Geo)Parquet of sites, or a data spec (.yml: the "
@@ -89,7 +89,7 @@ def env_features(lat, lon, covariates=None, rasters=None):
     return environment.features(lat, lon, list(covariates), rasters)
 
 
-def read_sites(args):
+def read_study(args):
     """The site table, its label scheme and the extra sites (one boolean per site: the sources a data
     spec marks ``extra: true``), from a table (with the options of :func:`add_table_arguments`) or a
     data spec."""

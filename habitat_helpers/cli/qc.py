@@ -11,7 +11,7 @@ import pandas as pd
 
 from .. import align, embed, paths, qc, runtime
 from ..errors import UsageError
-from .options import _block_size, add_image_arguments, add_table_arguments, read_sites
+from .options import _block_size, add_image_arguments, add_table_arguments, read_study
 
 
 def add_arguments(parser) -> None:
@@ -46,7 +46,7 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     """``python -m habitat_helpers qc --sites TABLE --out flags.csv``: read the table
-    (:func:`~habitat_helpers.cli.options.read_sites`), embed the photos and patches it names
+    (:func:`~habitat_helpers.cli.options.read_study`), embed the photos and patches it names
     (:func:`habitat_helpers.embed.embed_for_evaluation`) and the stated coordinates
     (:func:`habitat_helpers.embed.gps_embeddings`), score every site out of fold
     (:func:`habitat_helpers.qc.score_out_of_fold`), write the flags and print a summary."""
@@ -59,7 +59,7 @@ def run(args) -> int:
         raise UsageError("--block-size-deg must be positive")
     if args.align_epochs is not None and args.align_epochs < 1:
         raise UsageError("--align-epochs must be at least 1")
-    sites, scheme, _ = read_sites(args)     # the QC scores every site
+    sites, scheme, _ = read_study(args)     # the QC scores every site
     sites = sites.reset_index(drop=True)
     lat, lon = sites["lat"].to_numpy(float), sites["lon"].to_numpy(float)
     labels = pd.DataFrame(sites[list(qc._LABEL_COLUMNS)]).reset_index(drop=True)

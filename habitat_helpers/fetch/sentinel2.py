@@ -611,7 +611,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else paths.cache_dir() / "sentinel2"
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file, not a folder")
-    sites = read_sites(args.sites, lat=args.lat_col, lon=args.lon_col, site_id=args.id_col, sep=args.sep)
+    sites = _site_points(args.sites, lat=args.lat_col, lon=args.lon_col, site_id=args.id_col, sep=args.sep)
     if sites.empty:
         raise UsageError(f"no usable site in {args.sites} (see the report above)")
     try:
@@ -635,7 +635,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def read_sites(path, *, lat: str = "lat", lon: str = "lon", site_id: str | None = None, sep: str | None = None):
+def _site_points(path, *, lat: str = "lat", lon: str = "lon", site_id: str | None = None, sep: str | None = None):
     """The site table of ``path`` as :func:`habitat_helpers.datasets.read_table` reads it without
     labels (a fetch needs the ids and coordinates only; a label column is ignored)."""
 
