@@ -51,8 +51,8 @@ SITE_COLUMNS = ["site_id", "source", "lat", "lon", "coord_uncertainty_m", "coord
                 "label", "label_l1", "label_l2", "label_l3", "label_candidates", "photos", "photo_views",
                 "satellite", "on_land"]
 
-#: The inputs of a site that a pre-trained encoder embeds: ground photos, a satellite patch, the
-#: coordinates (the environmental covariates, ``env``, are sampled, not embedded).
+#: The inputs of a site that a pre-trained encoder embeds (ground photos, a satellite patch, the
+#: coordinates); the environmental covariates, ``env``, are sampled, not embedded.
 MODALITIES = ("photo", "satellite", "gps")
 LUCAS_VIEWS = ("N", "E", "S", "W", "P", "C")
 _LUCAS_VIEW_WORDS = {"N": "north", "E": "east", "S": "south", "W": "west", "P": "point"}

@@ -19,9 +19,9 @@ from . import datasets, demo, paths, profiles
 from .datasets import read_embal, read_eva, read_lucas, read_satellite, read_table
 
 #: What each kind of source in a data spec accepts (paths are relative to the spec's folder;
-#: ``~`` and ``$VARIABLES`` are expanded). Required keys first, then the optional ones.
-#: ``extra: true`` marks a source of unlabelled sites that only train the alignment
-#: (:attr:`Data.extra`; ``Protocol(align_pool="extra")``).
+#: ``~`` and ``$VARIABLES`` are expanded). Required keys first, then the optional ones. With
+#: ``extra`` set to true a source holds unlabelled sites that only train the alignment
+#: (:attr:`Data.extra`, ``Protocol(align_pool="extra")``).
 SPEC_SOURCES = {
     "lucas": ({"table"}, {"photos", "labels", "label_column", "coordinates", "views", "extra"}),
     "eva": ({"header"}, {"label_column", "sep", "extra"}),
@@ -49,8 +49,9 @@ class Data:
     key: str | None = None
     folder: Path | None = None          # the demo's folder (its manifest and truth), else None
     spec: dict = field(default_factory=dict)
-    #: One boolean per site: the sites of sources marked ``extra: true`` in the data spec,
-    #: unlabelled, which only train the alignment (``cross_validate(extra=data.extra)``). None: none.
+    #: One boolean per site, true for the sites of the sources a data spec marks ``extra: true``
+    #: (unlabelled, they only train the alignment, ``cross_validate(extra=data.extra)``); all false
+    #: when None is given.
     extra: np.ndarray | None = None
 
     def __post_init__(self):
@@ -71,8 +72,8 @@ class Data:
 
     @property
     def is_demo(self) -> bool:
-        """True for the demo (it knows how it was made: every site's true habitat, its manifest);
-        :attr:`synthetic` also marks a data spec of synthetic sites, which does not."""
+        """Whether this is the demo, which knows how it was made (every site's true habitat, its
+        manifest). :attr:`synthetic` also marks a data spec of synthetic sites, which does not."""
         return self.folder is not None
 
     @property

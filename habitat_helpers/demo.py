@@ -33,7 +33,7 @@ The generative story (``make_demo``, generator version 5)
    from the place's habitat distribution), 2 (the sibling group) or 3 (the sibling habitat),
    spread per site by :data:`PHOTO_JITTER` / :data:`SATELLITE_JITTER`. So every input carries
    partial information at every level; the rates are set so that single-input probes
-   (:func:`input_probes`) sit near published real-data figures (:data:`habitat_helpers.calibration.PUBLISHED_FIGURES`).
+   (:func:`habitat_helpers.calibration.input_probes`) sit near published real-data figures (:data:`habitat_helpers.calibration.PUBLISHED_FIGURES`).
 5. **Appearance.** Ground photos: that look in perspective under a sky, with each view's own
    nuisance (stripe phase, horizon, exposure, colour cast, flip, occluding post, noise).
    Satellite patches: the look from above, mixed with a neighbouring habitat drawn from the

@@ -52,7 +52,7 @@ The public API (stable):
 * :func:`displace` and :func:`displacement_experiment`: planted displacements onto land and the
   ROC-AUC / PR-AUC of every score, against two baselines (``nearest_same_label_km``: the distance to
   the nearest site of the other folds with the same label, and ``random``);
-* ``python -m habitat_helpers qc`` (:func:`run`): flags for the sites of your own table.
+* ``python -m habitat_helpers qc`` (:func:`habitat_helpers.cli.qc.run`): flags for the sites of your own table.
 
 The score tables have one row per scored site (index ``site``: row positions in the arrays) and the
 columns of :data:`SCORE_COLUMNS`.
