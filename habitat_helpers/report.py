@@ -524,7 +524,7 @@ def _aim_sentence(records: list[dict]) -> str:
 
 def _crosswalk_line(real: dict, names: list[str]) -> str:
     """The macro-F1 at EUNIS level 1 through the LC1 -> EUNIS crosswalk, or ``""``."""
-    eunis = real.get("label_l1")
+    eunis = real.get("eunis_l1")         # chapter 6's scores mapped to EUNIS level 1, not a table column
     if not isinstance(eunis, dict) or not eunis.get("macro_f1"):
         return ""
     walk = eunis.get("crosswalk") or {}

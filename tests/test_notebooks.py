@@ -246,7 +246,7 @@ def test_lucas_case_study(run):
     for r in control.values():
         assert r["ci_low"] <= r["difference"] <= r["ci_high"] and r["wins"].endswith("/3")
         assert r["difference"] == pytest.approx(r["model mean"] - r["minus mean"])
-    assert m["label_l1"]["crosswalk"]["B"] == "V" and m["label_l1"]["crosswalk"]["A"] is None
+    assert m["eunis_l1"]["crosswalk"]["B"] == "V" and m["eunis_l1"]["crosswalk"]["A"] is None
     assert m["map"]["n_cells"] > 100 and 0 < m["map"]["mean_p_l1"] <= 1
     with rasterio.open(run[0] / "outputs" / "06_lucas_land_cover" / m["map"]["geotiff"]) as src:
         values = set(src.read(1).ravel()) - {0}

@@ -323,7 +323,7 @@ def lucas_metrics(best_versus=None):
             versus(1, "aligned", 0.32, "k-NN on coordinates", 0.24, 0.03, 0.13),
             versus(2, "aligned", 0.16, "k-NN on coordinates", 0.12, 0.01, 0.07),
             versus(3, "raw gps", 0.10, "random forest on coordinates + env", 0.07, 0.005, 0.055)],
-        "label_l1": {"crosswalk": {"C": "T", "B": "V", "A": "J", "G": None},
+        "eunis_l1": {"crosswalk": {"C": "T", "B": "V", "A": "J", "G": None},
                      "macro_f1": {"raw gps": 0.41, "aligned": 0.45}},
     }
 
