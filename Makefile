@@ -40,6 +40,8 @@ $(STAMP): pyproject.toml constraints.txt
 
 lint: $(STAMP)
 	$(BIN)/ruff check habitat_helpers tests scripts benchmarks notebooks
+	$(BIN)/python scripts/check_layers.py
+	$(BIN)/python scripts/api_page.py --check
 
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

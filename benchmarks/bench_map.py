@@ -46,9 +46,9 @@ def main() -> None:
     bbox = (-5.0, 40.0, -5.0 + side * res, 40.0 + side * res)
     sites = hh.demo.load_sites(hh.demo.make_demo("tiny", 0, progress=False))
     encoder = hh.encoders.get_encoder("geoclip-location")
-    labelled = sites["eunis_l1"].notna().to_numpy()
+    labelled = sites["label_l1"].notna().to_numpy()
     X = hh.embed.embed_locations(sites["lat"][labelled], sites["lon"][labelled], encoder)
-    clf = hh.classify.HierarchicalClassifier().fit(X, sites[["eunis_l1", "eunis_l2", "eunis_l3"]][labelled])
+    clf = hh.classify.HierarchicalClassifier().fit(X, sites[["label_l1", "label_l2", "label_l3"]][labelled])
     classes = clf.level_codes()          # stopped (coarser) codes included
 
     def predict(cells):

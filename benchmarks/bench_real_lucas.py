@@ -71,10 +71,10 @@ def main(argv=None) -> None:
     rows = np.sort(np.random.default_rng(args.seed).choice(len(points), n_sites, replace=False))
     sites = points.iloc[rows].reset_index(drop=True)
     lat, lon = sites["lat"].to_numpy(float), sites["lon"].to_numpy(float)
-    labels = sites[["eunis_l1", "eunis_l2", "eunis_l3"]]
+    labels = sites[["label_l1", "label_l2", "label_l3"]]
     print(f"{len(sites)} of {len(points)} LUCAS 2015 points (seed {args.seed}); "
           f"{points.attrs.get('attribution', 'Source: Eurostat, LUCAS 2015 primary data')}")
-    print("level-1 land cover: " + ", ".join(f"{code} {n}" for code, n in labels["eunis_l1"].value_counts().items()))
+    print("level-1 land cover: " + ", ".join(f"{code} {n}" for code, n in labels["label_l1"].value_counts().items()))
 
     t0 = time.perf_counter()
     encoder = hh.encoders.get_encoder("geoclip-location", device="cpu")

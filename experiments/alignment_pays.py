@@ -65,13 +65,13 @@ def study_data(quick: bool, seed: int = 0, views: bool = False):
     n_study = base.n_sites
     profile = dataclasses.replace(base, name=f"{base.name}-pool", n_sites=n_study * (1 + EXTRA_PER_STUDY_SITE),
                                   views=PHOTO_VIEWS, embal_photos_per_site=EMBAL_PHOTOS)
-    data = hh.datasets.load("demo", profile, seed, verbose=False)
+    data = hh.dataspec.load("demo", profile, seed, verbose=False)
     embeddings = hh.embed.site_embeddings(data, profile, seed)
     modalities = hh.align.available_modalities(embeddings)
     sites = data.sites.reset_index(drop=True)
     study = np.zeros(len(sites), bool)
     study[np.random.default_rng(seed).choice(len(sites), n_study, replace=False)] = True
-    labels = sites[["eunis_l1", "eunis_l2", "eunis_l3"]].reset_index(drop=True).astype(object)
+    labels = sites[["label_l1", "label_l2", "label_l3"]].reset_index(drop=True).astype(object)
     labels.loc[~study, :] = None                   # the extra sites' labels are removed
     return {"profile": profile, "sites": sites, "labels": labels, "extra": ~study,
             "embeddings": {m: embeddings[m] for m in modalities
@@ -103,7 +103,7 @@ def run(args) -> int:
     timings, choices = {}, []
 
     # step 0: which alignment settings validation chooses (apart from the grid)
-    block = hh.evaluation.resolve_block_size(lat, lon, d["labels"], "auto", 0)[0]
+    block = hh.spatial.resolve_block_size(lat, lon, d["labels"], "auto", 0)[0]
     if not args.skip_settings:
         t = time.time()
         step0 = hh.evaluation.cross_validate(
@@ -142,7 +142,7 @@ def run(args) -> int:
         "commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip(),
         "habitat_helpers_version": hh.__version__, "quick": args.quick, "profile": d["profile"].name,
         "n_sites_drawn": len(lat), "n_study_sites": int((~d["extra"]).sum()), "n_extra_sites": int(d["extra"].sum()),
-        "n_labelled": int(d["labels"]["eunis_l1"].notna().sum()), "modalities": list(modalities),
+        "n_labelled": int(d["labels"]["label_l1"].notna().sum()), "modalities": list(modalities),
         "seeds": list(seeds), "folds": folds, "block_size_deg": block, "fractions": list(FRACTIONS),
         "align_config": dataclasses.asdict(config), "settings_grid": {k: list(v) for k, v in SETTINGS_GRID.items()},
         "heads_trained_on_sites_per_fold": {p: s["align_pool_sites_per_fold"] for p, s in labelled_fit.items()},

@@ -53,7 +53,7 @@ def run(args) -> int:
     config = dataclasses.replace(hh.align.config_for(d["profile"], 0, modalities=modalities), **REGISTERED_DEFAULTS)
     model = [m for m in hh.evaluation.default_models(modalities, config)
              if m.name == hh.evaluation.ALIGNED_AND_RAW]
-    block = hh.evaluation.resolve_block_size(lat, lon, d["labels"], "auto", 0)[0]
+    block = hh.spatial.resolve_block_size(lat, lon, d["labels"], "auto", 0)[0]
     all_choices, all_counts, timings, chosen = [], [], {}, {}
     for stage, grid in STAGES.items():
         t = time.time()

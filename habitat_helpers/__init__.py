@@ -1,32 +1,44 @@
 """habitat_helpers: the small package behind the habitat-classification book.
 
-Import it as ``import habitat_helpers as hh`` and reach each stage by its module name:
+Import it as ``import habitat_helpers as hh`` and reach each stage by its module name. The
+modules stand in layers; each imports only its own layer or lower, and nothing imports the
+commands (``scripts/check_layers.py``, run by ``make lint``; ``book/contributing.md``):
 
 ==================  ===========================================================
+**foundations**
+``hh.errors``       what a user can fix: ``UsageError``, comma-list options
+``hh.cache``        artefacts kept with their settings: reused when equal, else made again
 ``hh.paths``        where the cache, run folders and shared data live
 ``hh.runtime``      device choice, seeding, hub (online/offline) checks
 ``hh.profiles``     the ``tiny`` / ``book`` / ``full`` run sizes
 ``hh.eunis``        the EUNIS 2021 habitat hierarchy (levels 1-3)
 ``hh.labels``       label hierarchies: EUNIS 2021, LUCAS LC1, CORINE, your own CSV
-``hh.demo``         the synthetic demo dataset over real European land points
-``hh.datasets``     loaders for LUCAS, EVA, EMBAL and satellite patches; the site table
-``hh.encoders``     pre-trained encoders by name (GeoCLIP location, timm images)
-``hh.embed``        batched, cached embedding extraction
-``hh.losses``       contrastive losses (symmetric InfoNCE, learnable temperature)
-``hh.align``        projection heads trained to align modalities
-``hh.spatial``      spatial blocks and spatially blocked splits
-``hh.classify``     hierarchical EUNIS classifier and baselines
-``hh.evaluation``   spatial block cross-validation: aligned model vs baselines
-``hh.qc``           location quality control: scores for sites whose coordinates look wrong
+``hh.spatial``      spatial blocks, block sizes from the labels, blocked splits
 ``hh.metrics``      per-level metrics, retrieval recall@k, ``metrics.json``
-``hh.maps``         grid prediction, uncertainty, folium and static maps
 ``hh.landmask``     land or sea at a coordinate (1 km GLOBE mask, memory-mapped)
+**data**
+``hh.datasets``     the site table and its loaders: LUCAS, EVA, EMBAL, satellite patches, your table
+``hh.demo``         the synthetic demo dataset over real European land points
+``hh.dataspec``     ``DATA``: the demo or a data spec, loaded into one site table
 ``hh.environment``  covariates at sites: ERA5 climate, Köppen-Geiger, land, coast; any raster
 ``hh.fetch``        download real inputs: LUCAS photos, Sentinel-2 patches, climate rasters
-``hh.viz``          UMAP projections and image galleries
-``hh.notebooks``    run the numbered notebooks with papermill (``make book``, tests)
+**models**
+``hh.encoders``     pre-trained encoders by name (GeoCLIP location, timm images)
+``hh.embed``        batched, cached embedding extraction; the one GPS cache
+``hh.losses``       contrastive losses (symmetric InfoNCE, learnable temperature)
+``hh.align``        projection heads trained to align modalities
+``hh.classify``     hierarchical EUNIS classifier and baselines
+**evaluation**
+``hh.evaluation``   spatial block cross-validation: aligned model vs baselines
+``hh.calibration``  how much each demo input carries, beside published figures
+**products**
+``hh.maps``         grid prediction, uncertainty, folium and static maps
 ``hh.report``       the results chapter's tables from the notebooks' ``metrics.json``
-``hh.cli``          ``python -m habitat_helpers evaluate``: the harness on your own table
+``hh.qc``           location quality control: scores for sites whose coordinates look wrong
+``hh.viz``          UMAP projections and image galleries
+**commands**
+``hh.cli``          ``python -m habitat_helpers``: evaluate, qc and the other commands
+``hh.notebooks``    run the numbered notebooks with papermill (``make book``, tests)
 ``hh.workshop``     student copies of the notebooks, solutions removed (``make workshop``)
 ==================  ===========================================================
 
@@ -41,9 +53,12 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "paths", "runtime", "profiles", "eunis", "labels", "demo", "encoders", "embed", "losses",
-    "datasets", "align", "spatial", "classify", "evaluation", "qc", "metrics", "maps", "landmask", "environment", "fetch", "viz", "notebooks", "cli",
-    "workshop", "report",
+    "errors", "cache", "paths", "runtime", "profiles", "eunis", "labels", "spatial", "metrics", "landmask",
+    "datasets", "demo", "dataspec", "environment", "fetch",
+    "encoders", "embed", "losses", "align", "classify",
+    "evaluation", "calibration",
+    "maps", "report", "qc", "viz",
+    "cli", "notebooks", "workshop",
 )
 
 

@@ -23,6 +23,7 @@ part of every batch and the negatives are gathered across processes.
 from __future__ import annotations
 
 import copy
+import hashlib
 import itertools
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,7 +34,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .losses import LearnableTemperature, spatial_info_nce
+from . import cache, datasets, profiles, runtime, spatial
+from .datasets import MODALITIES
+from .embed import load_site_embeddings, write_atomic
+from .encoders import geoclip_output_layer
+from .errors import UsageError
+from .losses import POSITIVES, LearnableTemperature, spatial_info_nce
+from .metrics import retrieval_recall_at_k
+from .spatial import neighbour_batches, radius_neighbours
 
 
 @dataclass
@@ -81,7 +89,6 @@ class AlignConfig:
     retrieval_k: int = 10            # early stopping on validation recall@k
 
     def __post_init__(self):
-        from .losses import POSITIVES
 
         if self.positives not in POSITIVES:
             raise ValueError(f"positives must be one of {', '.join(map(repr, POSITIVES))}, not {self.positives!r}")
@@ -404,7 +411,6 @@ def epoch_batches(config: AlignConfig, idx: np.ndarray, neighbours, epoch: int) 
     if neighbours is None:
         order = np.random.default_rng(seed).permutation(idx)
         return [order[i:i + config.batch_size] for i in range(0, len(order), config.batch_size)]
-    from .spatial import neighbour_batches
 
     return neighbour_batches(neighbours, config.batch_size, indices=idx, per_anchor=config.per_anchor, seed=seed)
 
@@ -412,7 +418,6 @@ def epoch_batches(config: AlignConfig, idx: np.ndarray, neighbours, epoch: int) 
 def validation_recall(model: AlignmentModel, embeddings: dict, idx: np.ndarray, k: int = 10) -> float:
     """Mean cross-modal recall@k over the modality pairs (both directions) on sites ``idx``, from
     the sites' aligned vectors (:meth:`AlignmentModel.embed_sites`)."""
-    from .metrics import retrieval_recall_at_k
 
     idx = np.asarray(idx)
     vectors = model.embed_sites(embeddings, sites=idx)          # rows in the order of idx
@@ -455,7 +460,6 @@ def _neighbour_graph(config: AlignConfig, lat, lon):
     radius = config.radius_km if config.sampler_radius_km is None else config.sampler_radius_km
     if radius <= 0 or config.per_anchor <= 0:
         return None
-    from .spatial import radius_neighbours
 
     return radius_neighbours(lat, lon, radius)
 
@@ -490,7 +494,6 @@ def train_alignment(embeddings: dict[str, np.ndarray], train_idx: np.ndarray, va
     """
     from tqdm.auto import tqdm
 
-    from .embed import write_atomic
 
     rank, world_size = _distributed()
     inputs = {m: head_inputs(config, embeddings, m) for m in config.modalities}
@@ -506,7 +509,6 @@ def train_alignment(embeddings: dict[str, np.ndarray], train_idx: np.ndarray, va
     model = AlignmentModel({m: inputs[m].x.shape[1] for m in config.modalities}, config)
     for m in config.modalities:
         if isinstance(model.heads[m], LocationLayerHead):
-            from .encoders import geoclip_output_layer
 
             model.heads[m].start_from(*geoclip_output_layer())
         model.heads[m].set_standardisation(inputs[m].x[inputs[m].rows(train_idx)[0]])
@@ -658,7 +660,6 @@ def load_alignment(path: str | Path, device: str = "cpu") -> AlignmentModel:
 
 # --- the stage: chapter 3's main model for the later chapters ----------------------------------
 
-MODALITIES = ("photo", "satellite", "gps")
 
 
 class AlignmentUnavailable(ValueError):
@@ -672,53 +673,44 @@ def available_modalities(embeddings: dict[str, np.ndarray], candidates=MODALITIE
 
 
 def site_alignment(data, embeddings: dict[str, np.ndarray], profile, seed: int, *, radius_km: float | None = None,
-                   device: str = "cpu", recompute: bool = False, progress: bool = True, checkpoint: bool = True):
+                   device: str = "cpu", recompute: bool = False, progress: bool = True, checkpoint: bool = True,
+                   verbose: bool = True):
     """Chapter 3's stage: the heads aligning photo, satellite and GPS embeddings of ``data`` (a
-    :class:`habitat_helpers.datasets.Data`), trained on the profile's spatial split.
+    :class:`habitat_helpers.dataspec.Data`), trained on the profile's spatial split.
 
     The split is :func:`habitat_helpers.spatial.train_val_test_split` with blocks sized from the
-    labels (:func:`habitat_helpers.evaluation.resolve_block_size`), the profile's test share and
+    labels (:func:`habitat_helpers.spatial.resolve_block_size`), the profile's test share and
     15 % validation blocks (test blocks are never used); the heads
     follow the profile's sizes and align the modalities that some site has
     (:func:`available_modalities`, at least two). The model, its training history and the settings are kept in
-    the run folder; a later chapter reads them back when the sites, the embeddings' settings
-    and the training settings match, and otherwise trains here (with a one-line note saying why,
-    and a progress bar). ``recompute=True`` always trains (from the epoch checkpoint if one with
+    the run folder (:mod:`habitat_helpers.cache`); a later chapter reads them back when the sites,
+    the embeddings' settings and the training settings match, and otherwise trains here (with a
+    one-line note saying why, printed with ``verbose``, and a progress bar). ``recompute=True`` always trains (from the epoch checkpoint if one with
     the same settings exists, so an interrupted run resumes).
 
     Returns ``model, history, split`` (``split``: ``"train"``, ``"val"`` or ``"test"`` per site).
     Raises :class:`AlignmentUnavailable` when the data cannot train the heads.
     """
-    import json
 
-    from . import evaluation, profiles, spatial
 
     prof = profiles.get(profile) if isinstance(profile, str) else profile
     sites = data.sites
     lat, lon = sites["lat"].to_numpy(float), sites["lon"].to_numpy(float)
-    block_size, _ = evaluation.resolve_block_size(lat, lon, sites, seed=seed)
+    block_size, _ = spatial.resolve_block_size(lat, lon, sites, seed=seed)
     split = spatial.train_val_test_split(lat, lon, block_size, prof.test_fraction, 0.15, seed)
     modalities = available_modalities(embeddings)
     config = config_for(prof, seed, radius_km=radius_km, modalities=modalities)
-    import hashlib
-
     site_ids = "\n".join(sites["site_id"].astype(str)).encode()
     settings = {"sites": len(sites), "site_ids_sha1": hashlib.sha1(site_ids).hexdigest(),
                 "embedding_settings": str(embeddings.get("settings", "")), "config": _plain(config)}
     run = data.run_dir(prof.name, seed)
-    model_path, history_path, settings_path = (run / "alignment.pt", run / "alignment_history.csv",
-                                               run / "alignment_settings.json")
-    if not recompute and model_path.exists() and settings_path.exists() and history_path.exists():
-        stored = json.loads(settings_path.read_text())
-        best_epoch = stored.pop("best_epoch", None)
-        if stored == json.loads(json.dumps(settings)):
-            print(f"alignment: read from {model_path} (trained earlier on these sites and settings)")
-            history = pd.read_csv(history_path)
-            history.attrs["best_epoch"] = best_epoch
-            return load_alignment(model_path, device), history, split
-        print("alignment: the heads in the run folder were trained on other sites or settings: training again")
-    elif not recompute:
-        print("alignment: no trained heads in the run folder yet (chapter 3 trains them): training them now")
+    model_path, history_path = run / "alignment.pt", run / "alignment_history.csv"
+    if not recompute and history_path.exists() and cache.reusable(
+            model_path, settings, "alignment", verbose=verbose,
+            missing="no trained heads in the run folder yet (chapter 3 trains them)"):
+        history = pd.read_csv(history_path)
+        history.attrs["best_epoch"] = int(history.loc[history["kept"], "epoch"].iloc[0])
+        return load_alignment(model_path, device), history.drop(columns="kept"), split
     for name in ("train", "val"):
         if not (split == name).any():
             raise AlignmentUnavailable(f"no {name} blocks: {len(sites)} sites in blocks of "
@@ -730,15 +722,14 @@ def site_alignment(data, embeddings: dict[str, np.ndarray], profile, seed: int, 
                                      config, lat, lon, device=device, progress=progress,
                                      checkpoint=run / "alignment_checkpoint.pt" if checkpoint else None)
     save_alignment(model.cpu(), model_path)
-    history.to_csv(history_path, index=False)
-    settings_path.write_text(json.dumps({**settings, "best_epoch": history.attrs["best_epoch"]}, indent=2))
+    history.assign(kept=history["epoch"] == history.attrs["best_epoch"]).to_csv(history_path, index=False)
+    cache.record(model_path, settings)
     return model.to(device), history, split
 
 
 def config_for(profile, seed: int, *, radius_km: float | None = None, modalities=MODALITIES) -> AlignConfig:
     """The :class:`AlignConfig` of a profile's sizes (heads, epochs, batch, learning rate);
     ``radius_km`` defaults to :class:`AlignConfig`'s."""
-    from . import profiles
 
     prof = profiles.get(profile) if isinstance(profile, str) else profile
     return AlignConfig(dim=prof.align_dim, hidden=prof.align_hidden, epochs=prof.align_epochs,
@@ -789,9 +780,6 @@ def run(args) -> int:
 
     import torch.distributed as dist
 
-    from . import datasets, evaluation, runtime, spatial
-    from .cli import UsageError
-    from .embed import load_site_embeddings
 
     sites = datasets.read_sites(args.sites)
     site_ids, embeddings = load_site_embeddings(args.embeddings)
@@ -805,7 +793,7 @@ def run(args) -> int:
                          soft_scale_km=args.soft_scale_km, per_anchor=args.per_anchor)
     try:
         block = args.block_size_deg if args.block_size_deg == "auto" else float(args.block_size_deg)
-        block, _ = evaluation.resolve_block_size(sites["lat"], sites["lon"], sites, block, args.seed)
+        block, _ = spatial.resolve_block_size(sites["lat"], sites["lon"], sites, block, args.seed)
     except ValueError as err:
         raise UsageError(f"--block-size-deg: {err}") from None
     split = spatial.train_val_test_split(sites["lat"], sites["lon"], block, args.test_fraction,

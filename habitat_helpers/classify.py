@@ -35,7 +35,7 @@ are not predicted (``None``).
 
 EVA "Expert System" cells may list several codes (``R22, R23``). By default a site keeps their
 common ancestor (``multi_code="ancestor"``); ``multi_code="soft"`` trains each level on the
-distinct ancestors of the candidates there (the ``eunis_candidates`` column), each with weight
+distinct ancestors of the candidates there (the ``label_candidates`` column), each with weight
 1 / their number.
 
 The hierarchy is a :class:`habitat_helpers.labels.LabelScheme` (``scheme=``, EUNIS 2021 by
@@ -67,7 +67,7 @@ from . import metrics
 LEVEL_COLUMNS = label_schemes.LEVEL_COLUMNS
 
 #: Column of a site table listing the candidate codes of a multi-code cell (``"R22;R23"``).
-CANDIDATES_COLUMN = "eunis_candidates"
+CANDIDATES_COLUMN = label_schemes.CANDIDATES_COLUMN
 
 #: Values of ``HierarchicalClassifier(multi_code=...)``.
 MULTI_CODE = ("ancestor", "soft")
@@ -114,7 +114,7 @@ def _within_parents(p: np.ndarray, parents: list) -> np.ndarray:
 
 
 def _candidates(value) -> list[str]:
-    """The codes of an ``eunis_candidates`` cell (``"R22;R23"``); none for an empty or missing one."""
+    """The codes of an ``label_candidates`` cell (``"R22;R23"``); none for an empty or missing one."""
     if not isinstance(value, str):
         return []
     return [c.strip() for c in value.split(";") if c.strip()]
@@ -150,8 +150,8 @@ class HierarchicalClassifier:
     probabilities; better when every habitat has labels at the deepest level).
 
     ``multi_code`` says how a training site with several candidate codes (a non-empty
-    ``eunis_candidates`` value, e.g. ``"R22;R23"``) trains: ``"ancestor"`` (default) uses its
-    ``eunis_l1..3`` labels (the candidates' common ancestor) and ignores the column;
+    ``label_candidates`` value, e.g. ``"R22;R23"``) trains: ``"ancestor"`` (default) uses its
+    ``label_l1..3`` labels (the candidates' common ancestor) and ignores the column;
     ``"soft"`` gives it, at each level, one training row per distinct ancestor of its
     candidates there, weighted 1 / their number (a single row of weight 1 where they share
     it; its own label at a level some candidate is coarser than). Soft targets need an
@@ -218,13 +218,14 @@ class HierarchicalClassifier:
         return np.array(rows, dtype=int), np.array(codes, dtype=object), np.array(weights)
 
     def fit(self, X: np.ndarray, labels: pd.DataFrame) -> HierarchicalClassifier:
-        """``labels`` has ``eunis_l1, eunis_l2, eunis_l3`` columns (``None`` where unknown), and
-        optionally ``eunis_candidates`` (read with ``multi_code="soft"``).
+        """``labels`` has ``label_l1, label_l2, label_l3`` columns (``None`` where unknown), and
+        optionally ``label_candidates`` (read with ``multi_code="soft"``).
 
         Every level with at least two habitats among the training sites labelled at it (and
         with features) is fitted; the others are skipped. Raises ``ValueError``, saying why
         for each level, only when no level can be fitted (or when soft targets meet an
         estimator without ``sample_weight``)."""
+        labels = label_schemes.current_names(labels, "labels")
         self.models, self.classes, self.skipped_ = {}, {}, {}
         usable = ~np.isnan(X).any(axis=1)
         for level in LEVEL_COLUMNS:
@@ -352,7 +353,7 @@ class HierarchicalClassifier:
         return {level: sorted(set(_ancestors(self.scheme, self.paths_, level, keep_coarser=True))) for level in range(1, self.depth_ + 1)}
 
     def predict(self, X: np.ndarray, paths: pd.DataFrame | None = None) -> pd.DataFrame:
-        """Hierarchy-consistent predictions ``eunis_l1, eunis_l2, eunis_l3``: the most probable
+        """Hierarchy-consistent predictions ``label_l1, label_l2, label_l3``: the most probable
         path's code at each level, its leaf at the levels below the one where it stopped,
         ``None`` below the deepest fitted level. Plus ``p_l3`` (the path's probability) and
         ``entropy_l3`` (entropy of the path probabilities, in nats). ``paths``: the
@@ -399,8 +400,8 @@ class MajorityClassifier(HierarchicalClassifier):
 
 def is_consistent(predictions: pd.DataFrame, scheme="eunis") -> bool:
     """True when every prediction lies under the one of the level above it in ``scheme``, or
-    repeats it (a path that stopped above that level); ``predictions`` has ``eunis_l1 ..
-    eunis_l3``, and rows without a finer prediction pass."""
+    repeats it (a path that stopped above that level); ``predictions`` has ``label_l1 ..
+    label_l3``, and rows without a finer prediction pass."""
     scheme = label_schemes.get(scheme)
     for level in (2, 3):
         finer = predictions[LEVEL_COLUMNS[level]].to_numpy(object)
@@ -438,8 +439,8 @@ class SupervisedHeadClassifier(HierarchicalClassifier):
     on top, with a supervised objective instead of the contrastive one.
 
     A network ``input -> hidden -> dim`` (scikit-learn's MLP, ReLU, Adam) is trained on the
-    labels, with one softmax over the deepest code each training site has (``eunis_l3``, else
-    ``eunis_l2``, else ``eunis_l1``), L2 penalty ``alpha``, at most ``epochs`` epochs, stopping
+    labels, with one softmax over the deepest code each training site has (``label_l3``, else
+    ``label_l2``, else ``label_l1``), L2 penalty ``alpha``, at most ``epochs`` epochs, stopping
     after ``patience`` epochs without gain on a tenth of the rows (from
     :data:`MLP_EARLY_STOPPING_ROWS` rows on). Its ``dim``-wide last hidden layer then replaces the
     inputs of the per-level logistic regression (``C``) of :class:`HierarchicalClassifier`: the

@@ -13,11 +13,11 @@ column                   type            meaning
 ``coord_uncertainty_m``  float           radius of the location's uncertainty (NaN: unknown)
 ``coord_source``         str             where the coordinates came from (``gps``, ``theoretical`` ...)
 ``date``                 datetime        survey date (NaT: unknown)
-``eunis_code``           str / None      the label as given, cleaned (deepest level known)
-``eunis_l1..l3``         str / None      the label at each level (None below its own level)
-``eunis_candidates``     str / None      a label cell listing several codes (EVA ``R22, R23!``; an
+``label``                str / None      the label as given, cleaned (deepest level known)
+``label_l1..l3``         str / None      the label at each level (None below its own level)
+``label_candidates``     str / None      a label cell listing several codes (EVA ``R22, R23!``; an
                                          EMBAL site whose rows differ): the distinct codes joined
-                                         by ``;`` in the order given (``R22;R23``; ``eunis_code`` is
+                                         by ``;`` in the order given (``R22;R23``; ``label`` is
                                          their common ancestor ``R2``); None for one code or no label
 ``photos``               list[str]       ground-photo files (or URLs), one per view
 ``photo_views``          list[str]       the view of each photo (LUCAS ``N E S W P C``, EMBAL ``T1-03`` ...)
@@ -44,10 +44,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import eunis, landmask, paths
+from . import labels as schemes
+
 SITE_COLUMNS = ["site_id", "source", "lat", "lon", "coord_uncertainty_m", "coord_source", "date",
-                "eunis_code", "eunis_l1", "eunis_l2", "eunis_l3", "eunis_candidates", "photos", "photo_views",
+                "label", "label_l1", "label_l2", "label_l3", "label_candidates", "photos", "photo_views",
                 "satellite", "on_land"]
 
+#: The inputs of a site that a pre-trained encoder embeds (ground photos, a satellite patch, the
+#: coordinates); the environmental covariates, ``env``, are sampled, not embedded.
+MODALITIES = ("photo", "satellite", "gps")
 LUCAS_VIEWS = ("N", "E", "S", "W", "P", "C")
 _LUCAS_VIEW_WORDS = {"N": "north", "E": "east", "S": "south", "W": "west", "P": "point"}
 LUCAS_PHOTO_URL = "https://gisco-services.ec.europa.eu/lucas/photos/{year}/{nuts0}/{p1}/{p2}/{pid}{view}.jpg"
@@ -157,11 +163,10 @@ def _clean_label(value, scheme, report: LoadReport,
       ``unknown``, counted there by value.
     * A EUNIS cell listing several codes (``"R22, R23!"``) gives their common ancestor (``"R2"``)
       and, as ``candidates``, the distinct codes joined by ``;`` in the order given
-      (``"R22;R23"``, the site table's ``eunis_candidates``); ``candidates`` is None otherwise.
+      (``"R22;R23"``, the site table's ``label_candidates``); ``candidates`` is None otherwise.
     * Codes of different formations (``"R22, S31"``: no common ancestor) leave the site
       unlabelled, noted in ``report``.
     """
-    from . import eunis
 
     try:
         code = scheme.clean(value)
@@ -184,11 +189,10 @@ def _clean_label(value, scheme, report: LoadReport,
 
 def _labels(values, report: LoadReport, label_scheme="eunis") -> tuple[list[str | None], list[str | None]]:
     """Clean labels with the scheme's rules (:func:`_clean_label`): the codes and the candidates
-    of multi-code cells (``eunis_code`` and ``eunis_candidates``). Unknown codes are counted, not
+    of multi-code cells (``label`` and ``label_candidates``). Unknown codes are counted, not
     kept."""
-    from . import labels
 
-    scheme = labels.get(label_scheme)
+    scheme = schemes.get(label_scheme)
     cleaned = [_clean_label(v, scheme, report) for v in values]
     return [code for code, _ in cleaned], [candidates for _, candidates in cleaned]
 
@@ -203,7 +207,6 @@ def finalise(df: pd.DataFrame, report: LoadReport, sea: str = "flag", verbose: b
     """
     import geopandas as gpd
 
-    from . import landmask
 
     if sea not in {"flag", "drop"}:
         raise ValueError("sea must be 'flag' or 'drop'")
@@ -230,13 +233,12 @@ def finalise(df: pd.DataFrame, report: LoadReport, sea: str = "flag", verbose: b
         df = df[df["on_land"]]
     else:
         report.note("on the sea in the 1 km land mask (kept, on_land=False)", (~df["on_land"]).sum())
-    from . import labels
 
-    scheme = labels.get(label_scheme)
-    levels = [scheme.level_columns(c) for c in df["eunis_code"]]
+    scheme = schemes.get(label_scheme)
+    levels = [scheme.level_columns(c) for c in df["label"]]
     for k in (1, 2, 3):
-        df[f"eunis_l{k}"] = [lv[f"eunis_l{k}"] for lv in levels]
-    df["eunis_candidates"] = _candidates_column(df["eunis_candidates"])
+        df[f"label_l{k}"] = [lv[f"label_l{k}"] for lv in levels]
+    df["label_candidates"] = _candidates_column(df["label_candidates"])
     df["coord_uncertainty_m"] = pd.to_numeric(df["coord_uncertainty_m"], errors="coerce")
     df["date"] = pd.to_datetime(df["date"], errors="coerce")
     report.kept = len(df)
@@ -250,7 +252,7 @@ def finalise(df: pd.DataFrame, report: LoadReport, sea: str = "flag", verbose: b
 
 
 def _candidates_column(values) -> pd.Series:
-    """``eunis_candidates`` as text or None (not NaN: pandas and Parquet turn None into NaN in a
+    """``label_candidates`` as text or None (not NaN: pandas and Parquet turn None into NaN in a
     column of text), in an object column."""
     return pd.Series([v if isinstance(v, str) else None for v in values], index=values.index, dtype=object)
 
@@ -357,7 +359,7 @@ def read_lucas(table, photo_root=None, labels=None, *, coordinates: str = "gps",
     df["source"] = "lucas"
 
     # labels
-    df["eunis_code"] = None
+    df["label"] = None
     if labels is not None:
         label_report = LoadReport("LUCAS labels")
         lab = _read_export(labels, label_report)
@@ -370,11 +372,11 @@ def read_lucas(table, photo_root=None, labels=None, *, coordinates: str = "gps",
         lab = lab[~dup]
         merged = df[["point_id", "year"]].merge(lab[["point_id", "year", label_column]], how="left",
                                                 on=["point_id", "year"])
-        df["eunis_code"], df["eunis_candidates"] = _labels(merged[label_column].tolist(), report, label_scheme)
+        df["label"], df["label_candidates"] = _labels(merged[label_column].tolist(), report, label_scheme)
         unmatched = len(lab) - merged[label_column].notna().sum()
         report.note("label rows matching no LUCAS point", unmatched)
     elif label_column in df.columns:
-        df["eunis_code"], df["eunis_candidates"] = _labels(df[label_column].tolist(), report, label_scheme)
+        df["label"], df["label_candidates"] = _labels(df[label_column].tolist(), report, label_scheme)
 
     # photos
     if "nuts0" not in df.columns:
@@ -450,8 +452,8 @@ def lucas_points(path=None, *, countries=None, verbose: bool = True):
     sites
         The site table (see the top of this module; a GeoDataFrame) with ``source``
         ``"lucas"``, site ids ``lucas:<point_id>:<year>`` as in :func:`read_lucas`,
-        ``coord_source`` ``"theoretical"`` and the land cover in ``eunis_code`` and its
-        levels in ``eunis_l1`` .. ``eunis_l3`` (the LC1 tree of
+        ``coord_source`` ``"theoretical"`` and the land cover in ``label`` and its
+        levels in ``label_l1`` .. ``label_l3`` (the LC1 tree of
         ``habitat_helpers.labels.get("lucas-lc1")``: ``E20`` gives ``E``, ``E2``, ``E20``),
         plus two columns ``lu1`` and ``country``. Nothing is dropped silently: the load
         report (:class:`LoadReport`, printed and in ``sites.attrs["load_report"]``) counts
@@ -473,12 +475,11 @@ def lucas_points(path=None, *, countries=None, verbose: bool = True):
     -------
     >>> import habitat_helpers as hh
     >>> sites = hh.datasets.lucas_points(countries=("FR", "ES"), verbose=False)
-    >>> len(sites), sites["eunis_l1"].value_counts().index[0]
+    >>> len(sites), sites["label_l1"].value_counts().index[0]
     (7077, 'B')
     >>> sites.attrs["attribution"]
     'Source: Eurostat, LUCAS 2015 primary data'
     """
-    from . import paths
 
     path = paths.resource(_LUCAS_POINTS_FILE) if path is None else Path(path)
     if not path.is_file():
@@ -510,7 +511,7 @@ def lucas_points(path=None, *, countries=None, verbose: bool = True):
     out["lon"] = _coordinate_text(df["lon"], report)
     out["coord_source"] = "theoretical"
     codes, candidates, unknown_codes = _clean_labels(df["lc1"], report, "lucas-lc1")
-    out["eunis_code"], out["eunis_candidates"] = codes, candidates
+    out["label"], out["label_candidates"] = codes, candidates
     extra = pd.DataFrame({"lu1": df["lu1"].map(_text) if "lu1" in df.columns else None,
                           "country": country.map(_text)}, index=df.index)
     # The rows finalise keeps: readable, in-range coordinates, the first row of each site id.
@@ -544,7 +545,7 @@ def read_eva(header, *, label_column: str = "Expert System", sep: str = "\t", se
     (EUNIS-ESy codes: several comma-separated, ``!``-flagged, groupings such as ``Sb``, ``?``),
     ``Location uncertainty (m)`` and ``Date of recording`` (dd.mm.yyyy) when present.
     Several codes give their common ancestor (``R22, R23!`` -> ``R2``), the codes themselves
-    kept in ``eunis_candidates`` (``R22;R23``); codes of different formations (``R22, S31``)
+    kept in ``label_candidates`` (``R22;R23``); codes of different formations (``R22, S31``)
     leave the plot unlabelled, counted in the load report.
     """
     report = LoadReport("EVA")
@@ -562,9 +563,9 @@ def read_eva(header, *, label_column: str = "Expert System", sep: str = "\t", se
     else:
         df["date"] = pd.NaT
     if label_column in df.columns:
-        df["eunis_code"], df["eunis_candidates"] = _labels(df[label_column].tolist(), report, label_scheme)
+        df["label"], df["label_candidates"] = _labels(df[label_column].tolist(), report, label_scheme)
     else:
-        df["eunis_code"] = None
+        df["label"] = None
     return finalise(df, report, sea=sea, verbose=verbose, label_scheme=label_scheme)
 
 
@@ -586,7 +587,7 @@ def read_embal(table, photo_root=None, columns: dict | None = None, *, sea: str 
     Rows whose photo file is missing or whose photo cell is empty are counted; a site keeps the
     photos that exist. Rows without a site id are skipped (counted, with their lines). A site
     whose rows give different codes gets their common ancestor, the codes in
-    ``eunis_candidates``, as for an EVA cell listing several codes.
+    ``label_candidates``, as for an EVA cell listing several codes.
     """
     report = LoadReport("EMBAL")
     df = _read_export(table, report)
@@ -620,10 +621,10 @@ def read_embal(table, photo_root=None, columns: dict | None = None, *, sea: str 
         records.append({"site_id": f"embal:{site}", "source": "embal", "lat": lat.iloc[0], "lon": lon.iloc[0],
                         "coord_source": "embal", "coord_uncertainty_m": np.nan,
                         "date": rows["date"].iloc[0] if "date" in rows.columns else None,
-                        "eunis_code": label, "photos": photos, "photo_views": views, "satellite": None})
+                        "label": label, "photos": photos, "photo_views": views, "satellite": None})
     out = pd.DataFrame(records, columns=list(records[0]) if records else SITE_COLUMNS)
     if len(out):
-        out["eunis_code"], out["eunis_candidates"] = _labels(out["eunis_code"].tolist(), report, label_scheme)
+        out["label"], out["label_candidates"] = _labels(out["label"].tolist(), report, label_scheme)
     return finalise(out, report, sea=sea, verbose=verbose, label_scheme=label_scheme)
 
 
@@ -695,13 +696,15 @@ def read_patch(path, bands=None) -> np.ndarray:
     return arr.transpose(2, 0, 1)
 
 
-def read_satellite(sites, root, pattern: str = "{name}.tif", *, tolerance_m: float = 1000.0):
+def read_satellite(sites, root, pattern: str = "{name}.tif", *, tolerance_m: float = 1000.0,
+                   verbose: bool = True):
     """Attach satellite patches to ``sites``: the file ``root / pattern`` per site, where
     ``{name}`` is the native part of ``site_id`` (after ``source:``, with ``:`` made ``_``).
 
     Georeferenced patches are checked against the site: its point must lie within the patch's
     WGS84 bounds grown by ``tolerance_m``; patches that do not are not attached (counted).
-    Returns a copy of ``sites`` with the ``satellite`` column filled where a patch was found.
+    Returns a copy of ``sites`` with the ``satellite`` column filled where a patch was found; the
+    counts are in ``attrs["satellite_report"]`` and printed with ``verbose``.
     """
     report = LoadReport("satellite", rows_read=len(sites))
     sites = sites.copy()
@@ -723,7 +726,8 @@ def read_satellite(sites, root, pattern: str = "{name}.tif", *, tolerance_m: flo
     sites["satellite"] = found
     report.kept = int(sum(p is not None for p in found))
     sites.attrs["satellite_report"] = report.as_dict()
-    print(report)
+    if verbose:
+        print(report)
     return sites
 
 
@@ -735,7 +739,7 @@ def read_satellite(sites, root, pattern: str = "{name}.tif", *, tolerance_m: flo
 COLUMN_ALIASES = {
     "lat": ("lat", "latitude"),
     "lon": ("lon", "longitude"),
-    "label": ("eunis_code", "eunis", "Expert System"),
+    "label": ("eunis_code", "label", "eunis", "Expert System"),
     "site_id": ("site_id", "PlotObservationID", "id"),
 }
 
@@ -803,7 +807,7 @@ def read_table(path, *, lat: str = "lat", lon: str = "lon", label: str | None = 
         line; missing, unreadable or out-of-range coordinates; duplicated ids)
         and notes on kept rows (unknown EUNIS codes and EUNIS-ESy codes of different formations,
         which leave the site unlabelled; missing photo files ...). A cell of several codes of one
-        formation gives their common ancestor and keeps the codes in ``eunis_candidates``.
+        formation gives their common ancestor and keeps the codes in ``label_candidates``.
         The report is printed and stored in ``sites.attrs["load_report"]``, with the columns
         used in ``sites.attrs["columns"]`` and a few unknown codes in
         ``sites.attrs["unknown_codes"]`` (for finding typos).
@@ -847,11 +851,11 @@ def read_table(path, *, lat: str = "lat", lon: str = "lon", label: str | None = 
     df["coord_source"] = "table"
     eunis_labels = label_scheme == "eunis"
     if columns["label"] is None:                 # label=None: a table of sites without labels
-        df["eunis_code"], df["eunis_candidates"], unknown = None, None, Counter()
+        df["label"], df["label_candidates"], unknown = None, None, Counter()
         report.note("no label column (label=None): every site unlabelled", len(df))
     else:
         esy = eunis_labels and (esy or _looks_like_esy(columns["label"], table[columns["label"]]))
-        df["eunis_code"], df["eunis_candidates"], unknown = _clean_labels(table[columns["label"]], report,
+        df["label"], df["label_candidates"], unknown = _clean_labels(table[columns["label"]], report,
                                                                            label_scheme)
     photos, views = _photo_lists(table, columns["photos"])
     df["photos"] = pd.Series(photos, index=df.index, dtype=object)
@@ -1048,7 +1052,6 @@ def _clean_labels(values: pd.Series, report, label_scheme: str = "eunis"):
 
     Each distinct cell is cleaned once (a land-cover column holds a few dozen classes over thousands
     of rows), its notes and unknown codes counted once per row that holds it."""
-    from . import labels as schemes
 
     scheme = schemes.get(label_scheme)
     eunis_labels = label_scheme == "eunis"
@@ -1164,15 +1167,16 @@ def write_sites(sites, path) -> Path:
 
 
 def read_sites(path):
-    """Read a site table written by :func:`write_sites` (list columns back as Python lists)."""
+    """Read a site table written by :func:`write_sites` (list columns back as Python lists; the
+    label columns of earlier versions renamed, :func:`habitat_helpers.labels.current_names`)."""
     import geopandas as gpd
 
-    sites = gpd.read_parquet(path)
+    sites = schemes.current_names(gpd.read_parquet(path), str(path))
     for col in ("photos", "photo_views"):
         if col in sites.columns:
             sites[col] = [list(v) if v is not None else [] for v in sites[col]]
-    if "eunis_candidates" in sites.columns:
-        sites["eunis_candidates"] = _candidates_column(sites["eunis_candidates"])
+    if "label_candidates" in sites.columns:
+        sites["label_candidates"] = _candidates_column(sites["label_candidates"])
     return sites
 
 
@@ -1187,7 +1191,7 @@ def data_card(sites) -> pd.DataFrame:
             "sites with photos": int((n_photos > 0).sum()), "photos": int(n_photos.sum()),
             "views": " ".join(views) if views else "-",
             "satellite patches": int(group["satellite"].notna().sum()),
-            **{f"labelled at level {k}": f"{group[f'eunis_l{k}'].notna().mean():.0%}" for k in (1, 2, 3)},
+            **{f"labelled at level {k}": f"{group[f'label_l{k}'].notna().mean():.0%}" for k in (1, 2, 3)},
             "on land": f"{group['on_land'].mean():.0%}",
         })
     return pd.DataFrame(rows).set_index("source")
@@ -1230,269 +1234,3 @@ def open_image(path, bands=("B04", "B03", "B02"), draft_size: int | None = None)
         if draft_size:
             im.draft("RGB", (draft_size, draft_size))
         return im.convert("RGB")
-
-
-# --- DATA: the demo or a data spec --------------------------------------------------------------
-
-#: What each kind of source in a data spec accepts (paths are relative to the spec's folder;
-#: ``~`` and ``$VARIABLES`` are expanded). Required keys first, then the optional ones.
-SPEC_SOURCES = {
-    "lucas": ({"table"}, {"photos", "labels", "label_column", "coordinates", "views"}),
-    "eva": ({"header"}, {"label_column", "sep"}),
-    "embal": ({"table"}, {"photos", "columns"}),
-    "table": ({"path"}, {"lat", "lon", "label", "site_id", "photos", "satellite", "esy", "sep"}),
-    "satellite": ({"root"}, {"pattern", "sources", "tolerance_m"}),
-}
-SPEC_KEYS = {"name", "description", "label_scheme", "synthetic", "sources"}
-
-
-@dataclass
-class Data:
-    """What the notebooks and the CLI work on: the site table and how it was made.
-
-    ``sites`` follows the schema at the top of this module; ``report`` has one row per source
-    (rows read, sites kept, rows skipped, notes); ``key`` names the data in cache folders (``None``
-    for the demo, whose run folders are named by profile and seed alone)."""
-
-    name: str
-    sites: object
-    report: pd.DataFrame
-    label_scheme: str = "eunis"
-    synthetic: bool = False
-    key: str | None = None
-    folder: Path | None = None          # the demo's folder (its manifest and truth), else None
-    spec: dict = field(default_factory=dict)
-
-    def run_dir(self, profile: str, seed: int) -> Path:
-        """The cache folder for this data, profile and seed (:func:`habitat_helpers.paths.run_dir`)."""
-        from . import paths
-
-        return paths.run_dir(profile, seed, self.key)
-
-    def source_files(self) -> list[Path]:
-        """The tables the sites were read from (the demo's CSVs, or the spec's tables)."""
-        if self.folder is not None:
-            return sorted(self.folder.glob("*/*.csv"))
-        keys = ("table", "header", "path", "labels")
-        return [Path(s[k]) for s in self.spec.get("sources", []) for k in keys if s.get(k) is not None]
-
-    @property
-    def bbox(self) -> tuple[float, float, float, float]:
-        """``(lon_min, lat_min, lon_max, lat_max)``: the demo's region, or the sites' extent with a
-        margin of 0.5°."""
-        if self.folder is not None:
-            from . import demo
-
-            return demo.DEMO_BBOX
-        lat, lon = self.sites["lat"], self.sites["lon"]
-        return (float(lon.min()) - 0.5, float(lat.min()) - 0.5, float(lon.max()) + 0.5, float(lat.max()) + 0.5)
-
-    def __repr__(self) -> str:
-        kind = "synthetic demo" if self.synthetic else "data spec"
-        return (f"Data({self.name!r}, {kind}, {len(self.sites)} sites, labels: {self.label_scheme}, "
-                f"sources: {', '.join(self.report.index)})")
-
-
-def load(data: str | Path = "demo", profile="tiny", seed: int = 0, *, verbose: bool = True) -> Data:
-    """Turn a notebook's ``DATA`` parameter into the site table and its load report.
-
-    ``data`` is ``"demo"`` (the synthetic demo of :mod:`habitat_helpers.demo` for ``profile``
-    and ``seed``, written in the real formats and read back through the loaders) or the path of
-    a data spec, a small YAML file naming your sources (:func:`read_spec`; an example is
-    ``data/example_spec.yml``). Every source is read by its loader here (:func:`read_lucas`,
-    :func:`read_eva`, :func:`read_embal`, :func:`read_table`, :func:`read_satellite`), the parts
-    are put together, and one line per source says what was read, kept and skipped.
-
-    Profiles set sizes, encoders and devices, never the data: any profile runs on any data.
-    """
-    from . import demo, profiles
-
-    prof = profiles.get(profile) if isinstance(profile, str) else profile
-    if isinstance(data, str) and data.strip().lower() == "demo":
-        folder = demo.make_demo(prof, seed)
-        sites = demo.load_sites(folder)
-        reports = sites.attrs.get("load_reports", {})
-        result = Data("demo", sites, _report_frame(reports), "eunis", True, None, folder)
-    else:
-        spec = read_spec(data)
-        parts, reports = [], {}
-        for source in spec["sources"]:
-            kind = source["kind"]
-            if kind == "satellite":
-                if not parts:
-                    raise ValueError(f"{spec['path']}: a satellite source attaches patches to the sites "
-                                     "read before it: list it after them")
-                parts = _attach_satellite(parts, source, reports)
-                continue
-            part = _read_source(kind, source, spec["label_scheme"])
-            reports[part["source"].iloc[0] if len(part) else kind] = part.attrs.get("load_report", {})
-            parts.append(part)
-        sites = _combine(parts)
-        result = Data(spec["name"], sites, _report_frame(reports), spec["label_scheme"],
-                      spec["synthetic"], _spec_key(spec), None, spec)
-    if verbose:
-        _print_report(result)
-    return result
-
-
-def read_spec(path) -> dict:
-    """Read and check a data spec (YAML). Returns it with absolute paths, defaults filled in
-    and ``path`` added. Unknown keys, unknown source kinds, missing required keys and missing
-    files are errors that name the key and the file."""
-    import os
-
-    import yaml
-
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"DATA is neither 'demo' nor an existing data spec: {path} not found "
-                                "(see data/example_spec.yml for the format)")
-    spec = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(spec, dict):
-        raise ValueError(f"{path}: a data spec is a mapping with the keys {sorted(SPEC_KEYS)}")
-    unknown = set(spec) - SPEC_KEYS
-    if unknown:
-        raise ValueError(f"{path}: unknown key(s) {sorted(unknown)}; a data spec has {sorted(SPEC_KEYS)}")
-    sources = spec.get("sources")
-    if not isinstance(sources, list) or not sources:
-        raise ValueError(f"{path}: 'sources' must list at least one source "
-                         f"(kinds: {', '.join(SPEC_SOURCES)})")
-    folder = path.resolve().parent
-
-    def resolve(value):
-        expanded = os.path.expandvars(os.path.expanduser(str(value)))
-        if "$" in expanded:
-            raise ValueError(f"{path}: environment variable not set in {value!r}")
-        target = Path(expanded)
-        return target if target.is_absolute() else folder / target
-
-    checked = []
-    for number, source in enumerate(sources, start=1):
-        where = f"{path}, source {number}"
-        if not isinstance(source, dict) or "kind" not in source:
-            raise ValueError(f"{where}: each source is a mapping with a 'kind' ({', '.join(SPEC_SOURCES)})")
-        kind = source["kind"]
-        if kind not in SPEC_SOURCES:
-            raise ValueError(f"{where}: unknown kind {kind!r}; choose one of {', '.join(SPEC_SOURCES)}")
-        required, optional = SPEC_SOURCES[kind]
-        missing = required - set(source)
-        extra = set(source) - required - optional - {"kind"}
-        if missing:
-            raise ValueError(f"{where} ({kind}): missing {sorted(missing)}")
-        if extra:
-            raise ValueError(f"{where} ({kind}): unknown key(s) {sorted(extra)}; "
-                             f"it takes {sorted(required)} and optionally {sorted(optional)}")
-        source = dict(source)
-        for key in ("table", "header", "path", "root", "labels"):
-            if key in source and source[key] is not None:
-                source[key] = resolve(source[key])
-                if not source[key].exists():
-                    raise FileNotFoundError(f"{where} ({kind}): {key} {source[key]} does not exist")
-        if kind in ("lucas", "embal") and source.get("photos") is not None:
-            source["photos"] = resolve(source["photos"])
-            if not source["photos"].is_dir():
-                raise FileNotFoundError(f"{where} ({kind}): photos folder {source['photos']} does not exist")
-        checked.append(source)
-    return {"name": str(spec.get("name") or path.stem), "description": str(spec.get("description", "")),
-            "label_scheme": str(spec.get("label_scheme", "eunis")), "synthetic": bool(spec.get("synthetic", False)),
-            "sources": checked, "path": path.resolve()}
-
-
-def _read_source(kind: str, source: dict, label_scheme: str):
-    """One source of a data spec through its loader."""
-    if kind == "lucas":
-        return read_lucas(source["table"], source.get("photos"), source.get("labels"),
-                          coordinates=source.get("coordinates", "gps"),
-                          views=tuple(source.get("views", LUCAS_VIEWS)),
-                          label_column=source.get("label_column", "eunis_code"),
-                          label_scheme=label_scheme, verbose=False)
-    if kind == "eva":
-        return read_eva(source["header"], label_column=source.get("label_column", "Expert System"),
-                        sep=source.get("sep", "\t"), label_scheme=label_scheme, verbose=False)
-    if kind == "embal":
-        return read_embal(source["table"], source.get("photos"), source.get("columns"),
-                          label_scheme=label_scheme, verbose=False)
-    photos = source.get("photos") or []
-    return read_table(source["path"], lat=source.get("lat", "lat"), lon=source.get("lon", "lon"),
-                      label=source.get("label", "eunis_code"), site_id=source.get("site_id"),
-                      photo_columns=[photos] if isinstance(photos, str) else list(photos),
-                      satellite=source.get("satellite"), esy=bool(source.get("esy", False)),
-                      sep=source.get("sep"), label_scheme=label_scheme, verbose=False)
-
-
-def _attach_satellite(parts: list, source: dict, reports: dict) -> list:
-    """Attach patches under ``root`` to the parts whose source is listed (default: all)."""
-    wanted = source.get("sources")
-    out = []
-    for part in parts:
-        name = part["source"].iloc[0] if len(part) else None
-        if len(part) and (wanted is None or name in wanted):
-            import contextlib
-            import io
-
-            with contextlib.redirect_stdout(io.StringIO()):
-                part = read_satellite(part, source["root"], source.get("pattern", "{name}.tif"),
-                                      tolerance_m=float(source.get("tolerance_m", 1000.0)))
-            reports[f"satellite ({name})"] = part.attrs["satellite_report"]
-        out.append(part)
-    return out
-
-
-def _combine(parts: list):
-    """One site table from the parts; site ids must stay unique across sources. A part without
-    ``eunis_candidates`` (a table read before the column existed) gives None there."""
-    import geopandas as gpd
-
-    parts = [p for p in parts if len(p)]
-    if not parts:
-        raise ValueError("no source gave a single usable site: see the load report above")
-    sites = gpd.GeoDataFrame(pd.concat(parts, ignore_index=True), crs="EPSG:4326")
-    sites["eunis_candidates"] = _candidates_column(sites.get("eunis_candidates", pd.Series(index=sites.index)))
-    dup = sites["site_id"].duplicated()
-    if dup.any():
-        raise ValueError(f"{int(dup.sum())} site ids occur in more than one source, e.g. "
-                         f"{sites.loc[dup, 'site_id'].iloc[0]!r}: give the sources different names")
-    return sites
-
-
-def _report_frame(reports: dict[str, dict]) -> pd.DataFrame:
-    """One row per source (the site table's ``source`` name): what its loader read, kept, skipped."""
-    rows = []
-    for source, r in reports.items():
-        if not r:
-            continue
-        skipped, notes, where = r.get("skipped", {}), r.get("notes", {}), r.get("where", {})
-        rows.append({"source": source, "rows read": r.get("rows_read", 0), "kept": r.get("kept", 0),
-                     "skipped": sum(skipped.values()),
-                     "skipped, by reason": "; ".join(f"{k}: {v}{_places(where, k, v)}"
-                                                     for k, v in skipped.items()) or "-",
-                     "notes": "; ".join(f"{k}: {v}{_places(where, k, v)}" for k, v in notes.items()) or "-"})
-    columns = ["source", "rows read", "kept", "skipped", "skipped, by reason", "notes"]
-    return pd.DataFrame(rows, columns=columns).set_index("source")
-
-
-def _print_report(data: Data) -> None:
-    sites = data.sites
-    labelled = ", ".join(f"level {k} {int(sites[f'eunis_l{k}'].notna().sum())}" for k in (1, 2, 3))
-    print(f"DATA {data.name!r}: {len(sites)} sites; labelled ({data.label_scheme}): {labelled}; "
-          f"with photos {int((sites['photos'].str.len() > 0).sum())}, "
-          f"with a satellite patch {int(sites['satellite'].notna().sum())}")
-    for source, row in data.report.iterrows():
-        print(f"  {source}: read {row['rows read']}, kept {row['kept']}, skipped {row['skipped']}"
-              + (f" ({row['skipped, by reason']})" if row["skipped"] else ""))
-
-
-def _spec_key(spec: dict) -> str:
-    """A short name for the spec's data in cache folders: its name plus a hash of the spec and
-    of the size and modification time of every file it names (edit a table, get a new key)."""
-    import hashlib
-    import re as _re
-
-    digest = hashlib.sha1(Path(spec["path"]).read_bytes())
-    for source in spec["sources"]:
-        for key in ("table", "header", "path", "labels"):
-            if source.get(key) is not None:
-                stat = Path(source[key]).stat()
-                digest.update(f"{source[key]}|{stat.st_size}|{stat.st_mtime_ns}".encode())
-    slug = _re.sub(r"[^A-Za-z0-9_.-]+", "_", spec["name"])[:40]
-    return f"{slug}-{digest.hexdigest()[:8]}"

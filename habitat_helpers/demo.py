@@ -33,7 +33,7 @@ The generative story (``make_demo``, generator version 5)
    from the place's habitat distribution), 2 (the sibling group) or 3 (the sibling habitat),
    spread per site by :data:`PHOTO_JITTER` / :data:`SATELLITE_JITTER`. So every input carries
    partial information at every level; the rates are set so that single-input probes
-   (:func:`input_probes`) sit near published real-data figures (:data:`PUBLISHED_FIGURES`).
+   (:func:`habitat_helpers.calibration.input_probes`) sit near published real-data figures (:data:`habitat_helpers.calibration.PUBLISHED_FIGURES`).
 5. **Appearance.** Ground photos: that look in perspective under a sky, with each view's own
    nuisance (stripe phase, horizon, exposure, colour cast, flip, occluding post, noise).
    Satellite patches: the look from above, mixed with a neighbouring habitat drawn from the
@@ -59,6 +59,7 @@ Files (under ``hh.paths.run_dir(profile, seed) / "demo"``)::
     covariates.parquet              the generating variables and probabilities per site, and the
                                     habitat whose look the photos and the patch show
     manifest.json                   settings, counts, ceiling accuracy
+    settings.json                   the settings again, read to reuse the folder (hh.cache)
 
 ``load_sites(folder)`` reads them back through :mod:`habitat_helpers.datasets`.
 The same ``(profile, seed)`` gives byte-identical files.
@@ -75,7 +76,7 @@ import pandas as pd
 from PIL import Image
 from scipy import ndimage
 
-from . import datasets, environment, paths, profiles
+from . import cache, datasets, environment, eunis, labels, landmask, paths, profiles
 
 GENERATOR_VERSION = 5
 
@@ -125,11 +126,10 @@ _CAPITALS = {
 
 def habitat_table() -> pd.DataFrame:
     """The demo habitats with their codes at each level and EUNIS names."""
-    from . import eunis
 
     rows = []
     for code in DEMO_HABITATS:
-        rows.append({"eunis_l3": code, "eunis_l2": code[:2], "eunis_l1": code[:1],
+        rows.append({"label_l3": code, "label_l2": code[:2], "label_l1": code[:1],
                      "name_l3": eunis.name(code), "name_l2": eunis.name(code[:2]),
                      "name_l1": eunis.name(code[:1])})
     return pd.DataFrame(rows)
@@ -137,7 +137,6 @@ def habitat_table() -> pd.DataFrame:
 
 def _in_europe(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
     """Keep land points of Europe: drop North Africa (south of 37.5 N) and Anatolia."""
-    from . import landmask
 
     europe = (lat >= 37.5) & ~((lon > 26.0) & (lat < 41.5))
     return europe & landmask.is_land(lat, lon)
@@ -195,7 +194,6 @@ def covariates(lat, lon) -> pd.DataFrame:
 
     Shore points that the Köppen raster leaves empty (missing) while the land mask calls them land
     take the class of the nearest non-empty cell within 0.1° (searched in rings)."""
-    from . import environment
 
     lat, lon = np.asarray(lat, float), np.asarray(lon, float)
     table, _ = environment.sample(lat, lon, ["koppen_main", "coast_km"])
@@ -335,7 +333,7 @@ def cue_agreement(true_codes, photo_cues, satellite_cues, has_photo) -> dict[str
 #: formation, drawn from the place's habitat distribution), the group (by the sibling group's
 #: habitat) or the habitat (by its sibling). Drawn independently per modality and site: a photo
 #: can look like the neighbouring arable field while the satellite patch shows the grassland.
-#: Set from the published real-data figures (:data:`PUBLISHED_FIGURES`) before the claim was
+#: Set from the published real-data figures (:data:`habitat_helpers.calibration.PUBLISHED_FIGURES`) before the claim was
 #: re-measured: the probes (``input_probes``) of book seeds 0-2 average close to ground photos ->
 #: land cover 0.89 (level 1), ground photos -> habitats 0.61-0.63 (level 2) and the low end of
 #: satellite + environment -> EUNIS level 3, 0.61 (the conservative end of 0.61-0.94).
@@ -511,119 +509,12 @@ def _esy_string(code: str, level: int, rng: np.random.Generator) -> str:
     return code + "!" if rng.random() < 0.1 else code
 
 
-# --- calibration: how much each input carries, beside published figures ------------------------
-
-#: Published single-input scores of real data that the demo's inputs are set against. Each names
-#: the demo inputs and the EUNIS level it is compared with, the figure (``low`` to ``high``) and
-#: where it comes from; location with covariates on real land cover is measured by this book
-#: itself (chapter 6).
-PUBLISHED_FIGURES = (
-    {"inputs": "photo", "level": 1, "low": 0.89, "high": 0.89, "metric": "mean F1",
-     "what": "8 LUCAS land-cover classes from 1,120 LUCAS landscape photos (segmentation + random forest)",
-     "source": "Martinez-Sanchez et al. 2024, Environ. Model. Softw., doi:10.1016/j.envsoft.2023.105931"},
-    {"inputs": "photo", "level": 2, "low": 0.61, "high": 0.63, "metric": "mean F1",
-     "what": "16-18 Living England habitat classes from ground photos (fine-tuned DeepLabV3), five-fold CV",
-     "source": "Tourian et al. 2026, PLOS ONE 21(6): e0351335, doi:10.1371/journal.pone.0351335 "
-               "(preprint arXiv:2508.19314, 2025)"},
-    {"inputs": "satellite + env", "level": 3, "low": 0.61, "high": 0.94, "metric": "F1, range over formations",
-     "what": "260 EUNIS level-3 habitats from satellite imagery and climate, terrain and soil; spatial "
-             "block cross-validation",
-     "source": "Si-Moussi et al. 2025, Sci. Data, doi:10.1038/s41597-025-06235-7"},
-    {"inputs": "gps + env", "level": 1, "low": None, "high": None, "metric": "macro-F1",
-     "what": "LUCAS LC1 level 1 from location and climate on 14,613 real LUCAS 2015 points, spatial folds",
-     "source": "this book, chapter 6 (results chapter, real data)"},
-)
-
-#: How far (in macro-F1) the book's probe of each input may sit from its published figure. The
-#: test of the calibration (``tests/test_calibration.py``, book profile, seed 0) holds the gaps
-#: within it. Between seeds of the book profile the same probe moves by up to about 0.04 (its
-#: test blocks hold a few hundred sites), and the published tasks are not the demo's.
-CALIBRATION_TOLERANCE = 0.06
-
-#: The inputs probed by :func:`input_probes`, each alone and the pairs the published figures use.
-PROBED_INPUTS = (("photo",), ("satellite",), ("gps",), ("env",), ("satellite", "env"), ("gps", "env"))
-
-
-def input_probes(embeddings: dict, truth: pd.DataFrame, train: np.ndarray, test: np.ndarray,
-                 inputs=PROBED_INPUTS, C: float = 0.5) -> pd.DataFrame:
-    """How much habitat information each input carries: the macro-F1 per level of a linear probe
-    (a logistic regression on the standardised raw embeddings, :func:`habitat_helpers.classify.linear_probe`,
-    ``C`` fixed) fitted on the ``train`` sites and scored on the ``test`` sites (boolean masks,
-    e.g. a spatial block split), against ``truth`` (every site's habitat, which only a synthetic
-    demo knows). A pair of inputs is probed side by side on the sites that have both.
-    Returns one row per input set and level: ``inputs, level, macro_f1, accuracy, n_test``."""
-    from . import classify
-
-    rows = []
-    for names in inputs:
-        if any(m not in embeddings for m in names):
-            continue
-        X = np.hstack([np.asarray(embeddings[m], dtype=np.float64) for m in names])
-        scores = classify.linear_probe(X, truth, train, test, C=C)
-        for level in (1, 2, 3):
-            r = scores[f"level{level}"]
-            rows.append({"inputs": " + ".join(names), "level": level, "macro_f1": r.get("macro_f1", np.nan),
-                         "accuracy": r.get("accuracy", np.nan), "n_test": int(r.get("n", 0))})
-    return pd.DataFrame(rows, columns=["inputs", "level", "macro_f1", "accuracy", "n_test"])
-
-
-def calibration_probes(data, embeddings: dict, seed: int = 0, held_out: float = 0.3) -> pd.DataFrame:
-    """:func:`input_probes` as the book runs them on a demo ``data`` (``hh.datasets.load``) and its
-    ``embeddings`` (``hh.embed.site_embeddings``): every image and location embedding plus the
-    environment covariates (``hh.environment.features``), scored against the true habitat on a
-    spatial block split (blocks sized from the labels, :func:`habitat_helpers.evaluation.resolve_block_size`;
-    a share ``held_out`` of them held out, drawn with ``seed``)."""
-    from . import embed, evaluation, spatial
-
-    sites = data.sites
-    truth = true_labels(data)
-    env_X, _, _ = environment.features(sites["lat"], sites["lon"])
-    inputs = {**{m: embeddings[m] for m in embed.MODALITIES}, "env": env_X}
-    lat, lon = sites["lat"].to_numpy(), sites["lon"].to_numpy()
-    block, _ = evaluation.resolve_block_size(lat, lon, sites, seed=seed)
-    test = spatial.spatial_block_split(lat, lon, block, held_out, seed)
-    return input_probes(inputs, truth, ~test, test)
-
-
-def calibration_table(probes: pd.DataFrame, measured: dict | None = None,
-                      manifest: dict | None = None) -> pd.DataFrame:
-    """:data:`PUBLISHED_FIGURES` beside the demo's probe at the same inputs and level
-    (``probes`` from :func:`input_probes`). ``measured`` fills figures this book measures itself,
-    e.g. ``{"gps + env": 0.25}`` from chapter 6. ``gap``: the demo's probe minus the nearest end
-    of the published range (0 inside it; positive: the demo's input carries more than real data).
-
-    With the demo's ``manifest`` (:func:`load_manifest`), a column ``ceiling`` gives the accuracy
-    reachable from the generating variables: for an image input, the share of sites whose images
-    show the cues of the true habitat at that level (:func:`cue_agreement`); for location, the
-    ceiling of the known habitat probabilities (:func:`ceiling_accuracy`). The probe sits below it."""
-    at = {(r.inputs, r.level): r.macro_f1 for r in probes.itertuples()}
-    cues = (manifest or {}).get("cue_agreement") or {}
-    location = (manifest or {}).get("ceiling_accuracy") or {}
-    ceilings = {"photo": cues.get("photo", {}), "satellite + env": cues.get("satellite", {}),
-                "gps + env": location}
-    rows = []
-    for fig in PUBLISHED_FIGURES:
-        low, high = fig["low"], fig["high"]
-        if low is None and measured and fig["inputs"] in measured:
-            low = high = measured[fig["inputs"]]
-        demo = at.get((fig["inputs"], fig["level"]), np.nan)
-        if low is None or np.isnan(demo):
-            gap = np.nan
-        else:
-            gap = 0.0 if low <= demo <= high else (demo - high if demo > high else demo - low)
-        rows.append({"inputs": fig["inputs"], "level": fig["level"],
-                     "ceiling": ceilings.get(fig["inputs"], {}).get(f"level{fig['level']}", np.nan),
-                     "demo probe (macro-F1)": demo, "published low": low, "published high": high, "gap": gap,
-                     "metric": fig["metric"], "what": fig["what"], "source": fig["source"]})
-    return pd.DataFrame(rows)
-
-
 def make_demo(profile: str | profiles.Profile = "tiny", seed: int = 0, root: str | Path | None = None,
-              overwrite: bool = False, progress: bool = True) -> Path:
+              overwrite: bool = False, progress: bool = True, verbose: bool = False) -> Path:
     """Write the demo dataset for ``profile`` and ``seed`` in the real formats; return its folder.
 
     An existing dataset with the same settings and generator version is reused unless
-    ``overwrite=True``. ``root`` defaults to ``hh.paths.run_dir(profile, seed) / "demo"``.
+    ``overwrite=True`` (:mod:`habitat_helpers.cache`; ``verbose`` prints whether it was). ``root`` defaults to ``hh.paths.run_dir(profile, seed) / "demo"``.
     """
     from tqdm.auto import tqdm
 
@@ -636,11 +527,11 @@ def make_demo(profile: str | profiles.Profile = "tiny", seed: int = 0, root: str
                 "satellite_confusion": SATELLITE_CONFUSION, "photo_jitter": PHOTO_JITTER,
                 "satellite_jitter": SATELLITE_JITTER, "satellite_mix": SATELLITE_MIX,
                 "label_error_rate": LABEL_ERROR_RATE, "label_near_miss": LABEL_NEAR_MISS,
-                "habitat_temperature": HABITAT_TEMPERATURE}
+                "habitat_temperature": HABITAT_TEMPERATURE,
+                "label_columns": list(labels.LEVEL_COLUMNS.values())}   # the truth file's columns
     manifest_path = out / "manifest.json"
-    if manifest_path.exists() and not overwrite:
-        if json.loads(manifest_path.read_text()).get("settings") == json.loads(json.dumps(settings)):
-            return out
+    if not overwrite and manifest_path.exists() and cache.reusable(out, settings, "demo", verbose=verbose):
+        return out
     if out.exists():
         shutil.rmtree(out)
     for sub in ("lucas/photos", "eva", "embal/photos", "satellite/lucas", "satellite/eva", "satellite/embal"):
@@ -733,8 +624,8 @@ def make_demo(profile: str | profiles.Profile = "tiny", seed: int = 0, root: str
     pd.DataFrame(embal_rows).to_csv(out / "embal/embal_photos.csv", index=False)
 
     site_ids = [f"{f}:{nid}" for f, nid in zip(family, native)]
-    truth = pd.DataFrame({"site_id": site_ids, "source": family, "eunis_l3": codes,
-                          "eunis_l2": [c[:2] for c in codes], "eunis_l1": [c[:1] for c in codes],
+    truth = pd.DataFrame({"site_id": site_ids, "source": family, "label_l3": codes,
+                          "label_l2": [c[:2] for c in codes], "label_l1": [c[:1] for c in codes],
                           "label": [c[:k] if lab else None for c, k, lab in zip(label_code, level, labelled)],
                           "label_wrong": label_wrong})
     truth.to_parquet(out / "truth.parquet", index=False)
@@ -749,25 +640,22 @@ def make_demo(profile: str | profiles.Profile = "tiny", seed: int = 0, root: str
                                          "ceiling_accuracy": ceiling_accuracy(probs),
                                          "cue_agreement": cue_agreement(codes, photo_seen, sat_seen,
                                                                         family != "eva")}, indent=2))
+    cache.record(out, settings)
     return out
 
 
 def load_sites(folder: str | Path, verbose: bool = False):
     """Read a demo folder back through the real-format loaders of :mod:`habitat_helpers.datasets`
     (LUCAS, EVA, EMBAL, satellite GeoTIFFs) into one site table."""
-    import contextlib
-    import io
-
     folder = Path(folder)
-    quiet = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
-    with quiet:
-        parts = [
-            datasets.read_lucas(folder / "lucas/lucas_harmonised.csv", photo_root=folder / "lucas/photos",
-                                labels=folder / "lucas/lucas_eunis_labels.csv"),
-            datasets.read_eva(folder / "eva/eva_header.csv"),
-            datasets.read_embal(folder / "embal/embal_photos.csv", photo_root=folder / "embal"),
-        ]
-        parts = [datasets.read_satellite(p, folder / "satellite" / p["source"].iloc[0]) for p in parts if len(p)]
+    parts = [
+        datasets.read_lucas(folder / "lucas/lucas_harmonised.csv", photo_root=folder / "lucas/photos",
+                            labels=folder / "lucas/lucas_eunis_labels.csv", verbose=verbose),
+        datasets.read_eva(folder / "eva/eva_header.csv", verbose=verbose),
+        datasets.read_embal(folder / "embal/embal_photos.csv", photo_root=folder / "embal", verbose=verbose),
+    ]
+    parts = [datasets.read_satellite(p, folder / "satellite" / p["source"].iloc[0], verbose=verbose)
+             for p in parts if len(p)]
     reports = {p["source"].iloc[0]: p.attrs.get("load_report") for p in parts}
     sites = pd.concat(parts, ignore_index=True)
     sites.attrs["load_reports"] = reports
@@ -780,21 +668,20 @@ def load_truth(folder: str | Path) -> pd.DataFrame:
 
 
 def true_labels(data) -> pd.DataFrame:
-    """Every site's true habitat at levels 1-3 (columns ``eunis_l1``, ``eunis_l2``, ``eunis_l3``), row for
-    row with ``data.sites`` (``data`` from ``hh.datasets.load`` on a demo folder). Only a synthetic demo
+    """Every site's true habitat at levels 1-3 (columns ``label_l1``, ``label_l2``, ``label_l3``), row for
+    row with ``data.sites`` (``data`` from ``hh.dataspec.load`` on a demo folder). Only a synthetic demo
     knows it; the recorded labels (``data.labels``) are the survey's, with their gaps and errors."""
-    from . import labels
 
-    if not data.synthetic:
+    if not data.is_demo:
         raise ValueError(f"{data.name}: only the synthetic demo knows every site's true habitat")
     scheme = labels.get(data.label_scheme)
-    truth = load_truth(data.folder).set_index("site_id")["eunis_l3"]
+    truth = load_truth(data.folder).set_index("site_id")["label_l3"]
     missing = ~data.sites["site_id"].isin(truth.index)
     if missing.any():
         raise ValueError(f"{int(missing.sum())} sites of {data.name} are not in {data.folder}/truth.parquet "
                          f"(e.g. {data.sites['site_id'][missing].iloc[0]!r})")
     true_l3 = truth.loc[data.sites["site_id"]].to_numpy(object)
-    return pd.DataFrame({f"eunis_l{k}": [scheme.ancestor(c, k) for c in true_l3] for k in (1, 2, 3)})
+    return pd.DataFrame({f"label_l{k}": [scheme.ancestor(c, k) for c in true_l3] for k in (1, 2, 3)})
 
 
 def load_manifest(folder: str | Path) -> dict:

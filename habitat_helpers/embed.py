@@ -36,10 +36,8 @@ import torch
 from PIL import UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
-from . import datasets
-from .encoders import Encoder
-
-MODALITIES = ("photo", "satellite", "gps")
+from . import cache, datasets, encoders, profiles, runtime
+from .encoders import OFFLINE_IMAGE_DEFAULT, Encoder, geoclip_layer_inputs, get_encoder
 
 
 class ImageFiles(Dataset):
@@ -127,7 +125,6 @@ def location_layer_inputs(lat, lon, *, batch_size: int = 4096, device: str = "cp
     """The inputs of GeoCLIP's output layers at the coordinates (float32 ``n x 3072``;
     :func:`habitat_helpers.encoders.geoclip_layer_inputs`): what the GPS head reads when that
     layer is trained with the alignment (``AlignConfig(location_layers="last")``)."""
-    from .encoders import geoclip_layer_inputs, get_encoder
 
     encoder = get_encoder("geoclip-location", device=device)
     latlon = torch.tensor(np.column_stack([lat, lon]), dtype=torch.float32)
@@ -314,26 +311,81 @@ def embed_sites(sites, image_encoder: Encoder, location_encoder: Encoder, cache_
     common = {"dataset": dataset, "shard_size": shard_size, "batch_size": batch_size,
               "num_workers": num_workers, "device": device, "progress": progress}
     per_view, site_of, keys = embed_modality(sites, "photo", image_encoder, cache_dir, **common)
-    pooled = np.full((n, image_encoder.dim), np.nan, dtype=np.float32)
-    if len(keys):
-        sums = np.zeros((n, image_encoder.dim), dtype=np.float64)
-        np.add.at(sums, site_of, per_view)
-        counts = np.bincount(site_of, minlength=n)
-        pooled[counts > 0] = (sums[counts > 0] / counts[counts > 0, None]).astype(np.float32)
+    pooled = _mean_per_site(per_view, site_of, n, image_encoder.dim)
     sat_flat, sat_rows, _ = embed_modality(sites, "satellite", image_encoder, cache_dir, **common)
     sat = np.full((n, image_encoder.dim), np.nan, dtype=np.float32)
     sat[sat_rows] = sat_flat
-
-    lat, lon = sites["lat"].to_numpy(float), sites["lon"].to_numpy(float)
-    gps_path = Path(cache_dir) / location_encoder.cache_key / f"gps-{_fingerprint(zip(lat.round(6), lon.round(6)))}.npz"
-    if gps_path.exists():
-        with np.load(gps_path) as data:
-            gps = data["embeddings"]
-    else:
-        gps = embed_locations(lat, lon, location_encoder, device=device)
-        save_npz_atomic(gps_path, embeddings=gps)
+    gps = gps_embeddings(sites["lat"].to_numpy(float), sites["lon"].to_numpy(float), cache_dir=cache_dir,
+                         device=device, progress=progress, encoder=location_encoder)
     return {"photo": pooled, "satellite": sat, "gps": gps, "photo_per_view": per_view,
             "photo_site": site_of, "photo_view": np.asarray([k.rsplit("|", 1)[1] for k in keys], dtype=str)}
+
+
+# --- what an evaluation of a table needs ---------------------------------------------------------
+
+def embed_for_evaluation(sites, modalities, *, cache_dir, image_encoder: str | None = None,
+                         image_size: int | None = None, device: str = "cpu", batch_size: int = 64,
+                         num_workers: int = 0, progress: bool = True, per_view: bool = True) -> dict[str, np.ndarray]:
+    """The embeddings that ``modalities`` need, one row per site (NaN rows where a site lacks
+    the input), as :func:`habitat_helpers.evaluation.cross_validate` takes them.
+
+    Only the requested modalities are embedded: a GPS-only evaluation never loads an image
+    model. Image embeddings go through the resumable cache of :mod:`habitat_helpers.embed`
+    (a second run with the same files reads them back); ground photos are averaged over the
+    views a site has; ``per_view`` (the default) adds the views themselves (``photo_per_view`` and
+    ``photo_site``, as :func:`embed_sites` gives them), which photo views as alignment items read."""
+    out = {}
+    if "gps" in modalities:
+        out["gps"] = gps_embeddings(sites["lat"].to_numpy(float), sites["lon"].to_numpy(float),
+                                    cache_dir=cache_dir, device=device, progress=progress)
+    image_modalities = [m for m in modalities if m in ("photo", "satellite")]
+    if image_modalities:
+        encoder = get_encoder(image_encoder or OFFLINE_IMAGE_DEFAULT,
+                                       image_size=image_size, device=device)
+        for modality in image_modalities:
+            per_item, site_row, _ = embed_modality(sites, modality, encoder, cache_dir, device=device,
+                                                         batch_size=batch_size, num_workers=num_workers,
+                                                         progress=progress)
+            out[modality] = _mean_per_site(per_item, site_row, len(sites), encoder.dim)
+            if modality == "photo" and per_view:
+                out["photo_per_view"], out["photo_site"] = per_item, site_row
+    return out
+
+
+def _mean_per_site(per_item: np.ndarray, site_row: np.ndarray, n_sites: int, dim: int) -> np.ndarray:
+    """Average the items (photo views, patches) of each site; NaN rows for sites without any."""
+    sums = np.zeros((n_sites, dim))
+    np.add.at(sums, site_row, per_item)
+    counts = np.bincount(site_row, minlength=n_sites)
+    out = np.full((n_sites, dim), np.nan, dtype=np.float32)
+    has = counts > 0
+    out[has] = sums[has] / counts[has, None]
+    return out
+
+
+def gps_embeddings(lat, lon, *, cache_dir, device: str = "cpu", progress: bool = True,
+                   chunk: int = 4096, encoder: Encoder | None = None) -> np.ndarray:
+    """Location embeddings of the coordinates (GeoCLIP's, or ``encoder``'s), in chunks behind a
+    progress bar, saved in ``cache_dir`` under the encoder and a hash of the coordinates: the one
+    GPS cache, so the same coordinates are embedded once whichever stage asks."""
+    from tqdm.auto import tqdm
+
+    encoder = encoder or get_encoder("geoclip-location", device=device)
+    coordinates = np.round(np.column_stack([lat, lon]).astype(np.float64), 6)
+    digest = hashlib.sha1(coordinates.tobytes()).hexdigest()[:12]
+    path = Path(cache_dir) / encoder.cache_key / f"gps-{digest}.npz"
+    if path.exists():
+        with np.load(path) as data:
+            return data["embeddings"]
+    parts = []
+    with tqdm(total=len(lat), desc="gps", unit="site", disable=not progress) as bar:
+        for start in range(0, len(lat), chunk):
+            parts.append(embed_locations(lat[start:start + chunk], lon[start:start + chunk], encoder,
+                                               device=device))
+            bar.update(len(parts[-1]))
+    result = np.concatenate(parts) if parts else np.empty((0, encoder.dim), np.float32)
+    save_npz_atomic(path, embeddings=result)
+    return result
 
 
 def save_site_embeddings(path: str | Path, site_ids, embeddings: dict[str, np.ndarray]) -> Path:
@@ -353,21 +405,22 @@ def load_site_embeddings(path: str | Path) -> tuple[np.ndarray, dict[str, np.nda
 # --- the stage: every site's embeddings for the notebooks ---------------------------------------
 
 def site_embeddings(data, profile, seed: int, *, device: str = "cpu", image_encoder=None,
-                    location_encoder=None, recompute: bool = False, progress: bool = True) -> dict[str, np.ndarray]:
+                    location_encoder=None, recompute: bool = False, progress: bool = True,
+                    verbose: bool = True) -> dict[str, np.ndarray]:
     """Chapter 2's stage: the embeddings of every site of ``data`` (a
-    :class:`habitat_helpers.datasets.Data`), as :func:`embed_sites` returns them.
+    :class:`habitat_helpers.dataspec.Data`), as :func:`embed_sites` returns them.
 
     They are kept in the run folder (``data.run_dir(profile, seed) / "site_embeddings.npz"``)
-    with the settings that made them. A later chapter, or a rerun, reads them back when the
-    sites and the encoders match; otherwise (an empty cache, other data, other encoders) they are
-    computed here, with a progress bar, after a one-line note saying why. ``recompute=True``
+    with the settings that made them (:mod:`habitat_helpers.cache`). A later chapter, or a rerun,
+    reads them back when the sites and the encoders match; otherwise (an empty cache, other data,
+    other encoders) they are computed here, with a progress bar, after a one-line note saying why
+    (printed with ``verbose``). ``recompute=True``
     always computes (the per-image shards under ``embeddings/`` are still reused). Besides the
     arrays, ``"settings"`` holds the encoders' settings as JSON text.
 
     ``image_encoder`` and ``location_encoder`` are encoder names or loaded encoders (default:
     the profile's).
     """
-    from . import encoders, profiles
 
     prof = profiles.get(profile) if isinstance(profile, str) else profile
     image_encoder = image_encoder or prof.image_encoder
@@ -378,16 +431,10 @@ def site_embeddings(data, profile, seed: int, *, device: str = "cpu", image_enco
     run = data.run_dir(prof.name, seed)
     path = run / "site_embeddings.npz"
     site_ids = data.sites["site_id"].astype(str).tolist()
-    if path.exists() and not recompute:
-        stored_ids, arrays = load_site_embeddings(path)
-        stored = json.loads(str(arrays["settings"])) if "settings" in arrays else None
-        if stored == settings and list(stored_ids) == site_ids:
-            print(f"embeddings: read from {path} (made earlier for these sites and encoders)")
-            return arrays
-        why = "other encoders" if stored != settings else "other sites"
-        print(f"embeddings: {path.name} in the run folder was made for {why}: computing them again")
-    elif not recompute:
-        print("embeddings: not in the run folder yet (chapter 2 makes them): computing them now")
+    kept = {**settings, "site_ids_sha1": hashlib.sha1("\n".join(site_ids).encode()).hexdigest()}
+    if not recompute and cache.reusable(path, kept, "embeddings", verbose=verbose,
+                                        missing="not in the run folder yet (chapter 2 makes them)"):
+        return load_site_embeddings(path)[1]
     if isinstance(image_encoder, str):
         image_encoder = encoders.get_encoder(image_encoder, image_size=prof.encoder_input_size, device=device)
     if isinstance(location_encoder, str):
@@ -397,6 +444,7 @@ def site_embeddings(data, profile, seed: int, *, device: str = "cpu", image_enco
                          progress=progress)
     arrays["settings"] = np.array(json.dumps(settings))    # travels with the arrays to later stages
     save_site_embeddings(path, site_ids, arrays)
+    cache.record(path, kept)
     return arrays
 
 
@@ -404,7 +452,6 @@ def site_embeddings(data, profile, seed: int, *, device: str = "cpu", image_enco
 
 def add_arguments(parser) -> None:
     """The options of ``python -m habitat_helpers embed`` (:data:`habitat_helpers.cli.COMMANDS`)."""
-    from . import encoders
 
     parser.add_argument("--sites", required=True, help="site table (GeoParquet, hh.datasets schema)")
     parser.add_argument("--modality", choices=["photo", "satellite"], default="photo")
@@ -428,7 +475,6 @@ def run(args) -> int:
 
     import torch.distributed as dist
 
-    from . import encoders, runtime
 
     rank, world_size, device = runtime.init_distributed(runtime.resolve_device(args.device))
     # CPU threads: OMP_NUM_THREADS when set (torchrun sets 1), else the cores shared among the ranks

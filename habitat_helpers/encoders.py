@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from . import runtime
+from . import datasets, runtime
 
 OFFLINE_IMAGE_DEFAULT = "efficientnet-lite0-imagenet"
 
@@ -308,7 +308,6 @@ def widen_bands(enc: Encoder, bands: tuple[str, ...], scale: float = 3000.0) -> 
     """Turn an RGB image encoder into one that reads ``bands`` of multi-band patches."""
     from torch.nn import functional as F
 
-    from . import datasets
 
     if len(bands) < 3:
         raise ValueError("give at least the three true-colour bands, e.g. ('B04', 'B03', 'B02', 'B08')")

@@ -82,7 +82,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import paths
+from . import landmask, paths
 from .paths import package_file
 
 EARTH_RADIUS_KM = 6371.0
@@ -181,7 +181,6 @@ _ERA5 = dict(path=era5_path, bands=_MONTHS, method="bilinear", source=ERA5_CITAT
 
 
 def _is_land(lat, lon):
-    from . import landmask
 
     return landmask.is_land(lat, lon).astype(float)
 
@@ -525,7 +524,6 @@ def _sample_grid(grid: _Grid, x: np.ndarray, y: np.ndarray, bands: Sequence[int]
 
 def _coast_cells() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Row and column (uint16) of every coast cell of the 1 km mask, cached, plus the mask axes."""
-    from . import landmask
 
     packed, lat_axis, lon_axis = landmask._mask()
     folder = paths.cache_dir() / "environment"
@@ -574,7 +572,6 @@ def _coast_tree():
 def coast_distance_km(lat, lon) -> np.ndarray:
     """Great-circle distance (km) from each point to the nearest coast cell of the 1 km land mask;
     negative for points at sea. See the module docstring for the method."""
-    from . import landmask
 
     lat, lon = _check_coordinates(lat, lon)
     if lat.size == 0:

@@ -136,11 +136,11 @@ def esy_label(value) -> str | None:
 
 
 def level_columns(code: str | None) -> dict[str, str | None]:
-    """``{"eunis_l1", "eunis_l2", "eunis_l3"}`` for a code, ``None`` below its own level."""
+    """``{"label_l1", "label_l2", "label_l3"}`` for a code, ``None`` below its own level."""
     if not isinstance(code, str):  # None, NaN: no label
-        return {"eunis_l1": None, "eunis_l2": None, "eunis_l3": None}
+        return {"label_l1": None, "label_l2": None, "label_l3": None}
     code = check(code)
-    return {f"eunis_l{k}": (code[:k] if len(code) >= k else None) for k in LEVELS}
+    return {f"label_l{k}": (code[:k] if len(code) >= k else None) for k in LEVELS}
 
 
 class LevelEncoder:

@@ -39,18 +39,18 @@ have them all.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
 
 import numpy as np
 import pandas as pd
 
-from . import classify, metrics, spatial
+from . import align, classify, metrics, spatial
 from . import labels as label_schemes
+from .datasets import MODALITIES
+from .embed import location_layer_inputs
+from .labels import LEVELS
 
-MODALITIES = ("photo", "satellite", "gps")
 ENV = "env"   # the environmental covariates (hh.environment.features), a modality like the others
-LEVELS = (1, 2, 3)
 METRICS = ("accuracy", "top3_accuracy", "macro_f1", "balanced_accuracy", "ece")
 #: The columns of :attr:`CVResult.scores` (metrics per seed, fold, fraction, model, subset, level).
 SCORE_COLUMNS = ("seed", "fold", "fraction", "model", "subset", "level", "n_train") + METRICS + ("n",)
@@ -577,7 +577,6 @@ class Protocol:
                     raise ValueError(f"fusion must be 'concat' or 'mean', not {fusion!r}")
         if self.align_pool not in ALIGN_POOLS:
             raise ValueError(f"align_pool must be one of {', '.join(map(repr, ALIGN_POOLS))}, not {self.align_pool!r}")
-        from . import align
 
         fields = {f.name for f in dataclasses.fields(align.AlignConfig)} - {"seed", "modalities"}
         if set(self.align_grid) - fields or any(len(v) == 0 for v in self.align_grid.values()):
@@ -616,7 +615,6 @@ class FoldInputs:
 
     def aligned(self, fusion: str) -> np.ndarray:
         """The aligned site features (:func:`habitat_helpers.align.site_features`) of these inputs."""
-        from . import align
 
         return align.fuse(self.vectors, tuple(self.heads.heads), fusion)
 
@@ -727,7 +725,6 @@ def mlp_model(modalities, align_config=None, name: str = MLP) -> Model:
     ``raw concatenated`` only as far as this one does, the gain is the non-linear map, not the
     contrastive objective. It chooses its L2 penalty ``alpha``, ``C`` and the dropout copies on the
     validation blocks (:data:`GRIDS`)."""
-    from . import align
 
     cfg = align_config or align.AlignConfig()
     modalities = tuple(modalities)
@@ -879,53 +876,6 @@ def select(model: Model, inputs: FoldInputs, labels: pd.DataFrame, fit_rows: np.
     return best["params"], best["val_macro_f1"], tried
 
 
-#: The block side when the labels cannot measure their range (fewer than 20 labelled sites, or
-#: a single habitat): 2 degrees, about 150-220 km across in Europe.
-FALLBACK_BLOCK_SIZE_DEG = 2.0
-
-
-def resolve_block_size(lat, lon, labels: pd.DataFrame, block_size_deg=None, seed: int = 0) -> tuple[float, dict]:
-    """The block side in degrees and how it was chosen: ``block_size_deg`` itself, or for
-    ``"auto"`` (the default, :attr:`Protocol.block_size_deg`) the labels' autocorrelation range
-    (level 1, ``labels["eunis_l1"]``) turned into degrees. Every split of the book (the
-    alignment's in chapters 2, 3 and 5, the folds of chapter 4) sizes its blocks here."""
-    block_size_deg = Protocol.block_size_deg if block_size_deg is None else block_size_deg
-    if block_size_deg != "auto":
-        return float(block_size_deg), {"block_size_deg": float(block_size_deg), "block_size_rule": "given"}
-    codes = labels["eunis_l1"].to_numpy(object) if "eunis_l1" in labels else np.full(len(lat), None, object)
-    key = _range_key(lat, lon, codes, seed)
-    if key not in _RANGES:           # a chapter sizes the same labels' blocks several times
-        if len(_RANGES) >= 8:
-            _RANGES.pop(next(iter(_RANGES)))
-        _RANGES[key] = _block_size_from_range(lat, lon, codes, seed)
-    size, info = _RANGES[key]
-    return size, dict(info)
-
-
-#: Block sizes already estimated, by :func:`_range_key` (the estimate takes about a second).
-_RANGES: dict = {}
-
-
-def _range_key(lat, lon, codes, seed) -> str:
-    digest = hashlib.sha1()
-    for values in (np.asarray(lat, float), np.asarray(lon, float)):
-        digest.update(np.ascontiguousarray(values).tobytes())
-    digest.update("\x1f".join("" if c is None or c != c else str(c) for c in codes).encode())
-    digest.update(str(seed).encode())
-    return digest.hexdigest()
-
-
-def _block_size_from_range(lat, lon, codes, seed) -> tuple[float, dict]:
-    try:
-        estimate = spatial.autocorrelation_range_km(lat, lon, codes, seed=seed)
-    except ValueError as err:        # e.g. unlabelled sites (the alignment needs no labels)
-        return FALLBACK_BLOCK_SIZE_DEG, {"block_size_deg": FALLBACK_BLOCK_SIZE_DEG,
-                                         "block_size_rule": f"fallback: the labels cannot size the blocks ({err})"}
-    size = spatial.block_size_for_range(estimate.range_km, lat)
-    return size, {"block_size_deg": size, "block_size_rule": "auto: the level-1 labels' autocorrelation range",
-                  "autocorrelation_range_km": float(estimate.range_km), "autocorrelation_method": estimate.method}
-
-
 def cross_validate(lat, lon, labels: pd.DataFrame, embeddings: dict[str, np.ndarray], *,
                    modalities=MODALITIES, models: list[Model] | None = None, protocol: Protocol | None = None,
                    align_config=None, scheme="eunis", device: str = "cpu", n_jobs: int = 1,
@@ -938,7 +888,7 @@ def cross_validate(lat, lon, labels: pd.DataFrame, embeddings: dict[str, np.ndar
     lat, lon
         site coordinates in degrees.
     labels
-        ``eunis_l1, eunis_l2, eunis_l3`` per site (``None`` where unknown; a site labelled
+        ``label_l1, label_l2, label_l3`` per site (``None`` where unknown; a site labelled
         at level 2 trains and is scored at levels 1 and 2).
     embeddings
         per modality, ``n_sites x d`` (NaN rows where a site lacks it).
@@ -973,14 +923,13 @@ def cross_validate(lat, lon, labels: pd.DataFrame, embeddings: dict[str, np.ndar
     keeps the best on the labelled validation sites, and is refitted with it on all the labelled
     training sites before it sees the test fold (:attr:`CVResult.choices` records each choice).
     """
-    from . import align
 
     protocol = dataclasses.replace(protocol, **settings) if protocol is not None else Protocol(**settings)
     if not isinstance(n_jobs, (int, np.integer)) or n_jobs < 1:
         raise ValueError(f"n_jobs must be a positive integer, not {n_jobs!r}")
     lat, lon = np.asarray(lat, float), np.asarray(lon, float)
-    labels = labels.reset_index(drop=True)
-    keep_cols = list(classify.LEVEL_COLUMNS.values()) + [c for c in ("eunis_candidates",) if c in labels]
+    labels = label_schemes.current_names(labels, "labels").reset_index(drop=True)
+    keep_cols = list(classify.LEVEL_COLUMNS.values()) + [c for c in ("label_candidates",) if c in labels]
     labels = labels[keep_cols]
     modalities = tuple(modalities)
     missing = [m for m in modalities if m not in embeddings]
@@ -990,7 +939,7 @@ def cross_validate(lat, lon, labels: pd.DataFrame, embeddings: dict[str, np.ndar
     names = [m.name for m in models]
     if len(set(names)) != len(names):
         raise ValueError(f"model names must be unique: {names}")
-    labelled = labels["eunis_l1"].notna().to_numpy()
+    labelled = labels["label_l1"].notna().to_numpy()
     extra = np.zeros(len(lat), bool) if extra is None else np.asarray(extra, bool)
     if extra.shape != lat.shape:
         raise ValueError(f"extra must be one boolean per site ({len(lat)}), not {extra.shape}")
@@ -1007,14 +956,13 @@ def cross_validate(lat, lon, labels: pd.DataFrame, embeddings: dict[str, np.ndar
         for change in align_candidates:          # every candidate's inputs are there, before any work
             cfg = dataclasses.replace(base, **change)
             if cfg.input_key("gps") == "gps_layers" and "gps_layers" not in embeddings:
-                from .embed import location_layer_inputs
 
                 embeddings = {**embeddings, "gps_layers": location_layer_inputs(lat, lon)}
             for m in modalities:
                 align.head_inputs(cfg, embeddings, m)
     main = {*ALIGNMENT_MODELS, "raw concatenated", MLP, *(f"raw {m}" for m in modalities)}
     fraction_models = protocol.fraction_models or tuple(m.name for m in models if m.name in main)
-    block_size, block_info = resolve_block_size(lat, lon, labels, protocol.block_size_deg, protocol.seeds[0])
+    block_size, block_info = spatial.resolve_block_size(lat, lon, labels, protocol.block_size_deg, protocol.seeds[0])
 
     tasks = [(seed, fold, _block_folds_with_extra(lat, lon, block_size, protocol.folds, seed, extra))
              for seed in protocol.seeds for fold in range(protocol.folds)]
@@ -1151,11 +1099,10 @@ def _run_fold(c: _FoldContext, seed: int, fold: int, fold_of: np.ndarray) -> dic
 def _fold_rows(c: _FoldContext, seed: int, fold: int, fold_of: np.ndarray) -> dict:
     """The buffer, the validation blocks, the alignment, then every model selected, refitted and
     scored at every labelled fraction. Returns its rows."""
-    from . import align
 
     out = {"scores": [], "any_modality": [], "failures": [], "choices": [], "predictions": {}, "pool": []}
     lat, lon, labels, protocol = c.lat, c.lon, c.labels, c.protocol
-    labelled = labels["eunis_l1"].notna().to_numpy()
+    labelled = labels["label_l1"].notna().to_numpy()
     present = _present(c.embeddings, c.modalities)
     n_per_level = {level: int(labels[classify.LEVEL_COLUMNS[level]].notna().sum()) for level in LEVELS}
     test = fold_of == fold
@@ -1231,7 +1178,7 @@ def _fold_rows(c: _FoldContext, seed: int, fold: int, fold_of: np.ndarray) -> di
 def _align_pool(c: _FoldContext, pool: str, fit_sites, val_sites, test, near) -> np.ndarray:
     """The sites that train the heads in one fold (:data:`ALIGN_POOLS`); for ``"labelled"`` the
     caller keeps only the sampled labelled ones."""
-    labelled = c.labels["eunis_l1"].notna().to_numpy()
+    labelled = c.labels["label_l1"].notna().to_numpy()
     if pool == "labelled":
         return fit_sites & labelled
     if pool == "training":

@@ -27,9 +27,11 @@ Example
 >>> hh.labels.lucas_lc1_to_eunis_l1("B11")
 'V'
 
-The per-level columns of a site table keep the names ``eunis_l1, eunis_l2,
-eunis_l3`` for every scheme (:data:`LEVEL_COLUMNS`), so the rest of the package
-works unchanged whichever scheme made the labels.
+A site table names its labels the same for every scheme: ``label`` (the code as given),
+``label_l1, label_l2, label_l3`` (:data:`LEVEL_COLUMNS`) and ``label_candidates``; the scheme
+says what the codes mean, so the rest of the package works unchanged whichever scheme made them.
+Tables with the names of earlier versions (``eunis_code``, ``eunis_l1`` ...) are still read, with
+a ``DeprecationWarning`` (:func:`current_names`), until the next release.
 
 The LUCAS and CORINE tables are written by ``scripts/build_label_tables.py``, which
 cites their sources.
@@ -39,6 +41,7 @@ from __future__ import annotations
 
 import numbers
 import os
+import warnings
 from collections.abc import Callable, Iterable
 from functools import lru_cache
 from pathlib import Path
@@ -50,8 +53,15 @@ import pandas as pd
 from . import eunis as _eunis
 from . import paths
 
-#: Column name of each level in a site table, the same for every scheme for now.
-LEVEL_COLUMNS = {1: "eunis_l1", 2: "eunis_l2", 3: "eunis_l3"}
+#: The levels of every scheme (EUNIS's three; a scheme with deeper codes is read to level 3).
+LEVELS = _eunis.LEVELS
+#: Column name of each level in a site table, the same for every scheme.
+LEVEL_COLUMNS = {1: "label_l1", 2: "label_l2", 3: "label_l3"}
+#: The column of the label as given (cleaned), and of a cell's several codes.
+LABEL_COLUMN, CANDIDATES_COLUMN = "label", "label_candidates"
+#: The names of earlier versions, read until the next release (:func:`current_names`).
+OLD_COLUMNS = {"eunis_code": "label", "eunis_l1": "label_l1", "eunis_l2": "label_l2", "eunis_l3": "label_l3",
+               "eunis_candidates": "label_candidates"}
 
 #: Names accepted by :func:`get`, besides a path to a CSV file.
 SCHEMES = ("eunis", "lucas-lc1", "corine")
@@ -202,12 +212,12 @@ class LabelScheme:
     def level_columns(self, code: str | None) -> dict[str, str | None]:
         """Per-level columns for a site table, ``None`` below the code's own level.
 
-        The keys are :data:`LEVEL_COLUMNS` (``eunis_l1, eunis_l2, eunis_l3``) for
-        every scheme, plus ``eunis_l4``, ... for deeper schemes. A missing code
+        The keys are :data:`LEVEL_COLUMNS` (``label_l1, label_l2, label_l3``) for
+        every scheme, plus ``label_l4``, ... for deeper schemes. A missing code
         (``None`` or NaN) gives ``None`` everywhere.
 
         >>> get("lucas-lc1").level_columns("B1")
-        {'eunis_l1': 'B', 'eunis_l2': 'B1', 'eunis_l3': None}
+        {'label_l1': 'B', 'label_l2': 'B1', 'label_l3': None}
         """
         deepest = max(len(LEVEL_COLUMNS), len(self.levels))
         if _as_text(code) is None:
@@ -264,7 +274,7 @@ class LabelScheme:
 
 def _level_column(level: int) -> str:
     """Site-table column of ``level``: :data:`LEVEL_COLUMNS`, then the same pattern."""
-    return LEVEL_COLUMNS.get(level, f"eunis_l{level}")
+    return LEVEL_COLUMNS.get(level, f"label_l{level}")
 
 
 def _as_text(value) -> str | None:
@@ -588,3 +598,17 @@ def crosswalk(codes: Iterable, source: LabelScheme | str,
     if isinstance(codes, str):
         codes = [codes]
     return [_CROSSWALKS[pair](code) for code in codes]
+
+
+def current_names(table: pd.DataFrame, what: str = "the table") -> pd.DataFrame:
+    """``table`` with the label columns of earlier versions (``eunis_code``, ``eunis_l1..3``,
+    ``eunis_candidates``) renamed to today's (:data:`OLD_COLUMNS`), with a ``DeprecationWarning``
+    naming them; unchanged (the same object) when it has none. A column whose new name is already
+    there is left as it is."""
+    old = {o: n for o, n in OLD_COLUMNS.items() if o in table.columns and n not in table.columns}
+    if not old:
+        return table
+    warnings.warn(f"{what} names its labels {', '.join(old)}: these are now {', '.join(old.values())} "
+                  "(the label scheme says what they mean); the old names are read until the next release",
+                  DeprecationWarning, stacklevel=3)
+    return table.rename(columns=old)

@@ -61,6 +61,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .spatial import EARTH_RADIUS_KM
+
 
 def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float | torch.Tensor = 0.07) -> torch.Tensor:
     """Symmetric InfoNCE of paired embeddings ``a``, ``b`` (``n x d`` each); see the module docstring."""
@@ -73,7 +75,6 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float | torch.Tensor
 
 def pairwise_haversine_km(lat: torch.Tensor, lon: torch.Tensor) -> torch.Tensor:
     """``N x N`` great-circle distances in km between points given in degrees."""
-    from .spatial import EARTH_RADIUS_KM
 
     lat, lon = torch.deg2rad(lat.double()), torch.deg2rad(lon.double())
     dlat = lat[:, None] - lat[None, :]

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import labels, landmask, paths
+
 # One hue per level-1 class; finer codes are lighter or darker shades of it.
 FORMATION_COLOURS = {  # EUNIS 2021 formations
     "N": "#e6c96a",  # coastal: sand
@@ -49,7 +51,6 @@ def _level1_colour(scheme, code: str) -> str:
 def class_colours(codes, scheme="eunis") -> dict[str, str]:
     """A hex colour per code of ``scheme`` (:func:`habitat_helpers.labels.get`): its level-1 class's
     hue, shaded by the code's rank among its siblings (codes with the same parent)."""
-    from . import labels
 
     scheme = labels.get(scheme)
     codes = sorted(set(codes))
@@ -110,7 +111,6 @@ def region_bbox(shape, resolution_deg: float) -> tuple[float, float, float, floa
 def _keep(cells: pd.DataFrame, land_only: bool, within) -> pd.DataFrame:
     keep = np.ones(len(cells), dtype=bool)
     if land_only and len(cells):
-        from . import landmask
 
         keep &= landmask.is_land(cells["lat"].to_numpy(), cells["lon"].to_numpy())
     if within is not None and len(cells):
@@ -214,7 +214,6 @@ def _borders(bbox, margin_deg: float = 2.0):
 def _natural_earth():
     import geopandas as gpd
 
-    from . import paths
 
     try:
         path = paths.package_file("pyogrio", "tests/fixtures/naturalearth_lowres/naturalearth_lowres.shp")
@@ -331,7 +330,7 @@ def _popup_text(row, columns, scheme) -> str:
     for column in columns:
         value = row.get(column)
         text = "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
-        if column.startswith("eunis") and text and scheme.is_valid(text):
+        if column in (labels.LABEL_COLUMN, *labels.LEVEL_COLUMNS.values()) and text and scheme.is_valid(text):
             text = f"{text} {scheme.name_of(text)}"
         lines.append(f"<b>{html.escape(str(column))}</b>: {html.escape(text)}")
     return "<br>".join(lines)
@@ -339,19 +338,18 @@ def _popup_text(row, columns, scheme) -> str:
 
 def folium_prediction_map(grid: pd.DataFrame, predictions: pd.DataFrame, sites=None,
                           levels=(1, 2, 3), uncertainty_column: str = "entropy_l3", title: str = "",
-                          popup_columns=("site_id", "eunis_code"), tiles: bool = True, offline: bool = True,
+                          popup_columns=("site_id", "label"), tiles: bool = True, offline: bool = True,
                           scheme="eunis"):
     """Interactive map: one overlay per level of ``scheme``, an uncertainty overlay, country outlines,
     optional labelled-site markers, a layer control and a legend (a section per layer).
 
-    ``predictions`` has one row per grid cell (``eunis_l1..3`` and the uncertainty column).
+    ``predictions`` has one row per grid cell (``label_l1..3`` and the uncertainty column).
     Popups show ``popup_columns`` of ``sites``, HTML-escaped (a site named ``<script>`` is shown,
     not run). With ``offline`` (default) Leaflet is written into the page (:func:`bundle_leaflet`);
     the OpenStreetMap background (``tiles``) is the only thing that needs the internet.
     """
     import folium
 
-    from . import labels
 
     scheme = labels.get(scheme)
     what = _scheme_label(scheme)
@@ -360,7 +358,7 @@ def folium_prediction_map(grid: pd.DataFrame, predictions: pd.DataFrame, sites=N
     fmap = _base_map(grid.attrs["bbox"], tiles, offline)
     sections = []
     for level in levels:
-        col = f"eunis_l{level}"
+        col = f"label_l{level}"
         raster = to_raster(grid, predictions[col].to_numpy(object))
         colours = class_colours(predictions[col].dropna(), scheme)
         folium.raster_layers.ImageOverlay(
@@ -378,10 +376,10 @@ def folium_prediction_map(grid: pd.DataFrame, predictions: pd.DataFrame, sites=N
         sections.append(_scale_section(f"Uncertainty ({uncertainty_column})", finite.min(), finite.max()))
     if sites is not None:
         group = folium.FeatureGroup(name="Labelled sites", show=False)
-        labelled = sites[sites["eunis_l1"].notna()]
-        colours = class_colours(labelled["eunis_l1"], scheme)
+        labelled = sites[sites["label_l1"].notna()]
+        colours = class_colours(labelled["label_l1"], scheme)
         for _, s in labelled.iterrows():
-            folium.CircleMarker([s["lat"], s["lon"]], radius=3, color=colours[s["eunis_l1"]], fill=True,
+            folium.CircleMarker([s["lat"], s["lon"]], radius=3, color=colours[s["label_l1"]], fill=True,
                                 popup=folium.Popup(_popup_text(s, popup_columns, scheme), max_width=280)).add_to(group)
         group.add_to(fmap)
     if title:
@@ -391,14 +389,13 @@ def folium_prediction_map(grid: pd.DataFrame, predictions: pd.DataFrame, sites=N
     return fmap
 
 
-def folium_sites_map(sites, colour_column: str = "eunis_l1", popup_columns=("site_id", "eunis_code"),
+def folium_sites_map(sites, colour_column: str = "label_l1", popup_columns=("site_id", "label"),
                      tiles: bool = True, offline: bool = True, scheme="eunis"):
     """Interactive map of sites coloured by ``colour_column`` (grey where unlabelled), one layer
     per class, country outlines, a legend, and HTML-escaped popups of ``popup_columns``; codes
     and names come from ``scheme`` (:func:`habitat_helpers.labels.get`)."""
     import folium
 
-    from . import labels
 
     scheme = labels.get(scheme)
 
@@ -427,7 +424,6 @@ def folium_sites_map(sites, colour_column: str = "eunis_l1", popup_columns=("sit
 def land_background(ax, bbox, resolution_deg: float = 0.05, outlines: bool = True) -> None:
     """Shade land (light grey) and sea (white) on a matplotlib axis from the 1 km land mask,
     and draw the country borders (Natural Earth, :func:`country_outlines`)."""
-    from . import landmask
 
     lon_min, lat_min, lon_max, lat_max = bbox
     lats = np.arange(lat_max, lat_min, -resolution_deg)
@@ -449,13 +445,12 @@ def static_prediction_map(ax, grid: pd.DataFrame, predictions: pd.DataFrame, lev
     codes and names of ``scheme``."""
     from matplotlib.patches import Patch
 
-    from . import labels
 
     scheme = labels.get(scheme)
 
     bbox = grid.attrs["bbox"]
     land_background(ax, bbox)
-    col = f"eunis_l{level}"
+    col = f"label_l{level}"
     raster = to_raster(grid, predictions[col].to_numpy(object))
     colours = class_colours(predictions[col].dropna(), scheme)
     ax.imshow(_rgba(raster, colours), extent=(bbox[0], bbox[2], bbox[1], bbox[3]), interpolation="nearest")
@@ -491,7 +486,6 @@ def class_legend(codes, scheme="eunis") -> pd.DataFrame:
     """The legend of a class raster: ``value`` (1..K in sorted code order, 0 = no data), ``code``,
     ``name`` (in ``scheme``, EUNIS 2021 by default) and ``colour`` (hex, :func:`class_colours`),
     one row per code."""
-    from . import labels
 
     scheme = labels.get(scheme)
     classes = sorted({c for c in codes if isinstance(c, str)})
@@ -607,7 +601,7 @@ def predict_rasters(bbox, resolution_deg: float, predict, classes: dict[int, lis
     """Predict every cell of a grid, streamed in blocks of rows, into preallocated rasters.
 
     ``predict(chunk)`` gets a DataFrame of cells (``lat, lon``) and returns a DataFrame with
-    ``eunis_l1, eunis_l2, eunis_l3, p_l3, entropy_l3`` (e.g. a classifier's ``predict`` on the
+    ``label_l1, label_l2, label_l3, p_l3, entropy_l3`` (e.g. a classifier's ``predict`` on the
     cells' features). ``classes[level]`` lists the codes the model can predict: raster value
     ``i + 1`` is the ``i``-th code in sorted order (as in :func:`class_legend`) and 0 is no data. Memory holds one block of cells plus
     the output rasters (3 bytes + 8 bytes per cell), whatever the grid's size. ``within`` (e.g.
@@ -632,7 +626,7 @@ def predict_rasters(bbox, resolution_deg: float, predict, classes: dict[int, lis
                 pred = predict(chunk)
                 r, c = chunk["row"].to_numpy(), chunk["col"].to_numpy()
                 for k in (1, 2, 3):
-                    out[f"level{k}"][r, c] = [lookup[k].get(v, 0) for v in pred[f"eunis_l{k}"]]
+                    out[f"level{k}"][r, c] = [lookup[k].get(v, 0) for v in pred[f"label_l{k}"]]
                 out["p_l3"][r, c] = pred["p_l3"].to_numpy(np.float32)
                 out["entropy_l3"][r, c] = pred["entropy_l3"].to_numpy(np.float32)
                 cells += len(chunk)

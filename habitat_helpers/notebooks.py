@@ -7,7 +7,7 @@ copies; the tests call it with ``tiny``. From the command line::
 
 writes ``build/notebooks/NN_*.ipynb`` (executed copies) and ``build/outputs/NN_*/metrics.json``,
 and prints the time each notebook took. ``--data`` is the notebooks' ``DATA`` parameter
-(``demo`` or a data spec, see :func:`habitat_helpers.datasets.load`).
+(``demo`` or a data spec, see :func:`habitat_helpers.dataspec.load`).
 
 Papermill writes the parameters it was given into a new cell under the notebook's own
 ``parameters`` cell; in the book that cell would repeat the parameters with other values right
@@ -24,7 +24,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import paths, report
+from . import dataspec, paths, profiles, report
+from .errors import UsageError
 
 NOTEBOOK_DIR = paths.PROJECT_ROOT / "notebooks"
 
@@ -142,13 +143,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Execute every notebook (:func:`run_all`); a failing notebook raises, naming the cell."""
-    from . import datasets, profiles
-    from .cli import UsageError
 
     try:
         profiles.get(args.profile)
         if str(args.data).strip().lower() != "demo":
-            datasets.read_spec(args.data)          # a bad spec stops here, before any notebook runs
+            dataspec.read_spec(args.data)          # a bad spec stops here, before any notebook runs
     except (FileNotFoundError, ValueError) as err:
         raise UsageError(str(err)) from None
     run_all(args.profile, args.seed, args.out, progress=not args.no_progress, data=args.data)

@@ -26,7 +26,7 @@ def run_dir(profile: str, seed: int, data: str | None = None) -> Path:
     """Folder for one run's artefacts (demo data, embeddings, models), shared by the notebooks.
 
     A run is named by its profile, seed and data (``data``: the key of a data spec, see
-    :class:`habitat_helpers.datasets.Data`; ``None`` for the demo), so re-running with the same
+    :class:`habitat_helpers.dataspec.Data`; ``None`` for the demo), so re-running with the same
     three reuses what is already computed, and other data never collide with it.
     """
     name = f"{profile}-seed{seed}" + (f"-{data}" if data else "")

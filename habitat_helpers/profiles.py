@@ -8,7 +8,7 @@
 
 Notebooks take ``PROFILE`` as a papermill parameter and call :func:`get`. A profile sets sizes,
 encoders and devices, never the data: the data are the notebooks' ``DATA`` parameter
-(:func:`habitat_helpers.datasets.load`), so any profile runs on the demo or on your own files.
+(:func:`habitat_helpers.dataspec.load`), so any profile runs on the demo or on your own files.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class Profile:
     align_lr: float
     # evaluation and maps
     test_fraction: float          # share of sites held out for testing, in whole spatial blocks (their
-    #                               size: hh.evaluation.resolve_block_size, from the labels)
+    #                               size: hh.spatial.resolve_block_size, from the labels)
     map_bbox: tuple[float, float, float, float]  # (lon_min, lat_min, lon_max, lat_max)
     map_resolution_deg: float
     umap_max_points: int

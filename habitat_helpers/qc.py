@@ -52,7 +52,7 @@ The public API (stable):
 * :func:`displace` and :func:`displacement_experiment`: planted displacements onto land and the
   ROC-AUC / PR-AUC of every score, against two baselines (``nearest_same_label_km``: the distance to
   the nearest site of the other folds with the same label, and ``random``);
-* ``python -m habitat_helpers qc`` (:func:`run`): flags for the sites of your own table.
+* ``python -m habitat_helpers qc`` (:func:`habitat_helpers.cli.qc.run`): flags for the sites of your own table.
 
 The score tables have one row per scored site (index ``site``: row positions in the arrays) and the
 columns of :data:`SCORE_COLUMNS`.
@@ -63,15 +63,16 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-if TYPE_CHECKING:
-    from .align import AlignConfig, AlignmentModel
-    from .classify import HierarchicalClassifier
-    from .environment import Standardiser
+from . import align, classify, datasets, embed, encoders, environment, evaluation, landmask, spatial
+from . import labels as labels_module
+from .align import AlignConfig, AlignmentModel
+from .classify import HierarchicalClassifier
+from .environment import Standardiser
+from .spatial import EARTH_RADIUS_KM
 
 #: The three location-consistency scores, in the order of the score tables.
 SCORES = ("cross_modal_photo", "cross_modal_satellite", "label_surprise")
@@ -96,7 +97,7 @@ ALIGN_SETTINGS = {"dim": 64, "hidden": 256, "epochs": 25, "patience": 6, "batch_
 #: Scores and baselines reported by :func:`displacement_experiment`.
 EXPERIMENT_SCORES = (*SCORES, "p_combined", "nearest_same_label_km", "random")
 
-_LABEL_COLUMNS = ("eunis_l1", "eunis_l2", "eunis_l3")
+_LABEL_COLUMNS = ("label_l1", "label_l2", "label_l3")
 _IMAGE_MODALITIES = ("photo", "satellite")
 _INPUT_NAMES = {"photo": "no photo", "satellite": "no satellite patch"}
 
@@ -110,7 +111,6 @@ class GeoClipLocations:
         self._encoder = None
 
     def __call__(self, lat, lon) -> np.ndarray:
-        from . import embed, encoders
 
         if self._encoder is None:
             self._encoder = encoders.get_encoder("geoclip-location", device=self.device)
@@ -119,7 +119,6 @@ class GeoClipLocations:
 
 
 def _covariates(env) -> tuple[str, ...]:
-    from . import environment
 
     if env is True:
         return tuple(environment.DEFAULT_COVARIATES)
@@ -133,7 +132,6 @@ def _env_table(lat, lon, covariates) -> pd.DataFrame | None:
     own training sites)."""
     if not covariates:
         return None
-    from . import environment
 
     table, _ = environment.sample(np.asarray(lat, float), np.asarray(lon, float), list(covariates))
     return table
@@ -316,7 +314,6 @@ class LocationQC:
 
 
 def _align_config(config, modalities, seed):
-    from . import align
 
     if config is None:
         config = align.AlignConfig(**ALIGN_SETTINGS, seed=seed)
@@ -332,7 +329,6 @@ def _train_heads(arrays, train_idx, val_idx, config, lat, lon, device, progress)
     the cores."""
     import torch
 
-    from . import align
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -359,7 +355,7 @@ def fit_location_qc(embeddings: dict[str, np.ndarray], lat, lon, labels: pd.Data
     lat, lon
         the stated coordinates of all ``n_sites`` sites, in degrees.
     labels
-        ``eunis_l1, eunis_l2, eunis_l3`` per site (``None`` where unknown; any label scheme).
+        ``label_l1, label_l2, label_l3`` per site (``None`` where unknown; any label scheme).
     train_idx, val_idx
         row positions of the training and the calibration sites (disjoint).
     model
@@ -389,7 +385,6 @@ def fit_location_qc(embeddings: dict[str, np.ndarray], lat, lon, labels: pd.Data
 
 def _fit(embeddings, gps, env_table, covariates, lat, lon, labels, train_idx, val_idx, *, model, align_config,
          scheme, gps_encoder, seed, device, progress) -> LocationQC:
-    from . import classify, environment
 
     n = len(lat)
     labels = _check_labels(labels, n)
@@ -475,13 +470,12 @@ def fit_out_of_fold(embeddings: dict[str, np.ndarray], lat, lon, labels: pd.Data
                     device: str = "cpu", progress: bool = True, _inputs=None) -> OutOfFoldQC:
     """One :class:`LocationQC` per spatial fold, each fitted on the other folds: the folds are
     :func:`habitat_helpers.evaluation.block_folds` of blocks sized by
-    :func:`habitat_helpers.evaluation.resolve_block_size` (``"auto"``: from the labels'
+    :func:`habitat_helpers.spatial.resolve_block_size` (``"auto"``: from the labels'
     autocorrelation range); inside each fold's training side, ``val_fraction`` of the sites in
     whole blocks calibrate (and early-stop the heads). The other arguments are
     :func:`fit_location_qc`'s."""
     from tqdm.auto import tqdm
 
-    from . import evaluation, spatial
 
     lat, lon = np.asarray(lat, float), np.asarray(lon, float)
     labels = _check_labels(labels, len(lat))
@@ -489,7 +483,7 @@ def fit_out_of_fold(embeddings: dict[str, np.ndarray], lat, lon, labels: pd.Data
         raise ValueError("folds must be at least 2")
     if not 0 < val_fraction < 1:
         raise ValueError("val_fraction must lie strictly between 0 and 1")
-    block, rule = evaluation.resolve_block_size(lat, lon, labels, block_size_deg, seed)
+    block, rule = spatial.resolve_block_size(lat, lon, labels, block_size_deg, seed)
     fold_of = evaluation.block_folds(lat, lon, block, folds, seed)
     gps_encoder = gps_encoder or GeoClipLocations(device)
     covariates = _covariates(env)
@@ -515,6 +509,7 @@ def score_out_of_fold(embeddings: dict[str, np.ndarray], lat, lon, labels: pd.Da
     """:func:`fit_out_of_fold`, then every site scored by the fold model that did not see it
     (:meth:`OutOfFoldQC.score`): the :data:`SCORE_COLUMNS` table plus ``fold``, one row per site;
     ``attrs["block_size_deg"]`` is the block side used."""
+    labels = labels_module.current_names(labels, "labels")
     lat, lon = np.asarray(lat, float), np.asarray(lon, float)
     gps_encoder = gps_encoder or GeoClipLocations(device)
     covariates = _covariates(env)
@@ -546,7 +541,6 @@ class Displacement:
 def destination(lat, lon, km, bearing_deg):
     """The point ``km`` away from ``(lat, lon)`` along the initial bearing ``bearing_deg`` (degrees
     clockwise from north), on the sphere of ``habitat_helpers.spatial.EARTH_RADIUS_KM`` (the mean radius, 6,371 km)."""
-    from .spatial import EARTH_RADIUS_KM
 
     phi, lam = np.deg2rad(np.asarray(lat, float)), np.deg2rad(np.asarray(lon, float))
     theta, delta = np.deg2rad(np.asarray(bearing_deg, float)), np.asarray(km, float) / EARTH_RADIUS_KM
@@ -562,7 +556,6 @@ def displace(lat, lon, km: float, share: float, seed: int, *, idx=None, tries: i
     destination is at sea draws a new direction, up to ``tries`` times; a site still at sea after
     that stays where it is and is listed in ``failed`` (with a warning), never replaced or dropped
     silently. The same ``seed`` chooses the same sites for every ``km``."""
-    from . import landmask
 
     lat, lon = np.asarray(lat, float).copy(), np.asarray(lon, float).copy()
     if km <= 0:
@@ -603,7 +596,6 @@ def _nearest_same_label_km(lat, lon, labels: pd.DataFrame, reference: np.ndarray
     coordinates (default ``lat``, ``lon``)."""
     from sklearn.neighbors import BallTree
 
-    from .spatial import EARTH_RADIUS_KM
 
     ref_lat = lat if ref_lat is None else ref_lat
     ref_lon = lon if ref_lon is None else ref_lon
@@ -720,7 +712,6 @@ def lucas_gps_offsets(table, *, verbose: bool = False) -> pd.DataFrame:
     These are *suspected* errors to look at, not ground truth: a surveyor may stand back from a
     point they cannot reach (``obs_dist``), and the precision is the receiver's own estimate.
     Points whose GPS fix is missing (read from the grid point) are counted in ``attrs["no_gps"]``."""
-    from . import datasets, spatial
 
     gps = datasets.read_lucas(table, coordinates="gps", verbose=verbose)
     grid = datasets.read_lucas(table, coordinates="theoretical", verbose=False).set_index("site_id")
@@ -738,109 +729,6 @@ def lucas_gps_offsets(table, *, verbose: bool = False) -> pd.DataFrame:
     return out
 
 
-# --- command line ---------------------------------------------------------------------------------
-
-def add_arguments(parser) -> None:
-    """The options of ``python -m habitat_helpers qc`` (:data:`habitat_helpers.cli.COMMANDS`): the
-    table's options of :func:`habitat_helpers.cli.add_table_arguments`, then the QC's."""
-    from . import cli
-
-    cli.add_table_arguments(parser)
-    check = parser.add_argument_group("the location check")
-    check.add_argument("--env", action="store_true",
-                       help="add the environmental covariates at the stated coordinates (hh.environment) to the "
-                            "label classifier's GPS embedding")
-    check.add_argument("--folds", type=int, default=FOLDS,
-                       help=f"spatial folds: every site is scored by a model fitted on the others (default: {FOLDS})")
-    check.add_argument("--block-size-deg", type=cli._block_size, default="auto",
-                       help="side of the spatial blocks in degrees, or auto: from the labels' autocorrelation "
-                            "range (default: auto)")
-    check.add_argument("--false-alarm", type=float, default=0.05,
-                       help="flag a site when its combined p-value is below this: the share of correctly placed "
-                            "sites flagged (at most; default: 0.05)")
-    check.add_argument("--seed", type=int, default=0, help="random seed (folds, heads; default: 0)")
-    model = parser.add_argument_group("models and embeddings")
-    cli.add_image_arguments(model)
-    model.add_argument("--align-epochs", type=int, default=None,
-                       help=f"most training epochs of the heads (default: {ALIGN_SETTINGS['epochs']})")
-    model.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: auto, a GPU when present)")
-    model.add_argument("--cache", default=None,
-                       help="embedding cache folder (default: $HABITAT_HELPERS_CACHE/embeddings)")
-    output = parser.add_argument_group("output")
-    output.add_argument("--out", default="flags.csv",
-                        help="one row per site: id, coordinates, fold, scores, p-values, flag (default: flags.csv)")
-    output.add_argument("--no-progress", action="store_true", help="no progress bars")
-
-
-def run(args) -> int:
-    """``python -m habitat_helpers qc --sites TABLE --out flags.csv``: read the table
-    (:func:`habitat_helpers.cli.read_sites`), embed the photos and patches it names
-    (:func:`habitat_helpers.cli.embed_for_evaluation`) and the stated coordinates
-    (:func:`habitat_helpers.cli.gps_embeddings`), score every site out of fold
-    (:func:`score_out_of_fold`), write the flags and print a summary."""
-    import dataclasses
-    import sys
-    from pathlib import Path
-
-    from . import align, cli, paths, runtime
-
-    if args.folds < 2:
-        raise cli.UsageError("--folds must be at least 2")
-    if not 0 < args.false_alarm < 1:
-        raise cli.UsageError(f"--false-alarm must lie strictly between 0 and 1 (got {args.false_alarm:g}), e.g. 0.05")
-    if args.block_size_deg != "auto" and args.block_size_deg <= 0:
-        raise cli.UsageError("--block-size-deg must be positive")
-    if args.align_epochs is not None and args.align_epochs < 1:
-        raise cli.UsageError("--align-epochs must be at least 1")
-    sites, scheme = cli.read_sites(args)
-    sites = sites.reset_index(drop=True)
-    lat, lon = sites["lat"].to_numpy(float), sites["lon"].to_numpy(float)
-    labels = pd.DataFrame(sites[list(_LABEL_COLUMNS)]).reset_index(drop=True)
-    has = {"photo": sites["photos"].str.len() > 0 if "photos" in sites else pd.Series(False, index=sites.index),
-           "satellite": sites["satellite"].notna() if "satellite" in sites else pd.Series(False, index=sites.index)}
-    modalities = [m for m, asked in (("photo", args.photo_cols), ("satellite", args.satellite_col)) if asked]
-    for m in modalities:
-        if not has[m].any():
-            raise cli.UsageError(f"no site has a usable {m} file (see the notes above): fix the paths or drop the "
-                                 f"{'--photo-cols' if m == 'photo' else '--satellite-col'} option")
-    if not modalities and labels["eunis_l1"].isna().all():
-        raise cli.UsageError("nothing to check the coordinates against: the table has no labelled site and no "
-                             "photo or satellite column (--label-col, --photo-cols, --satellite-col)")
-
-    device = runtime.resolve_device(args.device)
-    cache = Path(args.cache) if args.cache else paths.cache_dir() / "embeddings"
-    progress = not args.no_progress
-    embeddings = cli.embed_for_evaluation(sites, modalities, cache_dir=cache, image_encoder=args.image_encoder,
-                                          image_size=args.image_size, device=device, batch_size=args.batch_size,
-                                          num_workers=args.num_workers, progress=progress)
-
-    def gps_encoder(lat, lon):
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*is deprecated")
-            return cli.gps_embeddings(lat, lon, cache_dir=cache, device=device, progress=progress)
-
-    config = align.AlignConfig(**ALIGN_SETTINGS, seed=args.seed)
-    if args.align_epochs is not None:
-        config = dataclasses.replace(config, epochs=args.align_epochs)
-    try:
-        table = score_out_of_fold(embeddings, lat, lon, labels, folds=args.folds, block_size_deg=args.block_size_deg,
-                                  align_config=config, env=args.env, scheme=scheme, gps_encoder=gps_encoder,
-                                  seed=args.seed, device=device, progress=progress)
-    except ValueError as err:          # e.g. fewer spatial blocks than folds
-        raise cli.UsageError(str(err)) from None
-
-    flags = pd.DataFrame({"site_id": sites["site_id"].to_numpy(), "lat": lat, "lon": lon})
-    flags = pd.concat([flags, table.reset_index(drop=True).drop(columns=["not_scored"])], axis=1)
-    flags["flag"] = (flags["p_combined"] < args.false_alarm).fillna(False).astype(bool)
-    flags["not_scored"] = table["not_scored"].to_numpy()
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    flags.to_csv(out, index=False)
-    print(summary_text(flags, args.false_alarm, embeddings, labels, args.env, table.attrs["block_size_deg"]))
-    print(f"\nwrote {out}", file=sys.stdout)
-    return 0
-
-
 def summary_text(flags: pd.DataFrame, false_alarm: float, embeddings, labels: pd.DataFrame, env: bool,
                  block_size_deg: float) -> str:
     """The command's printed summary: the inputs used, how many sites are flagged, and the sites
@@ -848,7 +736,7 @@ def summary_text(flags: pd.DataFrame, false_alarm: float, embeddings, labels: pd
     n = len(flags)
     inputs = [f"{m}: {int((~np.isnan(embeddings[m]).any(axis=1)).sum())} sites" for m in _IMAGE_MODALITIES
               if m in embeddings]
-    inputs.append(f"labels: {int(labels['eunis_l1'].notna().sum())} sites")
+    inputs.append(f"labels: {int(labels['label_l1'].notna().sum())} sites")
     inputs.append("environmental covariates: yes" if env else "environmental covariates: no (--env adds them)")
     scored = flags["p_combined"].notna()
     lines = [f"location check of {n} sites ({', '.join(inputs)}), out of fold in blocks of {block_size_deg:g}°",

@@ -18,8 +18,10 @@ import json
 import math
 from pathlib import Path
 
+from . import calibration, labels
+from .labels import LEVELS
+
 MISSING = "–"
-LEVELS = (1, 2, 3)
 MODEL_ORDER = ("aligned", "aligned (all inputs)", "raw photo", "raw satellite", "raw gps", "raw GPS",
                "raw concatenated", "k-NN on coordinates", "majority")
 METRIC_NAMES = {"accuracy": "accuracy", "top3_accuracy": "top-3 accuracy", "macro_f1": "macro-F1",
@@ -459,7 +461,6 @@ def map_table(maps: dict) -> str:
 
 def _named(code: str, scheme: str = "eunis") -> str:
     """``T (Forests and other wooded land)``; the bare code when it is not a code of ``scheme``."""
-    from . import labels
 
     try:
         return f"{code} ({labels.get(scheme).name_of(code)})"
@@ -523,7 +524,7 @@ def _aim_sentence(records: list[dict]) -> str:
 
 def _crosswalk_line(real: dict, names: list[str]) -> str:
     """The macro-F1 at EUNIS level 1 through the LC1 -> EUNIS crosswalk, or ``""``."""
-    eunis = real.get("eunis_l1")
+    eunis = real.get("eunis_l1")         # chapter 6's scores mapped to EUNIS level 1, not a table column
     if not isinstance(eunis, dict) or not eunis.get("macro_f1"):
         return ""
     walk = eunis.get("crosswalk") or {}
@@ -538,9 +539,8 @@ def _crosswalk_line(real: dict, names: list[str]) -> str:
 
 def calibration_fragment(outputs: dict[str, dict]) -> str:
     """The demo's inputs beside published real-data figures (chapter 2's ``calibration_probes``,
-    :func:`habitat_helpers.demo.calibration_table`), with chapter 6's raw GPS + covariates score at
+    :func:`habitat_helpers.calibration.calibration_table`), with chapter 6's raw GPS + covariates score at
     level 1 as the measured figure for location + environment when the run has it."""
-    from . import demo
 
     probes = outputs.get("02_extract_embeddings", {}).get("calibration_probes")
     if not probes:
@@ -549,7 +549,7 @@ def calibration_fragment(outputs: dict[str, dict]) -> str:
     measured = real.get("raw concatenated", {}).get("level1", {}).get("macro_f1")
     import pandas as pd
 
-    table = demo.calibration_table(pd.DataFrame(probes),
+    table = calibration.calibration_table(pd.DataFrame(probes),
                                    {"gps + env": measured} if _known(measured) else None,
                                    outputs["02_extract_embeddings"].get("demo_ceilings"))
     rows = []

@@ -19,10 +19,13 @@ treated as positive pairs in contrastive learning (``radius_neighbours``), and
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import sparse
+
+from .labels import current_names
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -671,3 +674,53 @@ def neighbour_batches(neighbours, batch_size: int, *, indices=None, per_anchor: 
     if current:
         batches.append(np.array(current, dtype=np.int64))
     return batches
+
+
+# --- the block size of every split ------------------------------------------------------------
+
+#: The block side when the labels cannot measure their range (fewer than 20 labelled sites, or
+#: a single habitat): 2 degrees, about 150-220 km across in Europe.
+FALLBACK_BLOCK_SIZE_DEG = 2.0
+
+
+def resolve_block_size(lat, lon, labels: pd.DataFrame, block_size_deg=None, seed: int = 0) -> tuple[float, dict]:
+    """The block side in degrees and how it was chosen: ``block_size_deg`` itself, or for
+    ``"auto"`` (the default, as :attr:`habitat_helpers.evaluation.Protocol.block_size_deg`) the labels' autocorrelation range
+    (level 1, ``labels["label_l1"]``) turned into degrees. Every split of the book (the
+    alignment's in chapters 2, 3 and 5, the folds of chapter 4) sizes its blocks here."""
+    block_size_deg = "auto" if block_size_deg is None else block_size_deg
+    if block_size_deg != "auto":
+        return float(block_size_deg), {"block_size_deg": float(block_size_deg), "block_size_rule": "given"}
+    labels = current_names(labels, "labels")
+    codes = labels["label_l1"].to_numpy(object) if "label_l1" in labels else np.full(len(lat), None, object)
+    key = _range_key(lat, lon, codes, seed)
+    if key not in _RANGES:           # a chapter sizes the same labels' blocks several times
+        if len(_RANGES) >= 8:
+            _RANGES.pop(next(iter(_RANGES)))
+        _RANGES[key] = _block_size_from_range(lat, lon, codes, seed)
+    size, info = _RANGES[key]
+    return size, dict(info)
+
+
+#: Block sizes already estimated, by :func:`_range_key` (the estimate takes about a second).
+_RANGES: dict = {}
+
+
+def _range_key(lat, lon, codes, seed) -> str:
+    digest = hashlib.sha1()
+    for values in (np.asarray(lat, float), np.asarray(lon, float)):
+        digest.update(np.ascontiguousarray(values).tobytes())
+    digest.update("\x1f".join("" if c is None or c != c else str(c) for c in codes).encode())
+    digest.update(str(seed).encode())
+    return digest.hexdigest()
+
+
+def _block_size_from_range(lat, lon, codes, seed) -> tuple[float, dict]:
+    try:
+        estimate = autocorrelation_range_km(lat, lon, codes, seed=seed)
+    except ValueError as err:        # e.g. unlabelled sites (the alignment needs no labels)
+        return FALLBACK_BLOCK_SIZE_DEG, {"block_size_deg": FALLBACK_BLOCK_SIZE_DEG,
+                                         "block_size_rule": f"fallback: the labels cannot size the blocks ({err})"}
+    size = block_size_for_range(estimate.range_km, lat)
+    return size, {"block_size_deg": size, "block_size_rule": "auto: the level-1 labels' autocorrelation range",
+                  "autocorrelation_range_km": float(estimate.range_km), "autocorrelation_method": estimate.method}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import maps
+
 
 def umap_2d(X: np.ndarray, seed: int = 0, n_neighbors: int = 15, metric: str = "cosine") -> np.ndarray:
     """2-D UMAP of the rows of ``X`` (McInnes et al. 2018). Subsample large ``X`` first:
@@ -25,7 +27,6 @@ def subsample(n: int, n_max: int, seed: int = 0) -> np.ndarray:
 def scatter_by_class(ax, xy: np.ndarray, codes, title: str = "", legend: bool = True, scheme="eunis"):
     """Scatter ``xy`` coloured by the code of ``scheme`` (EUNIS by default; ``None`` in light grey,
     drawn first)."""
-    from . import maps
 
     codes = np.asarray([c if isinstance(c, str) else None for c in codes], dtype=object)
     unknown = np.array([c is None for c in codes])

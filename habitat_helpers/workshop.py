@@ -59,7 +59,7 @@ import re
 import sys
 from pathlib import Path
 
-from . import notebooks, paths
+from . import notebooks, paths, profiles
 
 EXERCISE, SOLUTION, CALL = "exercise", "solution", "exercise-call"
 _ROLES = (EXERCISE, SOLUTION, CALL)
@@ -191,7 +191,6 @@ def student_copy(nb: dict, name: str = "notebook", profile: str | None = None) -
 
 
 def _set_profile(source: list[str], profile: str, name: str) -> list[str]:
-    from . import profiles
 
     profiles.get(profile)                                # an unknown name raises here
     text = "".join(source)

@@ -4,9 +4,9 @@
 
 For each seed, the demo is generated afresh in the run folder of ``(profile, seed)`` (an existing
 run folder of that profile and seed is deleted first, embeddings included), embedded on the CPU
-and probed exactly as chapter 2 does (``hh.demo.calibration_probes``: a spatial block split, 30 % of
-the blocks held out), then ``hh.demo.calibration_table`` sets the probes beside
-``hh.demo.PUBLISHED_FIGURES``. Prints one table per seed, the mean over the seeds, and last a line of
+and probed exactly as chapter 2 does (``hh.calibration.calibration_probes``: a spatial block split, 30 % of
+the blocks held out), then ``hh.calibration.calibration_table`` sets the probes beside
+``hh.calibration.PUBLISHED_FIGURES``. Prints one table per seed, the mean over the seeds, and last a line of
 ``name=value`` pairs (the means). The generator's rates (``hh.demo.PHOTO_CONFUSION`` and the
 others) were set with this script, from the published figures only, before the book's claim was
 re-measured (issue 16); ``book/data.md`` records the result. About 75 s per ``book`` seed on 2 cores.
@@ -26,10 +26,10 @@ GPS_ENV_MEASURED = 0.28
 
 def probe(profile: str, seed: int) -> pd.DataFrame:
     shutil.rmtree(hh.paths.run_dir(profile, seed), ignore_errors=True)
-    data = hh.datasets.load("demo", profile, seed)
+    data = hh.dataspec.load("demo", profile, seed)
     embeddings = hh.embed.site_embeddings(data, profile, seed, device="cpu", progress=False)
-    probes = hh.demo.calibration_probes(data, embeddings, seed=seed)
-    return hh.demo.calibration_table(
+    probes = hh.calibration.calibration_probes(data, embeddings, seed=seed)
+    return hh.calibration.calibration_table(
         probes, {"gps + env": GPS_ENV_MEASURED}, hh.demo.load_manifest(data.folder)
     )
 

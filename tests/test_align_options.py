@@ -140,7 +140,7 @@ def test_cross_validation_chooses_the_geoclip_layer_and_photo_views_on_validatio
     emb = _views(n=150, views=2, seed=3)
     rng = np.random.default_rng(3)
     code = np.array(["T1", "R2", "S3"])[rng.integers(0, 3, 150)]
-    labels = pd.DataFrame({"eunis_l1": [c[0] for c in code], "eunis_l2": list(code), "eunis_l3": [None] * 150})
+    labels = pd.DataFrame({"label_l1": [c[0] for c in code], "label_l2": list(code), "label_l3": [None] * 150})
     model = [m for m in hh.evaluation.default_models(("photo", "gps")) if m.name == "aligned"][0]
     cfg = _config(modalities=("photo", "gps"), epochs=2)
     result = hh.evaluation.cross_validate(

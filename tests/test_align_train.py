@@ -73,7 +73,7 @@ def test_resume_from_checkpoint_gives_the_uninterrupted_numbers(tmp_path):
 
 def _inputs(tmp_path):
     lat, lon, emb = _clustered(n=180, seed=1)
-    rows = [{"site_id": f"t:{i:04d}", "source": "test", "lat": lat[i], "lon": lon[i], "eunis_code": None,
+    rows = [{"site_id": f"t:{i:04d}", "source": "test", "lat": lat[i], "lon": lon[i], "label": None,
              "photos": [], "photo_views": [], "satellite": None} for i in range(len(lat))]
     sites = hh.datasets.finalise(pd.DataFrame(rows), hh.datasets.LoadReport("test"), verbose=False)
     table = hh.datasets.write_sites(sites, tmp_path / "sites.parquet")
@@ -133,7 +133,7 @@ def test_site_alignment_aligns_the_inputs_the_data_have_and_reuses_its_heads(cap
     n = 300
     sites = pd.DataFrame({"site_id": [f"t:{i}" for i in range(n)], "lat": rng.uniform(40, 56, n),
                           "lon": rng.uniform(-5, 15, n)})
-    data = hh.datasets.Data("two-inputs", sites, pd.DataFrame(), key="two-inputs-test")
+    data = hh.dataspec.Data("two-inputs", sites, pd.DataFrame(), key="two-inputs-test")
     embeddings = {"photo": rng.normal(size=(n, 8)).astype(np.float32),
                   "satellite": np.full((n, 8), np.nan, dtype=np.float32),
                   "gps": rng.normal(size=(n, 8)).astype(np.float32)}

@@ -33,21 +33,21 @@ def table():
     if not ch2.get("calibration_probes"):
         pytest.skip("chapter 2 ran on real data or is older than the calibration section")
     real = _metrics(hh.report.REAL_NOTEBOOK)["models"]["raw concatenated"]["level1"]["macro_f1"]
-    return hh.demo.calibration_table(
+    return hh.calibration.calibration_table(
         pd.DataFrame(ch2["calibration_probes"]), {"gps + env": real}, ch2.get("demo_ceilings")
     )
 
 
 def test_every_published_figure_has_a_probe(table):
-    assert len(table) == len(hh.demo.PUBLISHED_FIGURES)
+    assert len(table) == len(hh.calibration.PUBLISHED_FIGURES)
     assert table["demo probe (macro-F1)"].notna().all()
     assert table["gap"].notna().all()
 
 
-@pytest.mark.parametrize("row", range(len(hh.demo.PUBLISHED_FIGURES)))
+@pytest.mark.parametrize("row", range(len(hh.calibration.PUBLISHED_FIGURES)))
 def test_probe_within_tolerance_of_published_figure(table, row):
     r = table.iloc[row]
-    assert abs(r["gap"]) <= hh.demo.CALIBRATION_TOLERANCE, r[
+    assert abs(r["gap"]) <= hh.calibration.CALIBRATION_TOLERANCE, r[
         ["inputs", "level", "demo probe (macro-F1)", "gap"]
     ]
 

@@ -28,4 +28,4 @@ def test_chapter_4_runs_alone_on_a_new_seed_in_an_empty_cache(tmp_path, monkeypa
     cells = json.loads((tmp_path / "out" / "notebooks" / "04_classify_habitats.ipynb").read_text())["cells"]
     printed = "".join("".join(o.get("text", "")) for c in cells if c["cell_type"] == "code"
                       for o in c.get("outputs", []))
-    assert "embeddings: not in the run folder yet (chapter 2 makes them): computing them now" in printed
+    assert "embeddings: not in the run folder yet (chapter 2 makes them): making it now" in printed

@@ -109,8 +109,8 @@ def test_read_table_counts_every_bad_row(sites_csv, capsys):
     assert sites.attrs["unknown_codes"] == {"Z99": 1}
     assert sites.attrs["columns"]["label_format"] == "EUNIS codes"
     row = sites[sites["site_id"] == "sites:unknown-code"].iloc[0]
-    assert pd.isna(row["eunis_code"]) and pd.isna(row["eunis_l1"])
-    assert sites["eunis_l3"].notna().sum() == n_good
+    assert pd.isna(row["label"]) and pd.isna(row["label_l1"])
+    assert sites["label_l3"].notna().sum() == n_good
     printed = capsys.readouterr().out
     assert "skipped, duplicated site id: 1" in printed and "'Z99' (1)" in printed
 
@@ -122,7 +122,7 @@ def test_read_table_finds_eva_names_and_reads_expert_system(eva_csv):
         ("Latitude", "Longitude", "Expert System", "PlotObservationID")
     assert columns["label_format"].startswith("EUNIS-ESy")
     _assert_report(sites.attrs["load_report"], len(synthetic_sites()))
-    labels = sites.set_index("site_id")["eunis_code"]
+    labels = sites.set_index("site_id")["label"]
     first = synthetic_sites()[:3]
     assert labels[f"eva_header:{first[0]['site_id']}"] == first[0]["eunis_code"][:2]   # "R11, R12!" -> R1
     assert labels[f"eva_header:{first[1]['site_id']}"] == first[1]["eunis_code"]       # "R12!" -> R12
@@ -135,7 +135,7 @@ def test_read_table_semicolons_decimal_commas_and_no_id_column(tmp_path):
     sites = datasets.read_table(path, verbose=False)
     assert sites["lat"].tolist() == [48.25, 48.30]
     assert sites["site_id"].tolist() == ["plots:line2", "plots:line3"]   # line numbers in the file
-    assert sites["eunis_code"].tolist() == ["T11", "Q"]                  # 'Qa' switched on ESy reading
+    assert sites["label"].tolist() == ["T11", "Q"]                  # 'Qa' switched on ESy reading
     report = sites.attrs["load_report"]
     assert report["skipped"] == {"missing coordinates": 1}
     assert report["notes"]["coordinates with a decimal comma (read as a point)"] == 5
@@ -149,7 +149,7 @@ def test_read_table_geoparquet_geometry_in_another_crs(tmp_path):
     plots.to_crs("EPSG:3035").to_parquet(tmp_path / "plots.parquet")          # ETRS89-LAEA metres
     sites = datasets.read_table(tmp_path / "plots.parquet", site_id="plot", verbose=False)
     np.testing.assert_allclose(sites[["lat", "lon"]].to_numpy(float), [[48.1, 7.1], [45.0, 3.0]], atol=1e-6)
-    assert sites["site_id"].tolist() == ["plots:a", "plots:b"] and sites["eunis_code"].tolist() == ["T11", "R22"]
+    assert sites["site_id"].tolist() == ["plots:a", "plots:b"] and sites["label"].tolist() == ["T11", "R22"]
 
 
 def test_read_table_photo_and_satellite_columns(tmp_path):
@@ -252,7 +252,7 @@ def test_evaluate_eva_export_with_named_columns(eva_csv, folder):
     (["--align-grid", "radius_km=near"], "'near' is not a float"),
     (["--modalities", "gps,photo"], "--photo-cols"),
     (["--modalities", "gps,photo", "--photo-cols", "note"], "no site has a usable photo file"),
-    (["--modalities", "gps,env", "--align-pool", "extra"], "--align-pool extra needs --extra-sites"),
+    (["--modalities", "gps,env", "--align-pool", "extra"], "--align-pool extra needs unlabelled extra sites"),
     (["--align-pool", "transductive"], "the alignment needs two or more --modalities"),
     (["--modalities", "gps,env", "--extra-sites", "x.csv"], "--extra-sites is read only with --align-pool"),
     (["--align-grid", "positives=radius,nearby"], "positives must be one of"),
@@ -446,3 +446,20 @@ def test_evaluate_with_extra_sites_and_the_alignment_options(sites_csv, folder, 
     pd.DataFrame(extra_rows).to_csv(extra_csv, index=False)
     assert cli.main(args) == 2
     assert "rows carry a label" in capsys.readouterr().err
+
+
+def test_evaluate_reads_extra_sites_from_a_data_spec(sites_csv, folder, tmp_path):
+    """A data spec's source marked 'extra: true' gives the unlabelled sites of --align-pool extra,
+    without --extra-sites."""
+    extra_rows = synthetic_sites(n_clusters=6, per_cluster=8, seed=11)
+    pd.DataFrame(extra_rows)[["site_id", "lat", "lon"]].to_csv(tmp_path / "more.csv", index=False)
+    (tmp_path / "spec.yml").write_text(f"name: with-extra\nsources:\n  - kind: table\n    path: {sites_csv}\n"
+                                       "    site_id: site_id\n  - kind: table\n    path: more.csv\n"
+                                       "    site_id: site_id\n    label: null\n    extra: true\n")
+    out = tmp_path / "results.json"
+    args = _evaluate(tmp_path / "spec.yml", out, folder / "cache", "--modalities", "gps,env", "--levels", "1",
+                     "--seed", "0", "--align-epochs", "2", "--align-pool", "extra")
+    assert cli.main(args) == 0
+    settings = json.loads(out.read_text())["settings"]
+    assert settings["align_pool"] == "extra" and settings["n_extra_sites"] == len(extra_rows)
+    assert settings["align_pool_sites_per_fold"]["all"] > settings["n_sites"] * 0.3

@@ -19,7 +19,7 @@ import pytest
 import habitat_helpers as hh
 from habitat_helpers import cli
 
-LEVEL_COLUMNS = ["eunis_l1", "eunis_l2", "eunis_l3"]
+LEVEL_COLUMNS = ["label_l1", "label_l2", "label_l3"]
 
 # Three regions (centre lat, centre lon, level-1 habitat), as in a LUCAS or EVA sample labelled
 # at level 1 only.
@@ -39,8 +39,8 @@ def _clusters(per_leaf: int = 40, seed: int = 0):
         centre[6 + k] = 2.0
         X.append(centre + rng.normal(0, 0.6, (per_leaf, 12)))
         codes += [leaf] * per_leaf
-    labels = pd.DataFrame({"eunis_l1": [c[:1] for c in codes], "eunis_l2": [c[:2] for c in codes],
-                           "eunis_l3": codes}, dtype=object)
+    labels = pd.DataFrame({"label_l1": [c[:1] for c in codes], "label_l2": [c[:2] for c in codes],
+                           "label_l3": codes}, dtype=object)
     return np.vstack(X), labels
 
 
@@ -48,7 +48,7 @@ def _coarse(labels: pd.DataFrame, deepest: int) -> pd.DataFrame:
     """The labels cut at level ``deepest`` (None below)."""
     out = labels.copy()
     for level in range(deepest + 1, 4):
-        out[f"eunis_l{level}"] = None
+        out[f"label_l{level}"] = None
     return out
 
 
@@ -61,8 +61,8 @@ def test_classifier_on_level1_labels_predicts_level1_and_none_below():
     assert clf.levels_ == [1] and clf.depth_ == 1
     assert set(clf.skipped_) == {2, 3} and "no training site is labelled" in clf.skipped_[2]
     pred = clf.predict(Xt)
-    assert pred["eunis_l2"].isna().all() and pred["eunis_l3"].isna().all()
-    assert (pred["eunis_l1"] == truth["eunis_l1"]).mean() > 0.95
+    assert pred["label_l2"].isna().all() and pred["label_l3"].isna().all()
+    assert (pred["label_l1"] == truth["label_l1"]).mean() > 0.95
     paths = clf.path_proba(Xt)
     assert list(paths.columns) == ["R", "T"]
     np.testing.assert_allclose(paths.sum(axis=1), 1.0, rtol=1e-9)
@@ -73,19 +73,19 @@ def test_classifier_on_level1_labels_predicts_level1_and_none_below():
     majority = hh.classify.MajorityClassifier().fit(None, _coarse(full, 1))
     assert majority.levels_ == [1]
     pred = majority.predict(np.zeros(4))
-    assert pred["eunis_l1"].tolist() == ["R"] * 4 and pred["eunis_l2"].isna().all()
+    assert pred["label_l1"].tolist() == ["R"] * 4 and pred["label_l2"].isna().all()
 
 
 def test_classifier_on_labels_mixed_at_levels_1_and_2():
     X, full = _clusters()
     labels = _coarse(full, 2)
-    labels.loc[::3, "eunis_l2"] = None                       # a third labelled at level 1 only
+    labels.loc[::3, "label_l2"] = None                       # a third labelled at level 1 only
     clf = hh.classify.HierarchicalClassifier().fit(X, labels)
     assert clf.levels_ == [1, 2] and set(clf.skipped_) == {3}
     Xt, truth = _clusters(seed=1)
     pred = clf.predict(Xt)
-    assert (pred["eunis_l2"].str[0] == pred["eunis_l1"]).all() and pred["eunis_l3"].isna().all()
-    assert (pred["eunis_l2"] == truth["eunis_l2"]).mean() > 0.9
+    assert (pred["label_l2"].str[0] == pred["label_l1"]).all() and pred["label_l3"].isna().all()
+    assert (pred["label_l2"] == truth["label_l2"]).mean() > 0.9
     levels = clf.level_proba(Xt)
     assert set(levels) == {1, 2}
     for code in levels[1].columns:                         # a level-1 code sums its level-2 children
@@ -95,15 +95,15 @@ def test_classifier_on_labels_mixed_at_levels_1_and_2():
 
 def test_a_level_with_one_habitat_is_skipped_and_none_fitted_raises():
     X, full = _clusters()
-    r = (full["eunis_l1"] == "R").to_numpy()
+    r = (full["label_l1"] == "R").to_numpy()
     clf = hh.classify.HierarchicalClassifier().fit(X[r], _coarse(full[r], 2))   # one habitat at level 1
     assert clf.levels_ == [2] and "a single habitat" in clf.skipped_[1]
     pred = clf.predict(X[:5])
-    assert set(pred["eunis_l1"]) == {"R"} and pred["eunis_l2"].str.startswith("R").all()
+    assert set(pred["label_l1"]) == {"R"} and pred["label_l2"].str.startswith("R").all()
     with pytest.raises(ValueError, match="no level can be fitted: level 1: a single habitat"):
         hh.classify.HierarchicalClassifier().fit(X[r], _coarse(full[r], 1))
     with pytest.raises(ValueError, match="majority baseline needs labelled"):
-        hh.classify.MajorityClassifier().fit(None, _coarse(full, 1).assign(eunis_l1=None))
+        hh.classify.MajorityClassifier().fit(None, _coarse(full, 1).assign(label_l1=None))
 
 
 # --- cross-validation ---------------------------------------------------------------------------
@@ -120,7 +120,7 @@ def _sites(n_clusters: int = 10, per_cluster: int = 10, seed: int = 0) -> pd.Dat
                 lat, lon = clat + rng.normal(0, 0.03), clon + rng.normal(0, 0.03)
                 l2 = code + ("1" if lon < lon0 else "2")
                 rows.append({"site_id": f"S{len(rows):04d}", "lat": round(lat, 5), "lon": round(lon, 5),
-                             "eunis_l1": code, "eunis_l2": l2, "eunis_l3": l2 + ("1" if lat < lat0 else "2")})
+                             "label_l1": code, "label_l2": l2, "label_l3": l2 + ("1" if lat < lat0 else "2")})
     return pd.DataFrame(rows)
 
 
@@ -156,7 +156,7 @@ def test_cross_validation_of_level1_labels_scores_level1_only():
 def test_fits_that_fail_or_leave_a_level_out_are_kept_with_their_reason():
     sites = _sites()
     labels = sites[LEVEL_COLUMNS].copy()
-    labels.loc[10:, "eunis_l3"] = None                      # level 3 known in one survey cluster only
+    labels.loc[10:, "label_l3"] = None                      # level 3 known in one survey cluster only
     result = _cross_validate(sites, labels, seeds=(0, 1, 2), label_fractions=(0.01, 1.0))
     failures = result.failures()
     assert list(failures.columns) == list(hh.evaluation.FAILURE_COLUMNS)
@@ -209,7 +209,7 @@ def level1_csv(folder) -> Path:
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["site_id", "lat", "lon", "eunis_code"])
-        writer.writerows(sites[["site_id", "lat", "lon", "eunis_l1"]].itertuples(index=False))
+        writer.writerows(sites[["site_id", "lat", "lon", "label_l1"]].itertuples(index=False))
     return path
 
 

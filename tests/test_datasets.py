@@ -78,9 +78,9 @@ def test_lucas_label_table_joins_on_point_and_year(lucas_dir):
                            "year": ["2018", "2006", "2006", "2006"],
                            "eunis_code": ["S42", "V11, V12", "X7", "R2"]})
     sites = hh.datasets.read_lucas(lucas_dir / "metadata_subset.csv", labels=labels).set_index("site_id")
-    assert sites.loc["lucas:31603628:2018", ["eunis_l1", "eunis_l2", "eunis_l3"]].tolist() == ["S", "S4", "S42"]
-    assert sites.loc["lucas:38023116:2006", "eunis_code"] == "V1"                    # common ancestor
-    assert pd.isna(sites.loc["lucas:38023114:2006", "eunis_code"])                   # unknown code
+    assert sites.loc["lucas:31603628:2018", ["label_l1", "label_l2", "label_l3"]].tolist() == ["S", "S4", "S42"]
+    assert sites.loc["lucas:38023116:2006", "label"] == "V1"                    # common ancestor
+    assert pd.isna(sites.loc["lucas:38023114:2006", "label"])                   # unknown code
     notes = sites.attrs["load_report"]["notes"]
     assert notes["unknown EUNIS code (site kept unlabelled)"] == 1
     assert notes["label rows matching no LUCAS point"] == 1
@@ -118,12 +118,12 @@ def test_eva_header(tmp_path):
     assert report["rows_read"] == 9 and report["kept"] == 7
     assert report["skipped"] == {"coordinates out of range": 1, "missing coordinates": 1}
     # the duplicate of plot 5 comes after the out-of-range row was skipped, so it is kept once
-    assert sites.loc["eva:1", "eunis_l3"] == "R22" and sites.loc["eva:1", "date"] == pd.Timestamp("2015-06-01")
-    assert sites.loc["eva:2", "eunis_code"] == "R2" and pd.isna(sites.loc["eva:2", "eunis_l3"])
-    assert sites.loc["eva:2", "eunis_candidates"] == "R22;R23" and sites.loc["eva:1", "eunis_candidates"] is None
-    assert sites.loc["eva:3", "eunis_code"] == "S"
-    assert pd.isna(sites.loc["eva:4", "eunis_code"]) and pd.isna(sites.loc["eva:4", "date"])
-    assert pd.isna(sites.loc["eva:7", "eunis_code"])
+    assert sites.loc["eva:1", "label_l3"] == "R22" and sites.loc["eva:1", "date"] == pd.Timestamp("2015-06-01")
+    assert sites.loc["eva:2", "label"] == "R2" and pd.isna(sites.loc["eva:2", "label_l3"])
+    assert sites.loc["eva:2", "label_candidates"] == "R22;R23" and sites.loc["eva:1", "label_candidates"] is None
+    assert sites.loc["eva:3", "label"] == "S"
+    assert pd.isna(sites.loc["eva:4", "label"]) and pd.isna(sites.loc["eva:4", "date"])
+    assert pd.isna(sites.loc["eva:7", "label"])
     assert not sites.loc["eva:8", "on_land"]
     assert report["notes"]["unknown EUNIS code (site kept unlabelled)"] == 1
     assert report["notes"]["date unreadable (kept, NaT)"] == 1
@@ -177,7 +177,7 @@ def test_embal_groups_transect_photos_and_maps_columns(tmp_path):
                           "photo": ["a1.jpg", "a2.jpg", "gone.jpg", "b1.jpg"], "eunis_code": ["R22", "R22", "R22", None]})
     sites = hh.datasets.read_embal(table, photo_root=tmp_path, columns={"site": "PlotID"}).set_index("site_id")
     assert sites.loc["embal:A", "photo_views"] == ["T1-00", "T1-01"]
-    assert sites.loc["embal:A", "eunis_l3"] == "R22" and pd.isna(sites.loc["embal:B", "eunis_code"])
+    assert sites.loc["embal:A", "label_l3"] == "R22" and pd.isna(sites.loc["embal:B", "label"])
     assert sites.attrs["load_report"]["notes"]["photo file missing"] == 1
     with pytest.raises(ValueError, match="site"):
         hh.datasets.read_embal(table)  # without the mapping, 'site' is missing
@@ -229,10 +229,10 @@ def test_site_table_roundtrip(tmp_path):
     assert list(back.columns) == list(sites.columns)
     assert back["photos"].iloc[0] == [] and back.crs.to_epsg() == 4326
     pd.testing.assert_series_equal(back["lat"], sites["lat"])
-    assert back["eunis_candidates"].tolist() == [None, "R22;R23", None, None, None, None, None]
-    unlabelled = sites[sites["eunis_code"].isna()]       # a column of None only survives as None
+    assert back["label_candidates"].tolist() == [None, "R22;R23", None, None, None, None, None]
+    unlabelled = sites[sites["label"].isna()]       # a column of None only survives as None
     back = hh.datasets.read_sites(hh.datasets.write_sites(unlabelled, tmp_path / "unlabelled.parquet"))
-    assert back["eunis_candidates"].tolist() == [None, None]
+    assert back["label_candidates"].tolist() == [None, None]
 
 
 def test_candidates_survive_combining_sources(tmp_path):
@@ -241,28 +241,50 @@ def test_candidates_survive_combining_sources(tmp_path):
     (tmp_path / "plots.csv").write_text("id,lat,lon,eunis_code\np1,48.2,11.4,R22\np2,48.3,11.5,\"V11, V12\"\n")
     (tmp_path / "spec.yml").write_text(f"name: mixed\nsources:\n  - kind: eva\n    header: {_eva_header(tmp_path)}\n"
                                        "  - kind: table\n    path: plots.csv\n")
-    data = hh.datasets.load(tmp_path / "spec.yml", verbose=False)
-    candidates = data.sites.set_index("site_id")["eunis_candidates"]
+    data = hh.dataspec.load(tmp_path / "spec.yml", verbose=False)
+    candidates = data.sites.set_index("site_id")["label_candidates"]
     assert candidates["eva:2"] == "R22;R23" and candidates["plots:p2"] == "V11;V12"
     assert candidates["plots:p1"] is None and candidates.drop(["eva:2", "plots:p2"]).isna().all()
-    old = data.sites[data.sites["source"] == "plots"].drop(columns="eunis_candidates")
-    combined = hh.datasets._combine([data.sites[data.sites["source"] == "eva"], old])
-    assert combined["eunis_candidates"].tolist()[-2:] == [None, None]
-    assert combined["eunis_candidates"].tolist().count("R22;R23") == 1
+    old = data.sites[data.sites["source"] == "plots"].drop(columns="label_candidates")
+    combined = hh.dataspec._combine([data.sites[data.sites["source"] == "eva"], old])
+    assert combined["label_candidates"].tolist()[-2:] == [None, None]
+    assert combined["label_candidates"].tolist().count("R22;R23") == 1
+
+
+def test_a_data_spec_marks_sources_of_extra_sites(tmp_path):
+    """A source marked 'extra: true' gives unlabelled sites that only train the alignment
+    (Data.extra, one boolean per site); labels in such a source, or a non-boolean mark, are errors."""
+    (tmp_path / "plots.csv").write_text("id,lat,lon,eunis_code\np1,48.2,11.4,R22\np2,48.3,11.5,T11\n")
+    (tmp_path / "more.csv").write_text("id,lat,lon\nm1,48.4,11.6\nm2,48.5,11.7\nm3,48.6,11.8\n")
+    def spec(second: str, *keys: str):
+        lines = ["name: pooled", "sources:", "  - kind: table", "    path: plots.csv", "  - kind: table",
+                 f"    path: {second}", *(f"    {k}" for k in keys)]
+        (tmp_path / "spec.yml").write_text("\n".join(lines) + "\n")
+        return tmp_path / "spec.yml"
+
+    data = hh.dataspec.load(spec("more.csv", "label: null", "extra: true"), verbose=False)
+    assert data.extra.tolist() == [False, False, True, True, True]
+    assert "_extra_source" not in data.sites.columns and data.sites.loc[data.extra, "label_l1"].isna().all()
+    assert not hh.dataspec.Data("x", data.sites, data.report).extra.any()       # no spec: no extra sites
+    spec("plots.csv", "site_id: id", "extra: true")
+    with pytest.raises(ValueError, match="the table source is marked extra .* 2 of its sites carry labels"):
+        hh.dataspec.load(tmp_path / "spec.yml", verbose=False)
+    with pytest.raises(ValueError, match="extra is true or false"):
+        hh.dataspec.load(spec("more.csv", "label: null", "extra: yes please"), verbose=False)
 
 
 @pytest.mark.slow
 def test_demo_eva_candidates(tmp_path):
-    """The demo's EVA cells such as 'R22, R21' reach hh.datasets.load as eunis_candidates."""
-    data = hh.datasets.load("demo", "tiny", 0, verbose=False)
+    """The demo's EVA cells such as 'R22, R21' reach hh.dataspec.load as label_candidates."""
+    data = hh.dataspec.load("demo", "tiny", 0, verbose=False)
     header = pd.read_csv(data.folder / "eva/eva_header.csv", sep="\t", dtype=str, keep_default_na=False)
     expected = {f"eva:{plot}": ";".join(hh.eunis.parse_esy(cell))
                 for plot, cell in zip(header["PlotObservationID"], header["Expert System"]) if "," in cell}
     sites = data.sites.set_index("site_id")
-    assert expected and sites.loc[list(expected), "eunis_candidates"].to_dict() == expected
-    assert sites["eunis_candidates"].notna().sum() == len(expected)
+    assert expected and sites.loc[list(expected), "label_candidates"].to_dict() == expected
+    assert sites["label_candidates"].notna().sum() == len(expected)
     multi = sites.loc[list(expected)]
-    assert [c.split(";")[0][:2] for c in multi["eunis_candidates"]] == multi["eunis_code"].tolist()
+    assert [c.split(";")[0][:2] for c in multi["label_candidates"]] == multi["label"].tolist()
 
 
 def test_malformed_rows_and_unreadable_coordinates_are_counted(tmp_path):
@@ -301,8 +323,8 @@ def test_read_table_skips_short_and_long_rows_with_their_lines(tmp_path):
     assert report["where"]["malformed row (wrong number of fields)"] == [
         "line 3: 2 fields, the header has 4", "line 4: 5 fields, the header has 4",
         "line 8: 3 fields, the header has 4"]
-    assert sites["eunis_code"].tolist()[:2] == ["R22", "R2"] and pd.isna(sites["eunis_code"].iloc[2])
-    assert sites["eunis_candidates"].tolist() == [None, "R22;R23", None]
+    assert sites["label"].tolist()[:2] == ["R22", "R2"] and pd.isna(sites["label"].iloc[2])
+    assert sites["label_candidates"].tolist() == [None, "R22;R23", None]
     assert report["notes"] == {"EUNIS-ESy codes of different formations (site kept unlabelled)": 1}
 
 
@@ -314,7 +336,7 @@ def test_load_report_keeps_the_first_places():
     assert report.as_dict()["where"] == {"bad": ["line 2", "line 3", "line 4", "line 7", "line 8"]}
     assert "  skipped, bad: 7 (line 2; line 3; line 4; line 7; line 8; ...)" in str(report)
     assert "  note, odd: 1" in str(report).splitlines()
-    frame = hh.datasets._report_frame({"t": report.as_dict()})
+    frame = hh.dataspec._report_frame({"t": report.as_dict()})
     assert frame.loc["t", "skipped, by reason"] == "bad: 7 (line 2; line 3; line 4; line 7; line 8; ...)"
 
 
@@ -346,7 +368,7 @@ def test_a_table_without_labels(tmp_path):
     path.write_text("id,lat,lon,eunis_code\na,48.1,2.3,R22\nb,45.2,5.7,\nc,91,0,T1\n")
     sites = hh.datasets.read_table(path, label=None, site_id="id", verbose=False)
     assert list(sites["site_id"].str.split(":").str[-1]) == ["a", "b"]           # latitude 91 skipped, counted
-    assert sites["eunis_code"].isna().all() and sites["eunis_l1"].isna().all()  # the label column is ignored
+    assert sites["label"].isna().all() and sites["label_l1"].isna().all()  # the label column is ignored
     report = sites.attrs["load_report"]
     assert report["notes"]["no label column (label=None): every site unlabelled"] == 3
     assert sum(report["skipped"].values()) == 1 and sites.attrs["columns"]["label_format"] == "none"

@@ -58,21 +58,21 @@ def test_three_families_in_their_real_formats(demo):
 
 def test_labels_follow_the_families(demo):
     sites = hh.demo.load_sites(demo)
-    labelled = sites.groupby("source")["eunis_l1"].apply(lambda s: s.notna().mean())
+    labelled = sites.groupby("source")["label_l1"].apply(lambda s: s.notna().mean())
     assert labelled["eva"] > 0.7 and labelled["lucas"] < 0.5 and labelled["embal"] < 0.5
-    assert sites.loc[sites.source == "embal", "eunis_l3"].isna().all()   # EMBAL labels stop at level 2
-    assert all(hh.eunis.is_valid(c) for c in sites["eunis_code"].dropna())
+    assert sites.loc[sites.source == "embal", "label_l3"].isna().all()   # EMBAL labels stop at level 2
+    assert all(hh.eunis.is_valid(c) for c in sites["label"].dropna())
     # the files state the recorded label, which is wrong for LABEL_ERROR_RATE of the labelled sites
     truth = hh.demo.load_truth(demo).set_index("site_id")
-    known = sites[sites["eunis_l2"].notna()]
+    known = sites[sites["label_l2"].notna()]
     recorded = truth.loc[known["site_id"], "label"].str[:2].to_numpy()
-    assert (recorded == known["eunis_l2"].to_numpy()).all()
-    disagree = truth.loc[known["site_id"], "eunis_l2"].to_numpy() != known["eunis_l2"].to_numpy()
+    assert (recorded == known["label_l2"].to_numpy()).all()
+    disagree = truth.loc[known["site_id"], "label_l2"].to_numpy() != known["label_l2"].to_numpy()
     assert truth.loc[known["site_id"], "label_wrong"].to_numpy()[disagree].all()
     labelled = truth[truth["label"].notna()]
     wrong = labelled["label_wrong"].mean()
     assert abs(wrong - hh.demo.LABEL_ERROR_RATE) < 0.05 and truth.loc[truth["label"].isna(), "label_wrong"].eq(False).all()
-    assert (labelled["label"] != [c[:len(k)] for c, k in zip(labelled["eunis_l3"], labelled["label"])]).eq(
+    assert (labelled["label"] != [c[:len(k)] for c, k in zip(labelled["label_l3"], labelled["label"])]).eq(
         labelled["label_wrong"]).all()
 
 
@@ -100,7 +100,7 @@ def test_each_modality_shows_its_own_partial_view(demo):
     """Photo and satellite show the site's habitat only partly (at the set confusion rates), and
     their confusions are drawn apart: they agree no more than independent draws would."""
     cov = pd.read_parquet(demo / "covariates.parquet")
-    true = hh.demo.load_truth(demo)["eunis_l3"].to_numpy()
+    true = hh.demo.load_truth(demo)["label_l3"].to_numpy()
     for column, confusion in (("photo_cues", hh.demo.PHOTO_CONFUSION), ("satellite_cues", hh.demo.SATELLITE_CONFUSION)):
         shown = cov[column].to_numpy()
         right1 = np.mean([a[0] == b[0] for a, b in zip(shown, true)])
@@ -118,7 +118,7 @@ def test_cue_agreement_is_recorded_and_falls_with_level(demo):
     truth = hh.demo.load_truth(demo)
     agreement = hh.demo.load_manifest(demo)["cue_agreement"]
     has_photo = (truth["source"] != "eva").to_numpy()
-    photo = cov["photo_cues"].to_numpy()[has_photo] == truth["eunis_l3"].to_numpy()[has_photo]
+    photo = cov["photo_cues"].to_numpy()[has_photo] == truth["label_l3"].to_numpy()[has_photo]
     assert agreement["photo"]["level3"] == pytest.approx(photo.mean())
     for name in ("photo", "satellite"):
         levels = [agreement[name][f"level{k}"] for k in (1, 2, 3)]
@@ -134,7 +134,7 @@ def test_views_share_habitat_signal(demo):
 
     sites = hh.demo.load_sites(demo)
     sites = sites[(sites["source"] == "lucas") & (sites["photos"].str.len() == 2)]
-    truth = hh.demo.load_truth(demo).set_index("site_id").loc[sites.site_id, "eunis_l1"].to_numpy()
+    truth = hh.demo.load_truth(demo).set_index("site_id").loc[sites.site_id, "label_l1"].to_numpy()
 
     def mean_colour(p):
         with Image.open(p) as im:
@@ -168,14 +168,14 @@ def test_input_probes_measure_what_an_input_carries():
     rng = np.random.default_rng(0)
     n = 600
     l3 = rng.choice(["T11", "T12", "T21", "T22", "R11", "R12", "R21", "R22"], n)
-    truth = pd.DataFrame({"eunis_l1": [c[0] for c in l3], "eunis_l2": [c[:2] for c in l3], "eunis_l3": l3},
+    truth = pd.DataFrame({"label_l1": [c[0] for c in l3], "label_l2": [c[:2] for c in l3], "label_l3": l3},
                          dtype=object)
-    groups = pd.get_dummies(truth["eunis_l2"]).to_numpy(float)
+    groups = pd.get_dummies(truth["label_l2"]).to_numpy(float)
     embeddings = {"satellite": groups + 0.05 * rng.normal(size=groups.shape),
                   "gps": rng.normal(size=(n, 4)), "photo": rng.normal(size=(n, 4))}
     embeddings["photo"][::2] = np.nan                                # half the sites have no photo
     test = np.arange(n) >= 400
-    probes = hh.demo.input_probes(embeddings, truth, ~test, test, inputs=(("satellite",), ("gps",),
+    probes = hh.calibration.input_probes(embeddings, truth, ~test, test, inputs=(("satellite",), ("gps",),
                                                                          ("photo", "satellite")))
     f1 = probes.set_index(["inputs", "level"])["macro_f1"]
     assert f1[("satellite", 1)] > 0.95 and f1[("satellite", 2)] > 0.95 and f1[("satellite", 3)] < 0.7
@@ -190,31 +190,44 @@ def test_calibration_table_gap_to_the_published_range():
                            {"inputs": "photo", "level": 2, "macro_f1": 0.62},
                            {"inputs": "satellite + env", "level": 3, "macro_f1": 0.40},
                            {"inputs": "gps + env", "level": 1, "macro_f1": 0.60}])
-    table = hh.demo.calibration_table(probes).set_index(["inputs", "level"])
+    table = hh.calibration.calibration_table(probes).set_index(["inputs", "level"])
     assert table.loc[("photo", 1), "gap"] == pytest.approx(0.99 - 0.89)          # easier than real photos
     assert table.loc[("photo", 2), "gap"] == 0.0                                  # inside 0.61-0.63
     assert table.loc[("satellite + env", 3), "gap"] == pytest.approx(0.40 - 0.61)
     assert np.isnan(table.loc[("gps + env", 1), "gap"])                           # measured by chapter 6
-    measured = hh.demo.calibration_table(probes, {"gps + env": 0.25}).set_index(["inputs", "level"])
+    measured = hh.calibration.calibration_table(probes, {"gps + env": 0.25}).set_index(["inputs", "level"])
     assert measured.loc[("gps + env", 1), "gap"] == pytest.approx(0.35)
     assert all(isinstance(s, str) and s for s in table["source"])
 
 
 def test_true_labels_row_for_row_with_the_sites(demo):
     sites = hh.demo.load_sites(demo)
-    data = hh.datasets.Data("demo", sites, pd.DataFrame(), "eunis", True, None, demo)
+    data = hh.dataspec.Data("demo", sites, pd.DataFrame(), "eunis", True, None, demo)
     true = hh.demo.true_labels(data)
-    assert list(true.columns) == ["eunis_l1", "eunis_l2", "eunis_l3"] and len(true) == len(sites)
-    truth = hh.demo.load_truth(demo).set_index("site_id")["eunis_l3"]
-    assert (true["eunis_l3"].to_numpy() == truth.loc[sites["site_id"]].to_numpy()).all()
+    assert list(true.columns) == ["label_l1", "label_l2", "label_l3"] and len(true) == len(sites)
+    truth = hh.demo.load_truth(demo).set_index("site_id")["label_l3"]
+    assert (true["label_l3"].to_numpy() == truth.loc[sites["site_id"]].to_numpy()).all()
     assert all(c3.startswith(c2) and c2.startswith(c1) and len(c1) == 1
                for c1, c2, c3 in true.itertuples(index=False))
-    shuffled = hh.datasets.Data("demo", sites.iloc[::-1].reset_index(drop=True), pd.DataFrame(), "eunis", True,
+    shuffled = hh.dataspec.Data("demo", sites.iloc[::-1].reset_index(drop=True), pd.DataFrame(), "eunis", True,
                                 None, demo)
-    assert (hh.demo.true_labels(shuffled)["eunis_l3"].to_numpy() == true["eunis_l3"].to_numpy()[::-1]).all()
+    assert (hh.demo.true_labels(shuffled)["label_l3"].to_numpy() == true["label_l3"].to_numpy()[::-1]).all()
     with pytest.raises(ValueError, match="only the synthetic demo"):
-        hh.demo.true_labels(hh.datasets.Data("mine", sites, pd.DataFrame()))
+        hh.demo.true_labels(hh.dataspec.Data("mine", sites, pd.DataFrame()))
     stranger = sites.copy()
     stranger.loc[0, "site_id"] = "nowhere"
     with pytest.raises(ValueError, match="1 sites of demo are not in"):
-        hh.demo.true_labels(hh.datasets.Data("demo", stranger, pd.DataFrame(), "eunis", True, None, demo))
+        hh.demo.true_labels(hh.dataspec.Data("demo", stranger, pd.DataFrame(), "eunis", True, None, demo))
+
+
+def test_the_data_says_whether_it_is_the_demo_and_which_region_to_map(demo):
+    sites = hh.demo.load_sites(demo)
+    the_demo = hh.dataspec.Data("demo", sites, pd.DataFrame(), "eunis", True, None, demo)
+    synthetic_spec = hh.dataspec.Data("mine", sites.iloc[:20], pd.DataFrame(), "eunis", True)
+    assert the_demo.is_demo and not synthetic_spec.is_demo and synthetic_spec.synthetic
+    assert the_demo.map_bbox("tiny") == hh.profiles.get("tiny").map_bbox
+    lon, lat = sites["lon"].iloc[:20], sites["lat"].iloc[:20]
+    assert synthetic_spec.map_bbox("tiny") == synthetic_spec.bbox == pytest.approx(
+        (lon.min() - 0.5, lat.min() - 0.5, lon.max() + 0.5, lat.max() + 0.5))
+    with pytest.raises(ValueError, match="only the synthetic demo"):     # synthetic, but not the demo
+        hh.demo.true_labels(synthetic_spec)

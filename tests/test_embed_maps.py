@@ -82,7 +82,7 @@ def test_class_colours_follow_formations():
 
 def test_folium_popups_are_escaped():
     sites = pd.DataFrame({"site_id": ["<script>alert(1)</script>", "b"], "lat": [48.0, 49.0],
-                          "lon": [2.0, 3.0], "eunis_l1": ["R", None], "eunis_code": ["R2", None]})
+                          "lon": [2.0, 3.0], "label_l1": ["R", None], "label": ["R2", None]})
     page = hh.maps.folium_sites_map(sites).get_root().render()
     assert "<script>alert(1)</script>" not in page
     assert html.escape("<script>alert(1)</script>") in page or "&amp;lt;script&amp;gt;" in page
@@ -124,8 +124,8 @@ def test_streamed_prediction_equals_the_whole_grid():
 
     def predict(cells):
         code = np.where(cells["lon"].to_numpy() < 6, "R21", "T12").astype(object)
-        return pd.DataFrame({"eunis_l1": [c[:1] for c in code], "eunis_l2": [c[:2] for c in code],
-                             "eunis_l3": code, "p_l3": cells["lat"].to_numpy() / 100,
+        return pd.DataFrame({"label_l1": [c[:1] for c in code], "label_l2": [c[:2] for c in code],
+                             "label_l3": code, "p_l3": cells["lat"].to_numpy() / 100,
                              "entropy_l3": np.ones(len(cells))})
 
     out = hh.maps.predict_rasters(bbox, res, predict, {1: ["R", "T"], 2: ["R2", "T1"], 3: ["R21", "T12"]},
@@ -133,7 +133,7 @@ def test_streamed_prediction_equals_the_whole_grid():
     assert out["cells"] == len(grid) and out["level1"].shape == grid.attrs["shape"]
     whole = predict(grid)
     np.testing.assert_array_equal(out["level3"][grid["row"], grid["col"]],
-                                  np.where(whole["eunis_l3"] == "R21", 1, 2))
+                                  np.where(whole["label_l3"] == "R21", 1, 2))
     np.testing.assert_allclose(out["p_l3"], hh.maps.to_raster(grid, whole["p_l3"]), rtol=1e-6)
     assert (out["level1"] == 0).sum() == out["level1"].size - len(grid)          # sea cells: no data
 
@@ -146,15 +146,15 @@ def test_streamed_rasters_write_the_same_geotiffs_as_the_grid(tmp_path):
 
     def predict(cells):
         code = np.where(cells["lon"].to_numpy() < 6, "T12", "R21").astype(object)
-        return pd.DataFrame({"eunis_l1": [c[:1] for c in code], "eunis_l2": [c[:2] for c in code],
-                             "eunis_l3": code, "p_l3": np.full(len(cells), 0.7), "entropy_l3": np.ones(len(cells))})
+        return pd.DataFrame({"label_l1": [c[:1] for c in code], "label_l2": [c[:2] for c in code],
+                             "label_l3": code, "p_l3": np.full(len(cells), 0.7), "entropy_l3": np.ones(len(cells))})
 
     # classes given unsorted: raster values still follow the sorted legend
     out = hh.maps.predict_rasters(bbox, res, predict, {1: ["T", "R"], 2: ["T1", "R2"], 3: ["T12", "R21"]},
                                   chunk_rows=4, progress=False)
     streamed = hh.maps.write_rasters_geotiffs(tmp_path / "s", out)
     pred = predict(grid)
-    whole = hh.maps.write_class_geotiff(tmp_path / "w" / "habitat_level3.tif", grid, pred["eunis_l3"],
+    whole = hh.maps.write_class_geotiff(tmp_path / "w" / "habitat_level3.tif", grid, pred["label_l3"],
                                         p_top=pred["p_l3"], entropy=pred["entropy_l3"])
     with rasterio.open(streamed[3]["classes"]) as a, rasterio.open(whole["classes"]) as b:
         assert a.transform == b.transform and a.crs == b.crs

@@ -22,10 +22,10 @@ def _synthetic(n=360, seed=0):
     emb = {"satellite": (onehot @ rng.normal(size=(onehot.shape[1], 12)) + 0.8 * rng.normal(size=(n, 12))),
            "gps": np.column_stack([lat, lon, np.sin(lat), np.cos(lon)]) + 0.1 * rng.normal(size=(n, 4))}
     emb = {k: v.astype(np.float32) for k, v in emb.items()}
-    labels = pd.DataFrame({"eunis_l1": l1, "eunis_l2": l2, "eunis_l3": l3}, dtype=object)
+    labels = pd.DataFrame({"label_l1": l1, "label_l2": l2, "label_l3": l3}, dtype=object)
     labels.loc[rng.random(n) < 0.3, :] = None                  # unlabelled sites
     coarse = rng.random(n) < 0.15
-    labels.loc[coarse, "eunis_l3"] = None                      # labelled at level 2 only
+    labels.loc[coarse, "label_l3"] = None                      # labelled at level 2 only
     return lat, lon, labels, emb
 
 
@@ -64,7 +64,7 @@ def test_probabilistic_metrics_against_hand_computation():
 
 def test_path_probabilities_respect_the_hierarchy():
     lat, lon, labels, emb = _synthetic()
-    ok = labels["eunis_l1"].notna().to_numpy()
+    ok = labels["label_l1"].notna().to_numpy()
     clf = hh.classify.HierarchicalClassifier().fit(emb["satellite"][ok], labels[ok])
     paths = clf.path_proba(emb["satellite"][:20])
     np.testing.assert_allclose(paths.sum(axis=1), 1.0, rtol=1e-9)
@@ -74,21 +74,21 @@ def test_path_probabilities_respect_the_hierarchy():
             kids = [c for c in levels[child].columns if c.startswith(code)]
             np.testing.assert_allclose(levels[parent][code], levels[child][kids].sum(axis=1), rtol=1e-9)
     pred = clf.predict(emb["satellite"][:20])
-    assert (pred["eunis_l3"].str[:2] == pred["eunis_l2"]).all() and (pred["eunis_l2"].str[0] == pred["eunis_l1"]).all()
+    assert (pred["label_l3"].str[:2] == pred["label_l2"]).all() and (pred["label_l2"].str[0] == pred["label_l1"]).all()
     np.testing.assert_allclose(pred["p_l3"], paths.max(axis=1))
 
 
 def test_coordinate_knn_and_majority_baselines():
     lat, lon, labels, _ = _synthetic()
-    ok = labels["eunis_l1"].notna().to_numpy()
+    ok = labels["label_l1"].notna().to_numpy()
     X = hh.classify.coordinates_radians(lat, lon)
     knn = hh.classify.HierarchicalClassifier(estimator=hh.classify.coordinate_knn(5)).fit(X[ok][:200], labels[ok][:200])
-    acc = (knn.predict(X[ok][200:])["eunis_l1"].to_numpy() == labels[ok]["eunis_l1"].to_numpy()[200:]).mean()
+    acc = (knn.predict(X[ok][200:])["label_l1"].to_numpy() == labels[ok]["label_l1"].to_numpy()[200:]).mean()
     assert acc > 0.9                                               # level 1 is a longitude split
     majority = hh.classify.MajorityClassifier().fit(None, labels[ok])
     pred = majority.predict(np.zeros(3))
-    assert pred["eunis_l3"].nunique() == 1
-    assert pred["eunis_l3"].iloc[0] == labels[ok]["eunis_l3"].value_counts().idxmax()
+    assert pred["label_l3"].nunique() == 1
+    assert pred["label_l3"].iloc[0] == labels[ok]["label_l3"].value_counts().idxmax()
     few = hh.classify.HierarchicalClassifier(estimator=hh.classify.coordinate_knn(50)).fit(X[ok][:8], labels[ok][:8])
     assert len(few.predict(X[:3])) == 3                            # k capped at the sites available
 
@@ -105,7 +105,7 @@ def test_cross_validation_end_to_end():
                       "MLP on raw concatenated", "k-NN on coordinates", "majority"}
     full = res.scores[(res.scores["fraction"] == 1.0) & (res.scores["subset"] == hh.evaluation.ALL_SITES)]
     assert len(full) == 8 * 3 * 3                                 # models x folds x levels
-    n_test = {lv: int(labels[f"eunis_l{lv}"].notna().sum()) for lv in (1, 2, 3)}
+    n_test = {lv: int(labels[f"label_l{lv}"].notna().sum()) for lv in (1, 2, 3)}
     totals = full[full["model"] == "majority"].groupby("level")["n"].sum()
     assert totals.to_dict() == n_test                             # every labelled site scored once
     f1 = summary["macro_f1"]["mean"]
@@ -207,7 +207,7 @@ def test_the_alignment_and_the_selection_never_see_a_test_fold_site(monkeypatch)
     assert res.settings["grids"]["raw gps"]["C"] == [0.01, 1.0, 100.0]
     # scramble the labels of fold 0's test sites: fold 0's choices cannot move
     scrambled = labels.copy()
-    rows = np.where((folds == 0) & labels["eunis_l1"].notna().to_numpy())[0]
+    rows = np.where((folds == 0) & labels["label_l1"].notna().to_numpy())[0]
     scrambled.iloc[rows] = scrambled.iloc[np.random.default_rng(1).permutation(rows)].to_numpy()
     assert not scrambled.equals(labels)
     again = hh.evaluation.cross_validate(lat, lon, scrambled, emb, **kwargs)
@@ -261,7 +261,7 @@ def test_transfer_models_learn_from_sites_without_photos_and_predict_from_the_ph
     full = res.scores[(res.scores["subset"] == hh.evaluation.ALL_SITES) & (res.scores["level"] == 1)]
     has_photo = ~np.isnan(emb["photo"]).any(axis=1)
     folds = hh.evaluation.block_folds(lat, lon, 1.0, 3, 0)
-    labelled = labels["eunis_l1"].notna().to_numpy()
+    labelled = labels["label_l1"].notna().to_numpy()
     for fold in range(3):
         rows = full[full["fold"] == fold].set_index("model")
         # the transfer models learn from the labelled training sites without photos only
@@ -302,7 +302,7 @@ def test_forest_baseline_reads_coordinates_and_covariates_and_chooses_its_leaf()
     rng = np.random.default_rng(3)
     env = rng.normal(size=(len(lat), 3)).astype(np.float32)
     l1 = np.where(env[:, 0] > 0, "R", "T")
-    labels = pd.DataFrame({"eunis_l1": l1, "eunis_l2": [f"{c}1" for c in l1], "eunis_l3": None}, dtype=object)
+    labels = pd.DataFrame({"label_l1": l1, "label_l2": [f"{c}1" for c in l1], "label_l3": None}, dtype=object)
     forest = hh.evaluation.forest_model(n_estimators=30)
     assert forest.name == "random forest on coordinates + env"
     models = [m for m in hh.evaluation.default_models(("env",)) if m.name in ("majority", "k-NN on coordinates")]
@@ -358,12 +358,12 @@ def test_models_as_peers_build_them_have_grids_of_equal_size():
     mlp = models["MLP on raw concatenated"]
     lat, lon, labels, emb = _synthetic(n=120)
     X = hh.evaluation.raw_concatenated(emb, ("satellite", "gps"))
-    rows = labels["eunis_l1"].notna().to_numpy()
+    rows = labels["label_l1"].notna().to_numpy()
     first = mlp.classifier({"alpha": 1e-3, "C": 1.0}, "eunis").fit(X[rows], labels[rows])
     network = first.network_[-1]
     assert network.hidden_layer_sizes == (16, 8) and network.max_iter == cfg.epochs
     assert network.learning_rate_init == cfg.lr and network.n_iter_no_change == cfg.patience
-    assert first.transform(X).shape == (120, 8) and first.predict(X)["eunis_l1"].notna().all()
+    assert first.transform(X).shape == (120, 8) and first.predict(X)["label_l1"].notna().all()
     second = mlp.classifier({"alpha": 1e-3, "C": 0.05}, "eunis").fit(X[rows], labels[rows])
     assert second.network_ is first.network_                      # another C: the same trained network
     assert mlp.classifier({"alpha": 1e-2, "C": 1.0}, "eunis").fit(X[rows], labels[rows]).network_ is not first.network_
@@ -401,7 +401,7 @@ def test_alignment_pools_train_on_what_they_say_and_keep_the_folds_paired(monkey
               if m.name in ("aligned + raw", "raw gps", "majority")]
     kwargs = dict(modalities=("satellite", "gps"), models=models, folds=3, block_size_deg=1.0, seeds=(0,),
                   align_config=cfg, grids=SMALL_GRIDS, label_fractions=(1.0, 0.5), progress=False)
-    labelled = labels["eunis_l1"].notna().to_numpy()
+    labelled = labels["label_l1"].notna().to_numpy()
     folds = hh.evaluation._block_folds_with_extra(lat, lon, 1.0, 3, 0, extra)
     np.testing.assert_array_equal(folds[~extra], hh.evaluation.block_folds(lat[~extra], lon[~extra], 1.0, 3, 0))
     runs, used = {}, {}
@@ -449,7 +449,7 @@ def test_alignment_pool_settings_are_checked():
         hh.evaluation.cross_validate(lat[~extra], lon[~extra], labels[~extra],
                                      {k: v[~extra] for k, v in emb.items()}, align_pool="extra", **kwargs)
     planted = labels.copy()
-    planted.loc[len(planted) - 1, ["eunis_l1"]] = "R"
+    planted.loc[len(planted) - 1, ["label_l1"]] = "R"
     with pytest.raises(ValueError, match="extra sites carry labels"):
         hh.evaluation.cross_validate(lat, lon, planted, emb, extra=extra, **kwargs)
 

@@ -29,7 +29,7 @@ def _site_table(folder: Path, n_sites: int, views=("N", "E")) -> Path:
             Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(path)
             paths.append(str(path))
         rows.append({"site_id": f"t:{i:04d}", "source": "test", "lat": 45 + i * 0.01, "lon": 7.0,
-                     "eunis_code": None, "photos": paths, "photo_views": list(views), "satellite": None})
+                     "label": None, "photos": paths, "photo_views": list(views), "satellite": None})
     sites = hh.datasets.finalise(pd.DataFrame(rows), hh.datasets.LoadReport("test"), verbose=False)
     return hh.datasets.write_sites(sites, folder / "sites.parquet")
 

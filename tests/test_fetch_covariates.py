@@ -12,6 +12,7 @@ import rasterio
 from rasterio.transform import from_origin
 
 from habitat_helpers import cli, environment
+from habitat_helpers.cli import options as cli_options
 from habitat_helpers.fetch import covariates
 
 NODATA = -3.4e38
@@ -67,7 +68,7 @@ def _args(out, server, *more, source="worldclim", base="wc"):
 
 
 def _sample(rasters: dict):
-    covs = cli.env_rasters([f"{name}={path}" for name, path in rasters.items()])   # the --env-raster path
+    covs = cli_options.env_rasters([f"{name}={path}" for name, path in rasters.items()])   # the --env-raster path
     return environment.sample(LAT, LON, covariates=[], rasters=covs)
 
 

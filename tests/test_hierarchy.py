@@ -14,7 +14,7 @@ import pytest
 import habitat_helpers as hh
 from habitat_helpers.classify import HierarchicalClassifier, MajorityClassifier, is_consistent
 
-LEVEL_COLUMNS = ["eunis_l1", "eunis_l2", "eunis_l3"]
+LEVEL_COLUMNS = ["label_l1", "label_l2", "label_l3"]
 TREE = {"R": {"R1": ["R11", "R12"], "R2": ["R21", "R22", "R23"], "R3": ["R31", "R32"]},
         "S": {"S2": ["S21", "S22"], "S3": ["S31", "S32", "S33"]},
         "T": {"T1": ["T11", "T12", "T13"], "T2": ["T21", "T22"], "T3": ["T31", "T32"]}}
@@ -31,15 +31,15 @@ def _sites(n: int = 600, seed: int = 0, noise: float = 0.4):
     for i, code in enumerate(leaf):
         for node in (code[:1], code[:2], code):
             X[i, NODES.index(node)] += 1.0
-    labels = pd.DataFrame({"eunis_l1": [c[:1] for c in leaf], "eunis_l2": [c[:2] for c in leaf],
-                           "eunis_l3": list(leaf)}, dtype=object)
+    labels = pd.DataFrame({"label_l1": [c[:1] for c in leaf], "label_l2": [c[:2] for c in leaf],
+                           "label_l3": list(leaf)}, dtype=object)
     return X, labels
 
 
 def _without_level3(labels: pd.DataFrame, formation: str = "S") -> pd.DataFrame:
     """The labels with level 3 unknown for every site of ``formation`` (as LUCAS and EMBAL)."""
     out = labels.copy()
-    out.loc[out["eunis_l1"] == formation, "eunis_l3"] = None
+    out.loc[out["label_l1"] == formation, "label_l3"] = None
     return out
 
 
@@ -71,16 +71,16 @@ def test_a_formation_without_level3_labels_is_still_predicted(partial, test_site
     assert partial.levels_ == [1, 2, 3] and partial.depth_ == 3
     assert partial.paths_ == sorted([c for c in LEAVES if c[0] != "S"] + ["S2", "S3"])
     pred = partial.predict(Xt)
-    s = (truth["eunis_l1"] == "S").to_numpy()
-    assert (pred.loc[s, "eunis_l1"] == "S").mean() > 0.93                      # measured 0.969
-    assert (pred.loc[s, "eunis_l2"] == truth.loc[s, "eunis_l2"]).mean() > 0.9  # measured 0.950
-    stopped = pred["eunis_l1"] == "S"
-    assert (pred.loc[stopped, "eunis_l3"] == pred.loc[stopped, "eunis_l2"]).all()   # the stopped code
-    assert pred.loc[~stopped, "eunis_l3"].isin(LEAVES).all()
+    s = (truth["label_l1"] == "S").to_numpy()
+    assert (pred.loc[s, "label_l1"] == "S").mean() > 0.93                      # measured 0.969
+    assert (pred.loc[s, "label_l2"] == truth.loc[s, "label_l2"]).mean() > 0.9  # measured 0.950
+    stopped = pred["label_l1"] == "S"
+    assert (pred.loc[stopped, "label_l3"] == pred.loc[stopped, "label_l2"]).all()   # the stopped code
+    assert pred.loc[~stopped, "label_l3"].isin(LEAVES).all()
     assert is_consistent(pred)
     acc = _accuracy(pred, truth)
     assert acc[0] > 0.94 and acc[1] > 0.91                                      # measured 0.963, 0.937
-    assert (pred.loc[~s, "eunis_l3"] == truth.loc[~s, "eunis_l3"]).mean() > 0.82   # measured 0.855
+    assert (pred.loc[~s, "label_l3"] == truth.loc[~s, "label_l3"]).mean() > 0.82   # measured 0.855
 
 
 def test_path_and_level_probabilities_are_coherent(partial, test_sites):
@@ -124,16 +124,16 @@ def test_a_skipped_middle_level_takes_no_factor():
     """Level 2 has a single habitat (R2): the chain goes from level 1 to level 3 under R, and T,
     without finer labels, stops at level 1."""
     X, labels = _sites(600, seed=1)
-    keep = (labels["eunis_l2"] == "R2") | (labels["eunis_l1"] == "T")
+    keep = (labels["label_l2"] == "R2") | (labels["label_l1"] == "T")
     X, labels = X[keep.to_numpy()], labels[keep].copy()
-    labels.loc[labels["eunis_l1"] == "T", ["eunis_l2", "eunis_l3"]] = None
+    labels.loc[labels["label_l1"] == "T", ["label_l2", "label_l3"]] = None
     clf = HierarchicalClassifier().fit(X, labels)
     assert clf.levels_ == [1, 3] and "single habitat" in clf.skipped_[2]
     assert clf.paths_ == ["R21", "R22", "R23", "T"]
     Xt, truth = _sites(400, seed=2)
     pred = clf.predict(Xt)
-    assert set(pred["eunis_l2"]) == {"R2", "T"} and is_consistent(pred)
-    assert (pred.loc[pred["eunis_l1"] == "T", "eunis_l3"] == "T").all()
+    assert set(pred["label_l2"]) == {"R2", "T"} and is_consistent(pred)
+    assert (pred.loc[pred["label_l1"] == "T", "label_l3"] == "T").all()
     paths = clf.path_proba(Xt)
     p = clf.predict_proba(Xt)
     np.testing.assert_allclose(paths["T"], p[1]["T"], rtol=1e-9)
@@ -158,7 +158,7 @@ def test_the_product_decoding_never_predicts_a_formation_without_level3_labels(t
     clf = HierarchicalClassifier(decoding="product").fit(X, _without_level3(labels))
     assert clf.paths_ == [c for c in LEAVES if c[0] != "S"]
     pred = clf.predict(test_sites[0])
-    assert "S" not in set(pred["eunis_l1"]) and is_consistent(pred)
+    assert "S" not in set(pred["label_l1"]) and is_consistent(pred)
     np.testing.assert_allclose(clf.path_proba(test_sites[0][:20]).sum(axis=1), 1.0, atol=1e-9)
 
 
@@ -187,8 +187,8 @@ def test_majority_baseline_level_probabilities_and_predictions(train):
     majority = MajorityClassifier().fit(None, _without_level3(labels))
     assert majority.levels_ == [3] and majority.paths_ == sorted(c for c in LEAVES if c[0] != "S")
     pred = majority.predict(np.zeros(4))
-    top = _without_level3(labels)["eunis_l3"].value_counts().idxmax()
-    assert pred["eunis_l3"].tolist() == [top] * 4 and pred["eunis_l1"].tolist() == [top[0]] * 4
+    top = _without_level3(labels)["label_l3"].value_counts().idxmax()
+    assert pred["label_l3"].tolist() == [top] * 4 and pred["label_l1"].tolist() == [top[0]] * 4
     levels = majority.level_proba(np.zeros(4))
     assert set(levels) == {1, 2, 3} and list(levels[1].columns) == ["R", "T"]
     for level in (1, 2, 3):
@@ -203,9 +203,9 @@ def _with_candidates(labels: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     (``"R21;R23"``), so its labels keep the common ancestor (level 2) and level 3 is None."""
     rng = np.random.default_rng(seed)
     out = labels.copy()
-    siblings = [rng.choice([c for c in TREE[leaf[0]][leaf[:2]] if c != leaf]) for leaf in labels["eunis_l3"]]
-    out["eunis_candidates"] = [";".join(sorted(pair)) for pair in zip(labels["eunis_l3"], siblings)]
-    out["eunis_l3"] = None
+    siblings = [rng.choice([c for c in TREE[leaf[0]][leaf[:2]] if c != leaf]) for leaf in labels["label_l3"]]
+    out["label_candidates"] = [";".join(sorted(pair)) for pair in zip(labels["label_l3"], siblings)]
+    out["label_l3"] = None
     return out
 
 
@@ -214,16 +214,16 @@ def test_soft_targets_train_level3_from_candidates(train, test_sites):
     Xt, truth = test_sites
     listed = _with_candidates(labels)
     ancestor = HierarchicalClassifier().fit(X, listed)
-    assert ancestor.levels_ == [1, 2] and ancestor.predict(Xt)["eunis_l3"].isna().all()
+    assert ancestor.levels_ == [1, 2] and ancestor.predict(Xt)["label_l3"].isna().all()
     soft = HierarchicalClassifier(multi_code="soft").fit(X, listed)
     assert soft.levels_ == [1, 2, 3] and sorted(soft.classes[3]) == sorted(LEAVES)
     pred = soft.predict(Xt)
-    assert pred["eunis_l3"].isin(LEAVES).all() and is_consistent(pred)
+    assert pred["label_l3"].isin(LEAVES).all() and is_consistent(pred)
     # a site of a three-habitat parent has 1/2 on its habitat and 1/4 on each sibling: learnable
-    three = truth["eunis_l2"].isin(["R2", "S3", "T1"]).to_numpy()
-    assert (pred.loc[three, "eunis_l3"] == truth.loc[three, "eunis_l3"]).mean() > 0.55   # measured 0.61
+    three = truth["label_l2"].isin(["R2", "S3", "T1"]).to_numpy()
+    assert (pred.loc[three, "label_l3"] == truth.loc[three, "label_l3"]).mean() > 0.55   # measured 0.61
     # without the column, "soft" is "ancestor"
-    plain = HierarchicalClassifier(multi_code="soft").fit(X, listed.drop(columns="eunis_candidates"))
+    plain = HierarchicalClassifier(multi_code="soft").fit(X, listed.drop(columns="label_candidates"))
     assert plain.predict(Xt).equals(ancestor.predict(Xt))
 
 
@@ -239,9 +239,9 @@ class _Recording(hh.classify.LogisticRegression):
 
 def test_soft_target_rows_and_weights():
     X = np.random.default_rng(0).normal(size=(5, 3))
-    labels = pd.DataFrame({"eunis_l1": ["R", "R", "T", None, "R"], "eunis_l2": ["R2", "R2", "T1", None, "R1"],
-                           "eunis_l3": [None, "R21", "T11", None, "R11"],
-                           "eunis_candidates": ["R22;R23", "", "T11", "R22; T12", None]}, dtype=object)
+    labels = pd.DataFrame({"label_l1": ["R", "R", "T", None, "R"], "label_l2": ["R2", "R2", "T1", None, "R1"],
+                           "label_l3": [None, "R21", "T11", None, "R11"],
+                           "label_candidates": ["R22;R23", "", "T11", "R22; T12", None]}, dtype=object)
     _Recording.seen = []
     HierarchicalClassifier(estimator=_Recording, multi_code="soft").fit(X, labels)
     level1, level2, level3 = (sorted(zip(y, w)) for y, w in _Recording.seen)
@@ -288,7 +288,7 @@ def test_calibration_with_stopped_codes_and_codes_absent_from_the_truth(partial,
 
     every = np.ones(len(Xt), dtype=bool)
     assert scored(1, every)["ece"] < 0.03 and scored(2, every)["ece"] < 0.07    # measured 0.014, 0.043
-    assert scored(3, (truth["eunis_l1"] != "S").to_numpy())["ece"] < 0.09      # measured 0.063
+    assert scored(3, (truth["label_l1"] != "S").to_numpy())["ece"] < 0.09      # measured 0.063
     # level 3 over all sites: the S sites' true codes are never predicted and their confident
     # stopped codes (S2, S3) are never true, so they are errors made with confidence
     level3 = scored(3, every)

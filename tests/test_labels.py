@@ -58,7 +58,7 @@ def test_lucas_lc1_levels_and_ancestors():
     # the 2018 photo-interpretation codes sit under their own level-2 node
     assert scheme.parent("Bx1") == "Bx" and scheme.parent("Bx") == "B"
     assert scheme.children("Bx") == ["Bx1", "Bx2"]
-    assert scheme.level_columns("B1") == {"eunis_l1": "B", "eunis_l2": "B1", "eunis_l3": None}
+    assert scheme.level_columns("B1") == {"label_l1": "B", "label_l2": "B1", "label_l3": None}
 
 
 def test_lucas_clean_normalises_case_and_trailing_zeros():
@@ -131,7 +131,7 @@ def test_user_csv_parents_are_not_prefixes(tmp_path):
     assert scheme.ancestor("X9", 1) == "A"
     assert scheme.ancestor("B7", 1) == "A"  # not "B", though the code starts with B
     assert scheme.ancestor("B7", 2) == "X9"
-    assert scheme.level_columns("B7") == {"eunis_l1": "A", "eunis_l2": "X9", "eunis_l3": "B7"}
+    assert scheme.level_columns("B7") == {"label_l1": "A", "label_l2": "X9", "label_l3": "B7"}
     assert scheme.children("B") == []
 
 
@@ -142,7 +142,7 @@ def test_user_csv_with_comments_level_column_and_four_levels(tmp_path):
     scheme = labels.from_csv(path, title="Deep")
     assert scheme.levels == (1, 2, 3, 4)
     assert scheme.clean(1111) == "1111"
-    assert scheme.level_columns("1111")["eunis_l4"] == "1111"
+    assert scheme.level_columns("1111")["label_l4"] == "1111"
 
 
 @pytest.mark.parametrize("rows, message", [
@@ -198,3 +198,29 @@ def test_corine_eunis_crosswalk_round_trip():
     assert all(clc.is_valid(c) for e in eunis.codes(3) for c in labels.eunis_to_corine(e))
     with pytest.raises(ValueError, match="no crosswalk"):
         labels.crosswalk(["211"], "corine", "lucas-lc1")
+
+
+def test_tables_with_the_old_label_names_are_read_with_a_deprecation_warning(tmp_path):
+    """Site tables of earlier versions (eunis_code, eunis_l1..3, eunis_candidates) keep working for a
+    release: renamed to the scheme-neutral names, with a warning that names them."""
+    import numpy as np
+    import pandas as pd
+
+    old = pd.DataFrame({"site_id": ["a", "b"], "lat": [48.0, 49.0], "lon": [2.0, 3.0], "eunis_code": ["R22", None],
+                        "eunis_l1": ["R", None], "eunis_l2": ["R2", None], "eunis_l3": ["R22", None],
+                        "eunis_candidates": [None, None]})
+    with pytest.warns(DeprecationWarning, match="eunis_code, eunis_l1, eunis_l2, eunis_l3, eunis_candidates"):
+        new = hh.labels.current_names(old)
+    assert list(new.columns[3:]) == ["label", "label_l1", "label_l2", "label_l3", "label_candidates"]
+    current = new.copy()
+    assert hh.labels.current_names(current) is current                  # nothing to rename: no warning
+    import geopandas as gpd
+
+    table = gpd.GeoDataFrame(old.assign(photos=[[], []], photo_views=[[], []]),
+                             geometry=gpd.points_from_xy(old["lon"], old["lat"]), crs="EPSG:4326")
+    path = hh.datasets.write_sites(table, tmp_path / "old.parquet")
+    with pytest.warns(DeprecationWarning):
+        sites = hh.datasets.read_sites(path)
+    assert sites["label_l3"].tolist()[0] == "R22"
+    with pytest.warns(DeprecationWarning):
+        hh.spatial.resolve_block_size(np.array([48.0, 49.0]), np.array([2.0, 3.0]), old, "auto")

@@ -224,9 +224,9 @@ def test_lucas_short_and_long_label_rows_are_noted_with_their_lines(files, tmp_p
     assert report["notes"]["malformed label rows ignored (wrong number of fields)"] == 2
     assert report["where"]["malformed label rows ignored (wrong number of fields)"] == [
         "line 3: 2 fields, the header has 3", "line 4: 4 fields, the header has 3"]
-    assert sites.loc["lucas:37402876:2015", "eunis_code"] == "R22"
-    assert sites.loc["lucas:37022842:2018", "eunis_code"] == "T11"
-    assert pd.isna(sites.loc["lucas:36062768:2018", "eunis_code"])
+    assert sites.loc["lucas:37402876:2015", "label"] == "R22"
+    assert sites.loc["lucas:37022842:2018", "label"] == "T11"
+    assert pd.isna(sites.loc["lucas:36062768:2018", "label"])
 
 
 def test_lucas_gps_longitude_without_east_or_west_falls_back(files, tmp_path):
@@ -308,17 +308,17 @@ def test_eva_report(eva):
 def test_eva_expert_system_cells_become_labels(eva):
     expected = {"eva:1001": "R22", "eva:1002": "R2", "eva:1003": "R23", "eva:1004": "R", "eva:1005": "Q",
                 "eva:1006": "S", "eva:1007": None, "eva:1008": None, "eva:1009": None, "eva:1011": None}
-    got = {site: (code if isinstance(code, str) else None) for site, code in eva["eunis_code"].items()}
+    got = {site: (code if isinstance(code, str) else None) for site, code in eva["label"].items()}
     assert got == expected
-    assert eva.loc["eva:1002", ["eunis_l1", "eunis_l2"]].tolist() == ["R", "R2"]
-    assert pd.isna(eva.loc["eva:1002", "eunis_l3"]) and pd.isna(eva.loc["eva:1004", "eunis_l2"])
-    assert eva["eunis_l1"].notna().sum() == 6
+    assert eva.loc["eva:1002", ["label_l1", "label_l2"]].tolist() == ["R", "R2"]
+    assert pd.isna(eva.loc["eva:1002", "label_l3"]) and pd.isna(eva.loc["eva:1004", "label_l2"])
+    assert eva["label_l1"].notna().sum() == 6
 
 
 def test_eva_multi_code_cells_keep_their_candidates(eva):
-    """A cell listing several codes keeps them, in order, as eunis_candidates (soft targets); one
+    """A cell listing several codes keeps them, in order, as label_candidates (soft targets); one
     code, a grouping, no label and codes of two formations (unlabelled) give None."""
-    assert eva["eunis_candidates"].to_dict() == {
+    assert eva["label_candidates"].to_dict() == {
         "eva:1001": None, "eva:1002": "R22;R23", "eva:1003": None, "eva:1004": None, "eva:1005": None,
         "eva:1006": None, "eva:1007": None, "eva:1008": None, "eva:1009": None, "eva:1011": None}
 
@@ -332,8 +332,8 @@ def test_eva_codes_of_two_formations_are_noted(files, tmp_path):
     path.write_text("".join(lines), encoding="utf-8")
     sites = hh.datasets.read_eva(path).set_index("site_id")
     assert sites.attrs["load_report"]["notes"][FORMATIONS] == 2                    # 1011 and 1012
-    assert pd.isna(sites.loc["eva:1012", "eunis_code"]) and sites.loc["eva:1012", "eunis_candidates"] is None
-    assert sites.loc["eva:1013", ["eunis_code", "eunis_candidates"]].tolist() == ["R2", "R23;R22"]
+    assert pd.isna(sites.loc["eva:1012", "label"]) and sites.loc["eva:1012", "label_candidates"] is None
+    assert sites.loc["eva:1013", ["label", "label_candidates"]].tolist() == ["R2", "R23;R22"]
 
 
 def test_eva_coordinates_dates_uncertainty(eva):
@@ -358,8 +358,8 @@ def test_embal_groups_rows_into_sites(embal, files):
     assert embal["photo_views"].tolist() == [["T1-00", "T2-01"], ["T1-00", "T1-01", "T2-02"], ["T1-00", "T1-01"]]
     assert embal.loc["embal:DE-0412", "photos"] == [str(files["embal_photos"] / f"DE-0412/{n}.jpg")
                                                     for n in ("T1_1", "T1_2", "T2_1")]
-    assert embal["eunis_code"].tolist() == ["T11", "R22", "R2"]        # R22 + R23 -> R2
-    assert embal["eunis_candidates"].tolist() == [None, None, "R22;R23"]
+    assert embal["label"].tolist() == ["T11", "R22", "R2"]        # R22 + R23 -> R2
+    assert embal["label_candidates"].tolist() == [None, None, "R22;R23"]
     assert embal.loc["embal:FR-0107", ["lat", "lon"]].tolist() == pytest.approx([47.3001, 2.5002])
     assert embal.loc["embal:DE-0413", "date"] == pd.Timestamp("2023-06-14")
 

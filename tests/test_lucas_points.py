@@ -146,14 +146,14 @@ def test_loader_reads_the_script_output_and_counts_what_it_cannot_use(tmp_path):
     assert report["notes"]["unknown LUCAS land cover (LC1) code (site kept unlabelled)"] == 1
     assert report["notes"]["no label (site kept unlabelled)"] == 1
     assert sites.attrs["unknown_codes"] == {"Q99": 1}
-    assert sites.loc["lucas:1:2015", ["eunis_l1", "eunis_l2", "eunis_l3", "lu1", "country"]].tolist() == [
+    assert sites.loc["lucas:1:2015", ["label_l1", "label_l2", "label_l3", "lu1", "country"]].tolist() == [
         "B",
         "B1",
         "B11",
         "U111",
         "FR",
     ]
-    assert pd.isna(sites.loc["lucas:2:2015", "eunis_code"])
+    assert pd.isna(sites.loc["lucas:2:2015", "label"])
     assert pd.isna(sites.loc["lucas:5:2015", "lu1"]) and sites.loc["lucas:5:2015", "country"] == "ES"
 
 
@@ -161,7 +161,7 @@ def test_loader_reads_the_source_format_too(source):
     sites = hh.datasets.lucas_points(source, verbose=False)
     assert sites.attrs["load_report"]["skipped"] == {"missing coordinates": 1, "duplicated site id": 1}
     assert set(sites["country"]) == {"FR", "ES", "FI"}  # from nuts0
-    assert sites.set_index("site_id").loc["lucas:30001001:2015", "eunis_code"] == "B11"  # the first row
+    assert sites.set_index("site_id").loc["lucas:30001001:2015", "label"] == "B11"  # the first row
 
 
 # --- the shipped copy ---------------------------------------------------------------------------
@@ -178,7 +178,7 @@ def test_shipped_copy_has_every_point_but_the_reported_skips(shipped):
 
 def test_shipped_copy_level1_counts_and_countries(shipped):
     written, read = rows_written(SHIPPED)
-    counts = Counter(shipped["eunis_l1"].dropna())
+    counts = Counter(shipped["label_l1"].dropna())
     missing = {code: n - counts.get(code, 0) for code, n in LEVEL1.items()}
     assert all(n >= 0 for n in missing.values()) and sum(missing.values()) == read - written
     assert set(counts) == set(LEVEL1)
@@ -187,14 +187,14 @@ def test_shipped_copy_level1_counts_and_countries(shipped):
 
 def test_shipped_copy_hierarchy_is_consistent(shipped):
     scheme = hh.labels.get("lucas-lc1")
-    assert shipped["eunis_l1"].notna().all()
-    for l1, l2, l3 in set(zip(shipped["eunis_l1"], shipped["eunis_l2"], shipped["eunis_l3"])):
+    assert shipped["label_l1"].notna().all()
+    for l1, l2, l3 in set(zip(shipped["label_l1"], shipped["label_l2"], shipped["label_l3"])):
         if l2 is not None:
             assert scheme.parent(l2) == l1
         if l3 is not None:
             assert l2 is not None and scheme.parent(l3) == l2
-    row = shipped[shipped["eunis_code"] == "E20"].iloc[0]
-    assert (row["eunis_l1"], row["eunis_l2"], row["eunis_l3"]) == ("E", "E2", "E20")
+    row = shipped[shipped["label"] == "E20"].iloc[0]
+    assert (row["label_l1"], row["label_l2"], row["label_l3"]) == ("E", "E2", "E20")
 
 
 def test_shipped_copy_carries_the_attribution(shipped):

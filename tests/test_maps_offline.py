@@ -19,7 +19,7 @@ EVIL = '<script>alert("x")</script>'
 def grid_and_predictions():
     grid = hh.maps.make_grid(BBOX, 0.5)
     codes = np.array(["R21", "R22", "T11", "S31"])[grid["row"].to_numpy() % 4]
-    pred = pd.DataFrame({"eunis_l1": [c[0] for c in codes], "eunis_l2": [c[:2] for c in codes], "eunis_l3": codes,
+    pred = pd.DataFrame({"label_l1": [c[0] for c in codes], "label_l2": [c[:2] for c in codes], "label_l3": codes,
                          "p_l3": np.linspace(1.0, 0.3, len(grid)), "entropy_l3": np.linspace(0.0, 1.2, len(grid))})
     return grid, pred
 
@@ -27,7 +27,7 @@ def grid_and_predictions():
 @pytest.fixture(scope="module")
 def sites():
     return pd.DataFrame({"site_id": [EVIL, "b"], "lat": [48.0, 49.0], "lon": [2.0, 3.0],
-                         "eunis_l1": ["R", "T"], "eunis_code": ["R21", "T11"]})
+                         "label_l1": ["R", "T"], "label": ["R21", "T11"]})
 
 
 def external_assets(page: str) -> list[str]:

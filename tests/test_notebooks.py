@@ -63,11 +63,11 @@ def test_embeddings(run):
     # the calibration probes: every input set at every level, a photo or satellite patch carries
     # the formation far better than location alone, and every published figure has its source
     probes = {(r["inputs"], r["level"]): r["macro_f1"] for r in m["calibration_probes"]}
-    assert set(probes) == {(" + ".join(i), lv) for i in hh.demo.PROBED_INPUTS for lv in (1, 2, 3)}
+    assert set(probes) == {(" + ".join(i), lv) for i in hh.calibration.PROBED_INPUTS for lv in (1, 2, 3)}
     assert all(0 <= v <= 1 for v in probes.values())
     assert min(probes[("photo", 1)], probes[("satellite", 1)]) > probes[("gps", 1)] + 0.2
     assert [(r["inputs"], r["level"]) for r in m["calibration"]] == [
-        (f["inputs"], f["level"]) for f in hh.demo.PUBLISHED_FIGURES]
+        (f["inputs"], f["level"]) for f in hh.calibration.PUBLISHED_FIGURES]
     assert all(r["source"] for r in m["calibration"])
 
 

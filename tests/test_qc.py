@@ -54,7 +54,7 @@ def synthetic_sites(n: int = 900, seed: int = 0):
     p /= p.sum(axis=1, keepdims=True)
     codes = [HABITATS[rng.choice(len(HABITATS), p=q)] for q in p]
     depth = rng.choice([0, 1, 2, 3], size=n, p=[0.15, 0.05, 0.3, 0.5])
-    labels = pd.DataFrame({f"eunis_l{k}": [c[:k] if d >= k else None for c, d in zip(codes, depth)]
+    labels = pd.DataFrame({f"label_l{k}": [c[:k] if d >= k else None for c, d in zip(codes, depth)]
                            for k in (1, 2, 3)})
     embeddings = {"photo": photo.astype(np.float32), "satellite": satellite.astype(np.float32)}
     return embeddings, lat, lon, labels, place

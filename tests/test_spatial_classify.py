@@ -34,10 +34,10 @@ def _clustered(n_per_leaf=40, seed=0, noise=0.6):
         centre[6 + leaves.index(leaf)] = 2.0
         X.append(centre + rng.normal(0, noise, (n_per_leaf, 12)))
         codes += [leaf] * n_per_leaf
-    labels = pd.DataFrame({"eunis_l3": codes})
-    labels["eunis_l2"] = labels["eunis_l3"].str[:2]
-    labels["eunis_l1"] = labels["eunis_l3"].str[:1]
-    return np.vstack(X), labels[["eunis_l1", "eunis_l2", "eunis_l3"]]
+    labels = pd.DataFrame({"label_l3": codes})
+    labels["label_l2"] = labels["label_l3"].str[:2]
+    labels["label_l1"] = labels["label_l3"].str[:1]
+    return np.vstack(X), labels[["label_l1", "label_l2", "label_l3"]]
 
 
 def test_hierarchical_classifier_is_consistent_and_accurate():
@@ -45,13 +45,13 @@ def test_hierarchical_classifier_is_consistent_and_accurate():
     Xt, truth = _clustered(seed=1)
     # some training sites only labelled at level 1 or 2: they still train those levels
     labels = labels.astype(object)
-    labels.loc[::5, "eunis_l3"] = None
-    labels.loc[::10, "eunis_l2"] = None
+    labels.loc[::5, "label_l3"] = None
+    labels.loc[::10, "label_l2"] = None
     clf = hh.classify.HierarchicalClassifier().fit(X, labels)
     assert clf.levels_ == [1, 2, 3] and clf.skipped_ == {} and clf.depth_ == 3
     pred = clf.predict(Xt)
-    assert (pred["eunis_l2"].str[0] == pred["eunis_l1"]).all()
-    assert (pred["eunis_l3"].str[:2] == pred["eunis_l2"]).all()
+    assert (pred["label_l2"].str[0] == pred["label_l1"]).all()
+    assert (pred["label_l3"].str[:2] == pred["label_l2"]).all()
     scores = hh.classify.evaluate(pred, truth)
     majority = hh.classify.evaluate(hh.classify.MajorityClassifier().fit(None, labels).predict(Xt), truth)
     assert scores["level3"]["accuracy"] > 0.9 > majority["level3"]["accuracy"] + 0.5
@@ -65,8 +65,8 @@ def test_classifier_passes_nan_rows_through():
     Xt = X[:3].copy()
     Xt[1] = np.nan
     pred = clf.predict(Xt)
-    assert pd.isna(pred.loc[1, "eunis_l3"]) and np.isnan(pred.loc[1, "p_l3"])
-    assert isinstance(pred.loc[0, "eunis_l3"], str)
+    assert pd.isna(pred.loc[1, "label_l3"]) and np.isnan(pred.loc[1, "p_l3"])
+    assert isinstance(pred.loc[0, "label_l3"], str)
 
 
 def test_level_metrics_by_hand():

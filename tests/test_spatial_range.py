@@ -162,10 +162,8 @@ def test_buffer_mask_edge_cases():
 def test_resolve_block_size_estimates_the_same_labels_once(monkeypatch):
     import pandas as pd
 
-    from habitat_helpers import evaluation
-
     lat, lon, codes = field_sites(100, n=600)
-    labels = pd.DataFrame({"eunis_l1": codes})
+    labels = pd.DataFrame({"label_l1": codes})
     calls = []
     estimate = spatial.autocorrelation_range_km
 
@@ -174,13 +172,13 @@ def test_resolve_block_size_estimates_the_same_labels_once(monkeypatch):
         return estimate(*args, **kwargs)
 
     monkeypatch.setattr(spatial, "autocorrelation_range_km", counted)
-    monkeypatch.setattr(evaluation, "_RANGES", {})
-    first = evaluation.resolve_block_size(lat, lon, labels, "auto", seed=0)
+    monkeypatch.setattr(spatial, "_RANGES", {})
+    first = spatial.resolve_block_size(lat, lon, labels, "auto", seed=0)
     first[1]["block_size_deg"] = -1.0                  # the caller's copy, not the cache
-    again = evaluation.resolve_block_size(lat, lon, labels, "auto", seed=0)
+    again = spatial.resolve_block_size(lat, lon, labels, "auto", seed=0)
     assert len(calls) == 1 and again[0] == first[0] and again[1]["block_size_deg"] == first[0]
     changed = labels.copy()
-    changed.loc[0, "eunis_l1"] = "B" if codes[0] == "A" else "A"
-    evaluation.resolve_block_size(lat, lon, changed, "auto", seed=0)
-    evaluation.resolve_block_size(lat, lon, labels, "auto", seed=1)
+    changed.loc[0, "label_l1"] = "B" if codes[0] == "A" else "A"
+    spatial.resolve_block_size(lat, lon, changed, "auto", seed=0)
+    spatial.resolve_block_size(lat, lon, labels, "auto", seed=1)
     assert len(calls) == 3                             # other labels or another seed: estimated again

@@ -45,6 +45,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import paths
+from ..errors import UsageError, comma_list
 from . import http
 
 #: The default folders the files are fetched from.
@@ -177,7 +179,6 @@ def fetch_covariates(source: str = "worldclim", variables=("bio1", "bio12"), *, 
     ``region``) as COGs in ``out`` (default ``$HABITAT_HELPERS_CACHE/covariates``); see the
     module's text. Returns a :class:`CovariateReport`; raises ``ValueError`` for options it cannot
     use, before anything is fetched."""
-    from habitat_helpers import paths
 
     if source not in BASE_URLS:
         raise ValueError(f"unknown source {source!r}: use {' or '.join(BASE_URLS)}")
@@ -319,15 +320,13 @@ def clip_to_cog(src_path: str, dest: Path, bbox, *, scaling: tuple[float, float]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``fetch covariates``."""
-    from habitat_helpers.cli import _comma_list
-
 
     what = parser.add_argument_group("what to fetch")
     # dest is not "source": that one names the fetch sub-command (habitat_helpers.fetch)
     what.add_argument("--source", dest="raster_source", choices=tuple(BASE_URLS), default="worldclim",
                       help="worldclim (WorldClim 2.1, 1970-2000) or chelsa (CHELSA V2.1, 1981-2010); "
                            "default: worldclim")
-    what.add_argument("--variables", type=_comma_list(str), default=["bio1", "bio12"],
+    what.add_argument("--variables", type=comma_list(str), default=["bio1", "bio12"],
                       help="comma list of BIOCLIM variables bio1 ... bio19 (default: bio1,bio12)")
     what.add_argument("--resolution", default=None,
                       help="worldclim: 10m, 5m, 2.5m or 30s (default 10m); chelsa: 30s")
@@ -346,8 +345,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """``fetch covariates``: 0 when every variable was written, 1 when some could not be."""
-    from habitat_helpers.cli import UsageError
-
 
     try:
         bbox = parse_bbox(args.bbox) if args.bbox is not None else None

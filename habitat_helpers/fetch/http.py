@@ -51,6 +51,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from .. import __version__
+from ..errors import UsageError
+
 #: The four things that can happen to a file, in the order reports list them.
 STATUSES = ("fetched", "skipped", "missing", "failed")
 
@@ -63,7 +66,6 @@ def default_user_agent() -> str:
     operators can tell the book's traffic apart and reach its authors."""
     import requests
 
-    from habitat_helpers import __version__
 
     return f"habitat_helpers/{__version__} (research downloads; python-requests/{requests.__version__})"
 
@@ -520,7 +522,6 @@ def add_http_arguments(group, workers: int = 4) -> None:
 
 def session_from_args(args: argparse.Namespace) -> Session:
     """The :class:`Session` the shared options describe (checked)."""
-    from habitat_helpers.cli import UsageError
 
     if args.workers < 1:
         raise UsageError("--workers must be at least 1")

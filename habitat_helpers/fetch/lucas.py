@@ -44,6 +44,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import datasets, paths
+from ..errors import UsageError, comma_list
 from . import http
 
 #: The survey years of LUCAS.
@@ -209,7 +211,6 @@ def fetch_lucas(table=None, *, years, countries=None, views=VIEWS, out=None, tab
     or a table it cannot use, before any photo is asked for."""
     import pandas as pd
 
-    from habitat_helpers import datasets, paths
 
     years = [int(y) for y in years]
     bad = [y for y in years if y not in LUCAS_YEARS]
@@ -298,14 +299,13 @@ def fetch_lucas(table=None, *, years, countries=None, views=VIEWS, out=None, tab
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``fetch lucas``."""
-    from habitat_helpers.cli import _comma_list
 
     what = parser.add_argument_group("what to fetch")
-    what.add_argument("--year", type=_comma_list(int, LUCAS_YEARS), required=True,
+    what.add_argument("--year", type=comma_list(int, LUCAS_YEARS), required=True,
                       help=f"survey year(s), comma list among {', '.join(map(str, LUCAS_YEARS))}")
-    what.add_argument("--countries", type=_comma_list(str), default=None,
+    what.add_argument("--countries", type=comma_list(str), default=None,
                       help="NUTS0 codes, comma list (e.g. FR,DE,EL; default: every country of the table)")
-    what.add_argument("--views", type=_comma_list(str, VIEWS), default=list(VIEWS),
+    what.add_argument("--views", type=comma_list(str, VIEWS), default=list(VIEWS),
                       help="photos to fetch, comma list of N,E,S,W,P (default: all five)")
     source = parser.add_argument_group("the survey table (one of the two)")
     tables = source.add_mutually_exclusive_group(required=True)
@@ -321,7 +321,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """``fetch lucas``: 0 when every photo is there or missing on the server, 1 when some failed."""
-    from habitat_helpers.cli import UsageError
 
     with http.session_from_args(args) as session:
         try:

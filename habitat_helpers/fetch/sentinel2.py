@@ -55,7 +55,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import profiles
+from .. import datasets, paths, profiles
+from ..errors import UsageError
+from .http import add_http_arguments, default_user_agent, retryable
 
 #: The Sentinel-2 bands by name, each with (its common name, the asset key at Earth Search v1, its resolution in m).
 BANDS: dict[str, tuple[str, int]] = {
@@ -99,7 +101,6 @@ GDAL_OPTIONS = {
 
 def user_agent() -> str:
     """The user agent of every request (STAC and COG reads): that of :mod:`habitat_helpers.fetch.http`."""
-    from .http import default_user_agent
 
     return f"{default_user_agent()} fetch sentinel2"
 
@@ -207,7 +208,6 @@ def open_client(stac_url: str, *, retries: int = 4, backoff: float = 1.0, rate: 
     from pystac_client.stac_api_io import StacApiIO
     from urllib3.util.retry import Retry
 
-    from .http import retryable
 
     retry = Retry(total=retries, backoff_factor=backoff, status_forcelist=[s for s in range(400, 600) if retryable(s)],
                   allowed_methods=None, respect_retry_after_header=True, raise_on_status=False)
@@ -570,8 +570,6 @@ def fetch_sentinel2(sites, out, *, progress: bool = True, **options) -> pd.DataF
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``python -m habitat_helpers fetch sentinel2``."""
-    from .. import paths
-    from .http import add_http_arguments
 
     d = Sentinel2Options()
     parser.add_argument("--sites", required=True, metavar="TABLE",
@@ -604,8 +602,6 @@ def run(args: argparse.Namespace) -> int:
     """Check the options, read the sites, fetch, and say what was written: 0 when every site has
     a patch or a reason in the data (no scene, too cloudy, incomplete), 1 when a search or read
     failed for some (run the same command again to retry them)."""
-    from .. import paths
-    from ..cli import UsageError
 
     names = [f.name for f in fields(Sentinel2Options)]
     try:
@@ -615,7 +611,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else paths.cache_dir() / "sentinel2"
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file, not a folder")
-    sites = read_sites(args.sites, lat=args.lat_col, lon=args.lon_col, site_id=args.id_col, sep=args.sep)
+    sites = _site_points(args.sites, lat=args.lat_col, lon=args.lon_col, site_id=args.id_col, sep=args.sep)
     if sites.empty:
         raise UsageError(f"no usable site in {args.sites} (see the report above)")
     try:
@@ -639,10 +635,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def read_sites(path, *, lat: str = "lat", lon: str = "lon", site_id: str | None = None, sep: str | None = None):
+def _site_points(path, *, lat: str = "lat", lon: str = "lon", site_id: str | None = None, sep: str | None = None):
     """The site table of ``path`` as :func:`habitat_helpers.datasets.read_table` reads it without
     labels (a fetch needs the ids and coordinates only; a label column is ignored)."""
-    from .. import datasets
 
     sep = {"\\t": "\t", "tab": "\t"}.get(sep, sep)
     return datasets.read_table(path, lat=lat, lon=lon, label=None, site_id=site_id, sep=sep)   # prints its report

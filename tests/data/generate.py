@@ -76,7 +76,7 @@ plot   cell          exercises
 =====  ============  ==============================================================
 1001   ``R22``       a plain level-3 code; a GeoTIFF centred on the plot (attached)
 1002   ``R22, R23!`` several codes, one ``!``-flagged -> common ancestor ``R2``,
-                     ``eunis_candidates`` ``R22;R23``
+                     ``label_candidates`` ``R22;R23``
 1003   ``R23!``      a flagged code alone -> ``R23``; a BigEarthNet band folder
 1004   ``R``         level 1 only; its GeoTIFF lies 600 m east: attached within the
                      default 1 km tolerance, not with ``tolerance_m=0``
@@ -102,7 +102,7 @@ first appearance, photos in file order.
 * ``DE-0412``: transects 1 and 2, two photos each; ``T2_2.jpg`` is not on disk (counted,
   ``photo file missing``) -> views ``T1-00 T1-01 T2-02``; ``R22``.
 * ``DE-0413``: two photos, codes ``R22`` and ``R23`` (conflicting: counted, common
-  ancestor ``R2``, ``eunis_candidates`` ``R22;R23``).
+  ancestor ``R2``, ``label_candidates`` ``R22;R23``).
 * ``FR-0107``: one photo in each of two transects; the code on the first row only
   (``T11``), coordinates differing slightly between rows (counted, first used).
 
