@@ -89,7 +89,6 @@ class AlignConfig:
     retrieval_k: int = 10            # early stopping on validation recall@k
 
     def __post_init__(self):
-
         if self.positives not in POSITIVES:
             raise ValueError(f"positives must be one of {', '.join(map(repr, POSITIVES))}, not {self.positives!r}")
         if self.hub != "none" and self.hub not in self.modalities:
@@ -217,12 +216,12 @@ class AlignmentModel(nn.Module):
         out = {}
         for m in modalities or tuple(self.heads):
             inputs = head_inputs(self.config, embeddings, m)
+            if inputs.site is None:             # one row per site: no copy of the whole array
+                out[m] = self.embed(m, inputs.x if sites is None else inputs.x[np.asarray(sites, np.int64)])
+                continue
             chosen = np.arange(inputs.n_sites) if sites is None else np.asarray(sites, np.int64)
             rows, owner = inputs.rows(chosen)
             vectors = self.embed(m, inputs.x[rows])
-            if inputs.site is None:
-                out[m] = vectors
-                continue
             position = np.full(inputs.n_sites, -1)
             position[chosen] = np.arange(len(chosen))
             ok = ~np.isnan(vectors[:, 0])

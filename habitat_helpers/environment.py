@@ -181,7 +181,6 @@ _ERA5 = dict(path=era5_path, bands=_MONTHS, method="bilinear", source=ERA5_CITAT
 
 
 def _is_land(lat, lon):
-
     return landmask.is_land(lat, lon).astype(float)
 
 

@@ -111,7 +111,6 @@ class GeoClipLocations:
         self._encoder = None
 
     def __call__(self, lat, lon) -> np.ndarray:
-
         if self._encoder is None:
             self._encoder = encoders.get_encoder("geoclip-location", device=self.device)
         return embed.embed_locations(np.asarray(lat, float), np.asarray(lon, float), self._encoder,
@@ -119,7 +118,6 @@ class GeoClipLocations:
 
 
 def _covariates(env) -> tuple[str, ...]:
-
     if env is True:
         return tuple(environment.DEFAULT_COVARIATES)
     if not env:
@@ -314,7 +312,6 @@ class LocationQC:
 
 
 def _align_config(config, modalities, seed):
-
     if config is None:
         config = align.AlignConfig(**ALIGN_SETTINGS, seed=seed)
     import dataclasses

@@ -191,7 +191,6 @@ def student_copy(nb: dict, name: str = "notebook", profile: str | None = None) -
 
 
 def _set_profile(source: list[str], profile: str, name: str) -> list[str]:
-
     profiles.get(profile)                                # an unknown name raises here
     text = "".join(source)
     new, count = re.subn(r"^PROFILE = .*$", f"PROFILE = {profile!r}".replace("'", '"'), text, flags=re.M)

@@ -31,7 +31,6 @@ from .options import (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-
     add_table_arguments(parser)
     cv = parser.add_argument_group("the evaluation")
     cv.add_argument("--modalities", type=comma_list(str, ("photo", "satellite", "gps", "env")), default=["gps"],
