@@ -748,6 +748,8 @@ NO_LABEL = {"", "?", "nan", "none", "na", "n/a", "-"}
 
 #: Separators looked for in a CSV header line; the most frequent one wins.
 SEPARATORS = (",", ";", "\t", "|")
+#: A separator as a shell passes it (``--sep '\t'`` arrives as two characters), and its name.
+SEPARATOR_NAMES = {"\\t": "\t", "tab": "\t"}
 
 MALFORMED = "malformed row (wrong number of fields)"
 UNKNOWN_CODE = "unknown EUNIS code (site kept unlabelled)"
@@ -885,7 +887,9 @@ def _read_delimited(path: Path, sep: str | None, report, comments: bool = False)
     row with too many *or too few* fields (pandas pads short rows silently), so each one can be
     skipped as malformed, counted in ``report`` with the lines of the first few
     (:data:`PLACES_KEPT`). Quoted cells may contain separators and line breaks. With ``comments``,
-    the lines starting with ``#`` before the header are skipped (a table that states its source)."""
+    the lines starting with ``#`` before the header are skipped (a table that states its source).
+    ``sep`` may also be named as typed in a shell (:data:`SEPARATOR_NAMES`)."""
+    sep = SEPARATOR_NAMES.get(sep, sep)
     try:
         return _parse_delimited(path, sep, report, "utf-8-sig", comments)   # -sig: Excel's byte-order mark
     except UnicodeDecodeError:

@@ -108,7 +108,7 @@ def read_study(args):
         return sites, data.label_scheme, data.extra
     sites = datasets.read_table(args.sites, lat=args.lat_col, lon=args.lon_col, label=args.label_col,
                                 site_id=args.id_col, photo_columns=args.photo_cols, satellite=args.satellite_col,
-                                esy=args.esy, sep=_separator(args), label_scheme=args.label_scheme)
+                                esy=args.esy, sep=args.sep, label_scheme=args.label_scheme)
     return sites, args.label_scheme, np.zeros(len(sites), bool)
 
 
@@ -120,7 +120,7 @@ def read_extra_sites(args):
     try:
         extra = datasets.read_table(path, lat=args.lat_col, lon=args.lon_col, label=args.label_col,
                                     label_required=False, site_id=args.id_col, photo_columns=args.photo_cols,
-                                    satellite=args.satellite_col, sep=_separator(args),
+                                    satellite=args.satellite_col, sep=args.sep,
                                     label_scheme=args.label_scheme)
     except ValueError as err:
         raise UsageError(f"--extra-sites: {err}") from None
@@ -129,8 +129,3 @@ def read_extra_sites(args):
         raise UsageError(f"--extra-sites: {labelled} rows carry a label in {extra.attrs['columns']['label']!r}; "
                          "extra sites only train the alignment: move the labelled rows to --sites")
     return extra
-
-
-def _separator(args):
-    """``--sep`` as a character (``'\\t'`` typed in a shell is two characters)."""
-    return {"\\t": "\t", "tab": "\t"}.get(args.sep, args.sep)

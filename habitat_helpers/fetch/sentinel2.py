@@ -638,6 +638,4 @@ def run(args: argparse.Namespace) -> int:
 def _site_points(path, *, lat: str = "lat", lon: str = "lon", site_id: str | None = None, sep: str | None = None):
     """The site table of ``path`` as :func:`habitat_helpers.datasets.read_table` reads it without
     labels (a fetch needs the ids and coordinates only; a label column is ignored)."""
-
-    sep = {"\\t": "\t", "tab": "\t"}.get(sep, sep)
     return datasets.read_table(path, lat=lat, lon=lon, label=None, site_id=site_id, sep=sep)   # prints its report
