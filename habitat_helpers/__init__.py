@@ -34,8 +34,9 @@ commands (``scripts/check_layers.py``, run by ``make lint``; ``book/contributing
 **products**
 ``hh.maps``         grid prediction, uncertainty, folium and static maps
 ``hh.report``       the results chapter's tables from the notebooks' ``metrics.json``
+``hh.records``      each notebook's ``metrics.json``, written by one function per chapter
 ``hh.qc``           location quality control: scores for sites whose coordinates look wrong
-``hh.viz``          UMAP projections and image galleries
+``hh.viz``          UMAP projections, image galleries, differences, scores, reliability
 **commands**
 ``hh.cli``          ``python -m habitat_helpers``: evaluate, qc and the other commands
 ``hh.notebooks``    run the numbered notebooks with papermill (``make book``, tests)
@@ -57,7 +58,7 @@ _SUBMODULES = (
     "datasets", "demo", "dataspec", "environment", "fetch",
     "encoders", "embed", "losses", "align", "classify",
     "evaluation", "calibration",
-    "maps", "report", "qc", "viz",
+    "maps", "report", "records", "qc", "viz",
     "cli", "notebooks", "workshop",
 )
 

@@ -430,6 +430,25 @@ def validation_recall(model: AlignmentModel, embeddings: dict, idx: np.ndarray, 
     return float(np.mean(values)) if values else float("nan")
 
 
+def retrieval_table(model: AlignmentModel, embeddings: dict, idx: np.ndarray, pairs=None,
+                    ks=(1, 5, 10)) -> dict[str, dict]:
+    """Cross-modal retrieval on sites ``idx``, one direction per pair of ``pairs`` (default the
+    model's, :meth:`AlignConfig.modality_pairs`): ``{"photo → satellite": {"n": sites with both
+    inputs, "recall@1": ..., ...}}``, among the sites of ``idx`` that have both inputs; NaN
+    recalls when fewer than two have (:func:`validation_recall` averages both directions)."""
+    idx = np.asarray(idx)
+    out = {}
+    for m1, m2 in pairs or model.config.modality_pairs():
+        both = idx[~np.isnan(embeddings[m1][idx, 0]) & ~np.isnan(embeddings[m2][idx, 0])]
+        if len(both) < 2:            # e.g. no site has both a photo and a patch
+            recall = {f"recall@{k}": np.nan for k in ks}
+        else:
+            v = model.embed_sites(embeddings, (m1, m2), sites=both)
+            recall = retrieval_recall_at_k(v[m1], v[m2], ks)
+        out[f"{m1} → {m2}"] = {"n": len(both), **recall}
+    return out
+
+
 def evaluate_loss(model: AlignmentModel, embeddings: dict, idx: np.ndarray, lat=None, lon=None,
                   neighbours=None, device: str = "cpu") -> float:
     """Mean loss over fixed batches of ``idx`` (the same batches every epoch)."""
@@ -489,6 +508,7 @@ def train_alignment(embeddings: dict[str, np.ndarray], train_idx: np.ndarray, va
         The kept model, and the history with ``epoch, train_loss, val_loss, val_recall,
         temperature``; ``history.attrs["best_epoch"]`` is the epoch kept (highest ``val_recall``,
         i.e. validation recall@k; lowest ``val_loss`` when no validation site has two inputs,
+
         see ``_stopping_score``).
     """
     from tqdm.auto import tqdm
@@ -508,7 +528,6 @@ def train_alignment(embeddings: dict[str, np.ndarray], train_idx: np.ndarray, va
     model = AlignmentModel({m: inputs[m].x.shape[1] for m in config.modalities}, config)
     for m in config.modalities:
         if isinstance(model.heads[m], LocationLayerHead):
-
             model.heads[m].start_from(*geoclip_output_layer())
         model.heads[m].set_standardisation(inputs[m].x[inputs[m].rows(train_idx)[0]])
     model.to(device)
@@ -672,14 +691,14 @@ def available_modalities(embeddings: dict[str, np.ndarray], candidates=MODALITIE
 
 
 def site_alignment(data, embeddings: dict[str, np.ndarray], profile, seed: int, *, radius_km: float | None = None,
+
                    device: str = "cpu", recompute: bool = False, progress: bool = True, checkpoint: bool = True,
                    verbose: bool = True):
     """Chapter 3's stage: the heads aligning photo, satellite and GPS embeddings of ``data`` (a
     :class:`habitat_helpers.dataspec.Data`), trained on the profile's spatial split.
 
-    The split is :func:`habitat_helpers.spatial.train_val_test_split` with blocks sized from the
-    labels (:func:`habitat_helpers.spatial.resolve_block_size`), the profile's test share and
-    15 % validation blocks (test blocks are never used); the heads
+    The split is :func:`habitat_helpers.spatial.stage_split`: blocks sized from the labels, the
+    profile's test share and 15 % validation blocks (test blocks are never used); the heads
     follow the profile's sizes and align the modalities that some site has
     (:func:`available_modalities`, at least two). The model, its training history and the settings are kept in
     the run folder (:mod:`habitat_helpers.cache`); a later chapter reads them back when the sites,
@@ -691,12 +710,10 @@ def site_alignment(data, embeddings: dict[str, np.ndarray], profile, seed: int, 
     Raises :class:`AlignmentUnavailable` when the data cannot train the heads.
     """
 
-
     prof = profiles.get(profile) if isinstance(profile, str) else profile
     sites = data.sites
     lat, lon = sites["lat"].to_numpy(float), sites["lon"].to_numpy(float)
-    block_size, _ = spatial.resolve_block_size(lat, lon, sites, seed=seed)
-    split = spatial.train_val_test_split(lat, lon, block_size, prof.test_fraction, 0.15, seed)
+    split, block_size = spatial.stage_split(lat, lon, sites, prof.test_fraction, seed)
     modalities = available_modalities(embeddings)
     config = config_for(prof, seed, radius_km=radius_km, modalities=modalities)
     site_ids = "\n".join(sites["site_id"].astype(str)).encode()

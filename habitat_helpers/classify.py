@@ -560,3 +560,13 @@ def linear_probe(X: np.ndarray, labels: pd.DataFrame, train: np.ndarray, test: n
             model.fit(X[tr], y[tr].astype(str))
         out[f"level{level}"] = metrics.level_metrics(y[te].astype(str), model.predict(X[te]))
     return out
+
+
+def uncertainty(probs: pd.DataFrame, codes) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of one level's probabilities ``probs`` (one column per code,
+    :meth:`HierarchicalClassifier.level_proba`): the probability of the predicted code in
+    ``codes`` and the entropy of the row in nats (0 = certain), the two uncertainty bands of the
+    maps' GeoTIFFs."""
+    p = probs.to_numpy(float)
+    p_top = p[np.arange(len(p)), probs.columns.get_indexer(np.asarray(codes, dtype=object))]
+    return p_top, -(p * np.log(p + 1e-12)).sum(axis=1)

@@ -66,6 +66,9 @@ MLP = "MLP on raw concatenated"
 #: The models that use the contrastive heads, and the best of the others they are read against
 #: (:func:`alignment_pays`).
 ALIGNMENT_MODELS = ("aligned", ALIGNED_AND_RAW)
+#: The photo-transfer reading (:func:`transfer_models`, on :data:`PHOTO_SITES`): the first model
+#: against each of the others.
+TRANSFER_MODELS = ("transfer: aligned, photo alone", "raw photo", "transfer: raw gps", "transfer: majority")
 
 
 def block_folds(lat, lon, block_size_deg: float, folds: int, seed: int) -> np.ndarray:
@@ -321,6 +324,88 @@ class CVResult:
                                      "no clear difference")
         return table
 
+    def claim(self, model: str = "aligned", baseline: str | None = None, levels=(2, 3),
+              fractions=(1.0,)) -> pd.DataFrame:
+        """The central claim's rows: ``model`` against ``baseline`` (default
+        :meth:`best_mono_scale`) at each of ``levels`` and labelled ``fractions``, paired over
+        folds and seeds (:meth:`compare`). Columns ``labelled fraction, level``, the two means
+        (named by the models), ``difference, ci_low, ci_high, interval``, ``<model> wins``
+        (``"7/9"``) and ``better (interval above 0)``."""
+        baseline = baseline or self.best_mono_scale()
+        rows = []
+        for fraction in sorted(fractions):
+            for level in levels:
+                c = self.compare(model, baseline, level, fraction=fraction)
+                rows.append({"labelled fraction": fraction, "level": level, model: c[model],
+                             baseline: c["baseline_mean"], "difference": c["difference"],
+                             "ci_low": c["ci_low"], "ci_high": c["ci_high"], "interval": c["interval"],
+                             f"{model} wins": f"{c['wins']}/{c['pairs']}",
+                             "better (interval above 0)": bool(c["ci_low"] > 0)})
+        return pd.DataFrame(rows)
+
+    def pairs(self, pairs, levels=None, metric: str = "macro_f1") -> pd.DataFrame:
+        """:meth:`compare` of each ``(model, minus)`` of ``pairs`` at each level (default: every
+        level scored), one row each: ``level, model, minus``, both means, ``difference``, its
+        interval and the wins (``"7/9"``). For example the capacity control against both sides."""
+        levels = sorted(self.summary().index.unique("level")) if levels is None else levels
+        rows = []
+        for level in levels:
+            for a, b in pairs:
+                c = self.compare(a, b, level, metric)
+                rows.append({"level": level, "model": a, "minus": b, "model mean": c[a],
+                             "minus mean": c["baseline_mean"], "difference": c["difference"],
+                             "ci_low": c["ci_low"], "ci_high": c["ci_high"], "wins": f"{c['wins']}/{c['pairs']}"})
+        return pd.DataFrame(rows)
+
+    def capacity(self, control: str = MLP) -> pd.DataFrame:
+        """The capacity control's comparisons (:meth:`pairs`): each model with the contrastive
+        heads minus ``control``, a network as wide as the heads trained on the labels, and that
+        network minus raw concatenated."""
+        return self.pairs([(m, control) for m in ALIGNMENT_MODELS] + [(control, "raw concatenated")])
+
+    def any_modality_table(self, metric: str = "macro_f1") -> pd.DataFrame:
+        """The any-modality runs' mean ``metric`` over folds and seeds: one row per set of inputs
+        and model, one column per level (``macro-F1 level 1`` ...)."""
+        name = {"macro_f1": "macro-F1"}.get(metric, metric)
+        return (self.any_modality.groupby(["inputs", "model", "level"], sort=False)[metric].mean()
+                .unstack("level").rename(columns=lambda k: f"{name} level {k}"))
+
+    def choice_counts(self, fraction: float = 1.0) -> pd.Series:
+        """How often each setting was chosen on the validation blocks, per model, over folds and
+        seeds at labelled ``fraction``: a count indexed by ``model`` and ``setting``
+        (``"C=0.05, fusion=concat"``; ``-`` for a model with nothing to choose)."""
+        if self.choices.empty:
+            return pd.Series(dtype=int, name="folds × seeds",
+                             index=pd.MultiIndex.from_tuples([], names=["model", "setting"]))
+        chosen = self.choices[np.isclose(self.choices["fraction"].astype(float), fraction)]
+        setting = chosen["params"].map(lambda p: ", ".join(f"{k}={v}" for k, v in p.items()) or "-")
+        return chosen.assign(setting=setting).groupby(["model", "setting"], sort=False).size().rename(
+            "folds × seeds")
+
+    def most_chosen(self, model: str, fraction: float = 1.0) -> dict:
+        """The setting of ``model`` chosen most often on the validation blocks (ties: the first
+        in the order of the folds), as a dict of hyperparameters."""
+        chosen = self.choices[(self.choices["model"] == model)
+                              & np.isclose(self.choices["fraction"].astype(float), fraction)]["params"]
+        if chosen.empty:
+            raise ValueError(f"no setting of {model!r} was chosen at fraction {fraction:g}")
+        return dict(chosen.map(lambda p: tuple(sorted(p.items()))).value_counts().index[0])
+
+    def ece(self, model: str, level: int, n_bins: int = 10) -> float:
+        """Expected calibration error of ``model``'s pooled test predictions at ``level``
+        (:func:`habitat_helpers.metrics.expected_calibration_error`)."""
+        p = self.predictions[model][level].dropna(subset=["true"])
+        return metrics.expected_calibration_error(p["confidence"], p["true"] == p["pred"], n_bins)
+
+    def mapped_macro_f1(self, model: str, level: int, mapping: dict) -> float:
+        """Macro-F1 of ``model``'s pooled test predictions at ``level`` after mapping true and
+        predicted codes through ``mapping`` (a crosswalk to another scheme), on the sites whose
+        true code maps to something."""
+        pooled = self.predictions[model][level]
+        truth, pred = pooled["true"].map(mapping), pooled["pred"].map(mapping)
+        ok = truth.notna().to_numpy()
+        return metrics.macro_f1(truth[ok].to_numpy(object), pred[ok].to_numpy(object))
+
     def to_json(self) -> dict:
         """Per-level metrics (mean, std over folds) of every model, plus the details: the
         levels not evaluated, the failures (:meth:`failures`) and the fold-level scores.
@@ -354,6 +439,24 @@ class CVResult:
             "choices": [{**r, "params": r["params"]} for r in _records(self.choices)],
             "folds": scores.to_dict(orient="records"),
         }
+
+
+def grid_table(models, protocol: Protocol) -> pd.DataFrame:
+    """What each model chooses on the validation blocks under ``protocol``: its grid
+    (``C ∈ {0.05, 1.0}, ...``) and the number of candidates, one row per model."""
+    def grid(model):
+        return ", ".join(f"{k} ∈ {{{', '.join(map(str, v))}}}" for k, v in model.grid_for(protocol).items())
+
+    return pd.DataFrame([{"model": m.name, "grid": grid(m) or "(nothing to choose)",
+                          "candidates": len(m.candidates(protocol))} for m in models]).set_index("model")
+
+
+def gather(rows: dict, subset: str = ALL_SITES) -> pd.DataFrame:
+    """Rows of several results side by side: ``{label: (result, model)}`` gives a table shaped like
+    :meth:`CVResult.summary`, indexed by ``label`` (in the order given) and level. For example the
+    same model on other inputs, each from its own run."""
+    return pd.concat({label: result.summary(subset).loc[model] for label, (result, model) in rows.items()},
+                     names=["model"])
 
 
 def summary_json(table: pd.DataFrame) -> dict:
@@ -669,6 +772,7 @@ class Model:
 def _logistic(params, scheme):
     return classify.HierarchicalClassifier(C=params["C"], scheme=scheme,
                                            decoding=params.get("decoding", classify.DECODINGS[0]),
+
                                            multi_code=params.get("multi_code", "ancestor"))
 
 
@@ -853,6 +957,7 @@ def select(model: Model, inputs: FoldInputs, labels: pd.DataFrame, fit_rows: np.
         return candidates[0], float("nan"), [{"params": candidates[0], "val_macro_f1": float("nan")}]
     tried, errors, fitted = [], [], {}
     for params in candidates:
+
         # candidates that differ only in the decoding share one fit and one set of features
         key = tuple(sorted((k, str(v)) for k, v in params.items() if k != "decoding"))
         if key not in fitted:
@@ -956,7 +1061,6 @@ def cross_validate(lat, lon, labels: pd.DataFrame, embeddings: dict[str, np.ndar
         for change in align_candidates:          # every candidate's inputs are there, before any work
             cfg = dataclasses.replace(base, **change)
             if cfg.input_key("gps") == "gps_layers" and "gps_layers" not in embeddings:
-
                 embeddings = {**embeddings, "gps_layers": location_layer_inputs(lat, lon)}
             for m in modalities:
                 align.head_inputs(cfg, embeddings, m)

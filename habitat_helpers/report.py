@@ -18,6 +18,8 @@ import json
 import math
 from pathlib import Path
 
+import pandas as pd
+
 from . import calibration, labels
 from .labels import LEVELS
 
@@ -55,6 +57,19 @@ def mean_std(mean, std=None, digits: int = 3) -> str:
         return MISSING
     s = number(std, digits)
     return m if s == MISSING else f"{m} ± {s}"
+
+
+def mean_std_table(summary, metric: str = "macro_f1", models=None, digits: int = 3, label: str | None = None):
+    """A :meth:`habitat_helpers.evaluation.CVResult.summary` table as text, ``0.812 ± 0.034`` per
+    model (rows, in the order of ``models`` when given) and level (columns ``<label> level <k>``,
+    ``label`` defaulting to the metric's name)."""
+    mean, std = summary[metric]["mean"].unstack("level"), summary[metric]["std"].unstack("level")
+    if models is not None:
+        mean, std = mean.reindex(models), std.reindex(models)
+    text = pd.DataFrame({c: [mean_std(a, b, digits) for a, b in zip(mean[c], std[c])] for c in mean.columns},
+                        index=mean.index)
+    name = label if label is not None else {"macro_f1": "macro-F1"}.get(metric, metric.replace("_", " "))
+    return text.rename(columns=lambda k: f"{name} level {k}" if name else k)
 
 
 def percent(value, digits: int = 0) -> str:

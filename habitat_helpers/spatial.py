@@ -702,6 +702,18 @@ def resolve_block_size(lat, lon, labels: pd.DataFrame, block_size_deg=None, seed
     return size, dict(info)
 
 
+def stage_split(lat, lon, labels: pd.DataFrame, test_fraction: float, seed: int,
+                val_fraction: float = 0.15) -> tuple[np.ndarray, float]:
+    """The split of the book's single-split stages (embedding probes, alignment, map): blocks
+    sized from the labels (:func:`resolve_block_size`, ``"auto"``), ``test_fraction`` of the
+    sites in test blocks and ``val_fraction`` in validation blocks
+    (:func:`train_val_test_split`). Returns ``split, block_size_deg``; ``split`` holds
+    ``"train"``, ``"val"`` or ``"test"`` per site."""
+    lat, lon = np.asarray(lat, float), np.asarray(lon, float)
+    block_size, _ = resolve_block_size(lat, lon, labels, seed=seed)
+    return train_val_test_split(lat, lon, block_size, test_fraction, val_fraction, seed), block_size
+
+
 #: Block sizes already estimated, by :func:`_range_key` (the estimate takes about a second).
 _RANGES: dict = {}
 

@@ -22,7 +22,7 @@ LAYERS = {
              "fetch.sentinel2", "fetch.covariates"),
     "models": ("encoders", "embed", "losses", "align", "classify"),
     "evaluation": ("evaluation", "calibration"),
-    "products": ("maps", "report", "qc", "viz"),
+    "products": ("maps", "report", "records", "qc", "viz"),
     "commands": ("cli", "cli.options", "cli.evaluate", "cli.qc", "notebooks", "workshop", "__main__"),
 }
 #: The package itself (``__init__``) imports nothing of its own at import time; it is outside the layers.
