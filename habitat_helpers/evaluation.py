@@ -66,7 +66,7 @@ MLP = "MLP on raw concatenated"
 #: The models that use the contrastive heads, and the best of the others they are read against
 #: (:func:`alignment_pays`).
 ALIGNMENT_MODELS = ("aligned", ALIGNED_AND_RAW)
-#: The photo-transfer reading (:func:`transfer_models`, on :data:`PHOTO_SITES`): the first model
+#: The photo-transfer reading (:func:`transfer_models`, on the test sites with photos): the first model
 #: against each of the others.
 TRANSFER_MODELS = ("transfer: aligned, photo alone", "raw photo", "transfer: raw gps", "transfer: majority")
 
