@@ -23,7 +23,7 @@ before the ``exercise`` cell (untagged; it is kept in both copies). Open questio
 in a markdown list (``### More to try``). Number the exercises ``<chapter>.<n>``, unique per notebook.
 
 Adding one, e.g. a third to notebook 04: after the last exercise (in any case after the
-``write_metrics`` cell), add four cells, e.g. with the ids ``exercise-4-3-title`` (markdown),
+``hh.records.write_...`` cell), add four cells, e.g. with the ids ``exercise-4-3-title`` (markdown),
 ``exercise-4-3`` (tag ``exercise``), ``solution-4-3`` (tags ``solution``, ``hide-input``) and
 ``exercise-call-4-3`` (tag ``exercise-call``); keep the outputs stripped. ``tests/test_workshop.py``
 checks the cells (``WITH_EXERCISES`` lists the notebooks that must have one); ``tests/test_notebooks.py``

@@ -181,7 +181,7 @@ def test_source_notebooks_follow_the_convention(path):
         # exercises come after the notebook records its metrics
         order = list(cells)
         assert order.index(exercise.exercise_cell) > max(
-            i for i, c in enumerate(nb["cells"]) if "write_metrics" in "".join(c["source"]))
+            i for i, c in enumerate(nb["cells"]) if "hh.records.write_" in "".join(c["source"]))
     for cell in nb["cells"]:
         if "solution" in cell["metadata"].get("tags", []):
             assert "hide-input" in cell["metadata"]["tags"], "the book folds solutions"
