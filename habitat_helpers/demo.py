@@ -686,3 +686,30 @@ def true_labels(data) -> pd.DataFrame:
 
 def load_manifest(folder: str | Path) -> dict:
     return json.loads((Path(folder) / "manifest.json").read_text())
+
+
+def habitat_sites(n: int, seed: int = 0, labelled: float = 0.5, label_error: float = LABEL_ERROR_RATE,
+                  bbox=DEMO_BBOX) -> pd.DataFrame:
+    """``n`` synthetic sites of the demo's habitat model, without photos or patches, at any size
+    (the scale benchmark's and a large study's stand-in; no file is written).
+
+    Steps 1, 2 and 6 of the story above: survey clusters of land points of Europe, a true level-3
+    habitat drawn from :func:`habitat_probabilities` (patches at about 150, 60 and 25 km), and a
+    recorded label for a random ``labelled`` share of the sites, wrong for ``label_error`` of them
+    (:func:`survey_label`). Returns ``site_id, lat, lon, label_l1, label_l2, label_l3`` (the recorded
+    labels, empty where unlabelled) and ``true_l3``; memory and time grow linearly with ``n``."""
+    rng = np.random.default_rng([seed, 2026])
+    lat, lon, _ = sample_clustered_points(n, rng, bbox)
+    probs = habitat_probabilities(lat, lon, covariates(lat, lon), rng)
+    cumulative = probs.cumsum(axis=1)
+    leaf = (cumulative < rng.random(n)[:, None] * cumulative[:, -1:]).sum(axis=1)
+    true_l3 = np.array(DEMO_HABITATS, dtype=object)[np.minimum(leaf, len(DEMO_HABITATS) - 1)]
+    recorded = np.full(n, None, dtype=object)
+    for i in np.flatnonzero(rng.random(n) < labelled):
+        recorded[i], _ = survey_label(true_l3[i], 3, probs[i], rng, rate=label_error)
+    scheme = labels.get("eunis")
+    table = pd.DataFrame({"site_id": [f"S{i:07d}" for i in range(n)], "lat": lat, "lon": lon})
+    for k in (1, 2, 3):
+        table[f"label_l{k}"] = [None if c is None else scheme.ancestor(c, k) for c in recorded]
+    table["true_l3"] = true_l3
+    return table

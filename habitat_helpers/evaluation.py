@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import time
 
 import numpy as np
 import pandas as pd
@@ -54,6 +55,8 @@ ENV = "env"   # the environmental covariates (hh.environment.features), a modali
 METRICS = ("accuracy", "top3_accuracy", "macro_f1", "balanced_accuracy", "ece")
 #: The columns of :attr:`CVResult.scores` (metrics per seed, fold, fraction, model, subset, level).
 SCORE_COLUMNS = ("seed", "fold", "fraction", "model", "subset", "level", "n_train") + METRICS + ("n",)
+#: The columns of :attr:`CVResult.choices` that time the work (they differ between runs).
+TIMING_COLUMNS = ("fit_seconds", "score_seconds")
 #: The columns of :meth:`CVResult.failures`; ``level`` is empty when the whole fit failed.
 FAILURE_COLUMNS = ("model", "seed", "fold", "fraction", "level", "n_train", "reason")
 ALL_SITES = "all labelled test sites"
@@ -157,7 +160,8 @@ class CVResult:
     #: One row per fit that failed (``level`` empty) or left out a level that sites are labelled at.
     failure_log: pd.DataFrame = dataclasses.field(default_factory=_empty_failures)
     #: One row per seed, fold, fraction and model, with the hyperparameters chosen on the
-    #: validation blocks (``params``), their validation macro-F1 and how many candidates were tried.
+    #: validation blocks (``params``), their validation macro-F1, how many candidates were tried,
+    #: and the seconds spent selecting and refitting (``fit_seconds``) and scoring (``score_seconds``).
     choices: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
 
     def _scores(self) -> pd.DataFrame:
@@ -362,6 +366,20 @@ class CVResult:
         heads minus ``control``, a network as wide as the heads trained on the labels, and that
         network minus raw concatenated."""
         return self.pairs([(m, control) for m in ALIGNMENT_MODELS] + [(control, "raw concatenated")])
+
+    def timings(self) -> pd.DataFrame:
+        """Where the folds' time went: seconds per model (selection and refit, scoring), summed
+        over folds, seeds and fractions, plus the alignment's (``settings["align_seconds_per_fold"]``
+        times the folds run), largest first. With folds in parallel the sums exceed the wall time."""
+        if self.choices.empty or "fit_seconds" not in self.choices:
+            return pd.DataFrame(columns=["fit_seconds", "score_seconds", "total"])
+        table = self.choices.groupby("model", sort=False)[["fit_seconds", "score_seconds"]].sum()
+        runs = len(self.settings.get("seeds", ())) * int(self.settings.get("folds", 0))
+        align_s = sum(self.settings.get("align_seconds_per_fold", {}).values()) * runs
+        if align_s:
+            table.loc["alignment (contrastive heads)"] = [align_s, 0.0]
+        table["total"] = table.sum(axis=1)
+        return table.sort_values("total", ascending=False)
 
     def any_modality_table(self, metric: str = "macro_f1") -> pd.DataFrame:
         """The any-modality runs' mean ``metric`` over folds and seeds: one row per set of inputs
@@ -1107,11 +1125,12 @@ def cross_validate(lat, lon, labels: pd.DataFrame, embeddings: dict[str, np.ndar
                 "align_pool": protocol.align_pool, "align_pool_rule": ALIGN_POOLS[protocol.align_pool],
                 "n_extra_sites": int(extra.sum()),
                 "align_pool_sites_per_fold": _pool_sizes(pool_rows),
+                "align_seconds_per_fold": _pool_sizes(pool_rows, "seconds"),
                 "n_sites": int(len(lat) - extra.sum()), "n_labelled": int(labelled.sum()),
                 "n_labelled_per_level": {f"level{level}": n for level, n in n_per_level.items()},
                 "align_config": dataclasses.asdict(base) if aligned_on else None}
     choices = pd.DataFrame(choice_rows, columns=["model", "seed", "fold", "fraction", "params", "val_macro_f1",
-                                                 "candidates"])
+                                                 "candidates", *TIMING_COLUMNS])
     return CVResult(scores, pd.DataFrame(any_rows), predictions, settings, failures, choices)
 
 
@@ -1150,13 +1169,13 @@ def _block_folds_with_extra(lat, lon, block_size: float, folds: int, seed: int, 
     return fold_of
 
 
-def _pool_sizes(rows: list[dict]) -> dict:
-    """Mean number of sites that trained the heads per fold, per label fraction (``"all"`` when
-    the same heads serve every fraction)."""
+def _pool_sizes(rows: list[dict], column: str = "sites") -> dict:
+    """Mean number of sites that trained the heads per fold (or of another ``column``, e.g. the
+    seconds it took), per label fraction (``"all"`` when the same heads serve every fraction)."""
     if not rows:
         return {}
     table = pd.DataFrame(rows)
-    return {str(fraction): float(n) for fraction, n in table.groupby("fraction", sort=False)["sites"].mean().items()}
+    return {str(fraction): float(n) for fraction, n in table.groupby("fraction", sort=False)[column].mean().items()}
 
 
 def _map_folds(context: _FoldContext, tasks: list, n_jobs: int, progress: bool) -> list[dict]:
@@ -1234,11 +1253,13 @@ def _fold_rows(c: _FoldContext, seed: int, fold: int, fold_of: np.ndarray) -> di
             out["pool"].append({"seed": seed, "fold": fold, "fraction": "all" if key is None else f"{fraction:g}",
                                 "sites": int(fit_pool.sum())})
             trained[key] = {}
+            start = time.perf_counter()
             for k, change in enumerate(c.align_candidates):
                 cfg = dataclasses.replace(c.align_config, seed=seed, **change)
                 model, _ = align.train_alignment(c.embeddings, np.flatnonzero(fit_pool), np.flatnonzero(val_pool),
                                                  cfg, lat, lon, device=c.device, progress=False)
                 trained[key][k] = inputs.with_heads(model)
+            out["pool"][-1]["seconds"] = time.perf_counter() - start
         return trained[key]
 
     train_all = labelled & ~test & ~near
@@ -1252,6 +1273,7 @@ def _fold_rows(c: _FoldContext, seed: int, fold: int, fold_of: np.ndarray) -> di
             if fraction < 1 and model.name not in c.fraction_models:
                 continue
             fit = {"model": model.name, "seed": seed, "fold": fold, "fraction": fraction}
+            start = time.perf_counter()
             try:
                 params, val_score, model_inputs, clf, n_train, X = _select_and_fit(
                     model, inputs, heads, c.align_candidates if model.needs_heads else [{}], labels,
@@ -1259,10 +1281,12 @@ def _fold_rows(c: _FoldContext, seed: int, fold: int, fold_of: np.ndarray) -> di
             except ValueError as err:       # e.g. a 1 % sample with a single habitat
                 out["failures"].append({**fit, "n_train": int(train.sum()), "level": None, "reason": str(err)})
                 continue
-            out["choices"].append({**fit, "params": params, "val_macro_f1": val_score,
-                                   "candidates": len(model.candidates(protocol))
-                                   * (max(1, len(heads)) if model.needs_heads else 1)})
+            choice = {**fit, "params": params, "val_macro_f1": val_score,
+                      "candidates": len(model.candidates(protocol)) * (max(1, len(heads)) if model.needs_heads else 1),
+                      "fit_seconds": time.perf_counter() - start}
+            out["choices"].append(choice)
             fit["n_train"] = n_train
+            start = time.perf_counter()
             # levels below the deepest fitted one are not scored; say so where sites have labels
             out["failures"] += [{**fit, "level": level, "reason": reason}
                                 for level, reason in sorted(clf.skipped_.items())
@@ -1276,6 +1300,7 @@ def _fold_rows(c: _FoldContext, seed: int, fold: int, fold_of: np.ndarray) -> di
             if fraction >= 1:
                 out["any_modality"] += _any_modality(model, clf, params, model_inputs, labels, labelled & test,
                                                      present, c.modalities, seed, fold)
+            choice["score_seconds"] = time.perf_counter() - start
     return out
 
 
