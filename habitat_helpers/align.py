@@ -87,6 +87,15 @@ class AlignConfig:
     per_anchor: int = 3              # neighbours brought into a batch with each anchor site
     sampler_radius_km: float | None = None   # neighbours for batching (default: radius_km; 0: random batches)
     retrieval_k: int = 10            # early stopping on validation recall@k
+    #: Most training sites an epoch draws its batches from: a new random sample each epoch when
+    #: the pool is larger (``None``: every site, every epoch). A pool of 400,000 sites then costs
+    #: an epoch what 50,000 cost, and early stopping still sees every epoch.
+    epoch_sites: int | None = 50_000
+    #: Most validation sites early stopping scores (loss and recall@k), one random sample kept for
+    #: all epochs (``None``: all). Recall@k ranks every site against every other, so it grows with
+    #: the square of the sites; and recall among more candidates is lower, so a sample of fixed
+    #: size also keeps the stopping rule's scale the same at every study size.
+    val_sites: int | None = 5_000
 
     def __post_init__(self):
         if self.positives not in POSITIVES:
@@ -100,6 +109,10 @@ class AlignConfig:
         if self.location_layers not in LOCATION_LAYERS:
             raise ValueError(f"location_layers must be one of {', '.join(map(repr, LOCATION_LAYERS))}, "
                              f"not {self.location_layers!r}")
+        for name in ("epoch_sites", "val_sites"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, (int, np.integer)) or value < 2):
+                raise ValueError(f"{name} must be an integer of at least 2 or None, not {value!r}")
 
     def input_key(self, modality: str) -> str:
         """The entry of the embeddings that the ``modality`` head reads (the modality itself,
@@ -402,11 +415,34 @@ def _batch_loss(model: AlignmentModel, inputs: dict[str, HeadInputs], lat, lon, 
     return share, int(count)
 
 
+def at_most(idx: np.ndarray, n: int | None, seed) -> np.ndarray:
+    """``idx`` itself when it holds at most ``n`` sites, else a random ``n`` of them, sorted
+    (drawn with ``seed``)."""
+    idx = np.asarray(idx)
+    if n is None or len(idx) <= n:
+        return idx
+    return np.sort(np.random.default_rng(seed).choice(idx, n, replace=False))
+
+
+def _epoch_sample(config: AlignConfig, idx: np.ndarray, neighbours, epoch: int) -> np.ndarray:
+    """The sites of one epoch of a pool larger than ``config.epoch_sites``: random anchors and, with a
+    neighbour graph, their neighbours in the pool (so the batches keep their neighbour groups), about
+    ``epoch_sites`` in all."""
+    rng = np.random.default_rng([config.seed, epoch, 7])
+    if neighbours is None:
+        return np.sort(rng.choice(idx, config.epoch_sites, replace=False))
+    anchors = rng.choice(idx, max(1, config.epoch_sites // (1 + config.per_anchor)), replace=False)
+    near = neighbours[anchors].indices
+    return np.intersect1d(np.union1d(anchors, near), idx)
+
+
 def epoch_batches(config: AlignConfig, idx: np.ndarray, neighbours, epoch: int) -> list[np.ndarray]:
     """The batches of one epoch (seeded by ``config.seed`` and ``epoch``; ``epoch=-1`` gives the
     fixed validation batches): neighbour batches when there is a neighbour graph, else a plain
-    shuffle."""
+    shuffle. An epoch draws from at most :attr:`AlignConfig.epoch_sites` of ``idx``."""
     seed = int(np.random.default_rng([config.seed, epoch if epoch >= 0 else 2**20]).integers(2**31))
+    if epoch >= 0 and config.epoch_sites is not None and len(idx) > config.epoch_sites:
+        idx = _epoch_sample(config, np.asarray(idx), neighbours, epoch)
     if neighbours is None:
         order = np.random.default_rng(seed).permutation(idx)
         return [order[i:i + config.batch_size] for i in range(0, len(order), config.batch_size)]
@@ -508,11 +544,9 @@ def train_alignment(embeddings: dict[str, np.ndarray], train_idx: np.ndarray, va
         The kept model, and the history with ``epoch, train_loss, val_loss, val_recall,
         temperature``; ``history.attrs["best_epoch"]`` is the epoch kept (highest ``val_recall``,
         i.e. validation recall@k; lowest ``val_loss`` when no validation site has two inputs,
-
         see ``_stopping_score``).
     """
     from tqdm.auto import tqdm
-
 
     rank, world_size = _distributed()
     inputs = {m: head_inputs(config, embeddings, m) for m in config.modalities}
@@ -521,7 +555,8 @@ def train_alignment(embeddings: dict[str, np.ndarray], train_idx: np.ndarray, va
         if lat is None or lon is None:
             raise ValueError("radius_km > 0 (spatial positives) needs the sites' lat and lon")
     lat, lon = _coordinates(lat, lon, n)
-    train_idx, val_idx = np.asarray(train_idx), np.asarray(val_idx)
+    train_idx = np.asarray(train_idx)
+    val_idx = at_most(val_idx, config.val_sites, [config.seed, 11])     # early stopping's fixed sample
     neighbours = _neighbour_graph(config, lat, lon)
 
     torch.manual_seed(config.seed)
@@ -547,7 +582,9 @@ def train_alignment(embeddings: dict[str, np.ndarray], train_idx: np.ndarray, va
         history, best = state["history"], (state["best_score"], state["best_state"], state["best_epoch"])
         first = int(state["epoch"]) + 1
     else:
-        history = [record(0, _mean_loss(model, inputs, train_idx, lat, lon, neighbours, device))]
+        capped = config.epoch_sites is not None and len(train_idx) > config.epoch_sites
+        first_sites = _epoch_sample(config, train_idx, neighbours, 0) if capped else train_idx
+        history = [record(0, _mean_loss(model, inputs, first_sites, lat, lon, neighbours, device))]
         best = (_stopping_score(history[0]), copy.deepcopy(model.state_dict()), 0)
         first = 1
     bar = tqdm(range(first, config.epochs + 1), desc="alignment", unit="epoch", disable=not progress or rank > 0)

@@ -447,10 +447,14 @@ class SupervisedHeadClassifier(HierarchicalClassifier):
     aligned model reads the heads' ``dim``-wide output the same way."""
 
     def __init__(self, hidden: int, dim: int, alpha: float, *, batch_size: int, lr: float, epochs: int,
-                 patience: int, seed: int = 0, networks: dict | None = None, **kwargs):
+                 patience: int, seed: int = 0, networks: dict | None = None, epoch_sites: int | None = None,
+                 **kwargs):
         super().__init__(**kwargs)
         self.hidden, self.dim, self.alpha = hidden, dim, alpha
         self.batch_size, self.lr, self.epochs, self.patience, self.seed = batch_size, lr, epochs, patience, seed
+        #: with more training rows than this, fewer epochs: as many rows seen in all as ``epochs``
+        #: epochs of ``epoch_sites`` rows (the heads' budget, :attr:`habitat_helpers.align.AlignConfig.epoch_sites`)
+        self.epoch_sites = epoch_sites
         #: trained networks by their settings and training data, shared by the candidates that
         #: differ only in ``C`` (a few kept, the oldest dropped)
         self.networks = networks
@@ -463,6 +467,7 @@ class SupervisedHeadClassifier(HierarchicalClassifier):
         if len(set(deepest[rows])) < 2:
             raise ValueError("no level can be fitted: fewer than two habitats among the training labels")
         key = (self.hidden, self.dim, self.alpha, self.batch_size, self.lr, self.epochs, self.patience, self.seed,
+               self.epoch_sites,
                hashlib.sha1(np.ascontiguousarray(X[rows])).hexdigest(),
                hashlib.sha1("\n".join(deepest[rows].astype(str)).encode()).hexdigest())
         self.network_ = self.networks.get(key) if self.networks is not None else None
@@ -479,13 +484,20 @@ class SupervisedHeadClassifier(HierarchicalClassifier):
 
         network = make_pipeline(StandardScaler(), MLPClassifier(
             hidden_layer_sizes=(self.hidden, self.dim), alpha=self.alpha, batch_size=self.batch_size,
-            learning_rate_init=self.lr, max_iter=self.epochs, n_iter_no_change=self.patience,
+            learning_rate_init=self.lr, max_iter=self.epochs_for(len(X)), n_iter_no_change=self.patience,
             early_stopping=len(X) >= MLP_EARLY_STOPPING_ROWS, random_state=self.seed))
         with warnings.catch_warnings(), _one_blas_thread():
             warnings.simplefilter("ignore", ConvergenceWarning)
             # a batch larger than the training rows is one full batch (scikit-learn clips it)
             warnings.filterwarnings("ignore", message="Got `batch_size` less than 1 or larger than sample size")
             return network.fit(X, y)
+
+    def epochs_for(self, rows: int) -> int:
+        """The most epochs on ``rows`` training rows: ``epochs``, or fewer beyond ``epoch_sites`` rows
+        (at least one)."""
+        if self.epoch_sites is None or rows <= self.epoch_sites:
+            return self.epochs
+        return max(1, round(self.epochs * self.epoch_sites / rows))
 
     def transform(self, X: np.ndarray) -> np.ndarray:
         """The network's last hidden layer (``dim`` columns) of ``X``; NaN rows stay NaN."""

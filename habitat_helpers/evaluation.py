@@ -668,6 +668,13 @@ class Protocol:
     align_grid: dict = dataclasses.field(default_factory=dict)
     #: The sites that train the contrastive heads in each fold (:data:`ALIGN_POOLS`).
     align_pool: str = "training"
+    #: Most labelled sites that fit each candidate of a grid, and most that score it, in each fold:
+    #: a random sample of the fitting and of the validation sites when there are more (``None``: all).
+    #: The chosen candidate is then refitted on every labelled training site. It keeps the search's
+    #: cost flat as studies grow (a grid of eight fits on 400,000 sites is most of a fold's time),
+    #: at the price of choosing the regularisation on fewer sites than the final fit sees; the
+    #: book's studies (a few thousand sites) never reach it.
+    selection_sites: int | None = 10_000
 
     def __post_init__(self):
         if not isinstance(self.folds, (int, np.integer)) or self.folds < 2:
@@ -681,6 +688,9 @@ class Protocol:
             raise ValueError(f"buffer_km must be 0 or more, not {self.buffer_km!r}")
         if not self.seeds:
             raise ValueError("give at least one seed")
+        if self.selection_sites is not None and (not isinstance(self.selection_sites, (int, np.integer))
+                                                 or self.selection_sites < 10):
+            raise ValueError(f"selection_sites must be an integer of at least 10 or None, not {self.selection_sites!r}")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction must lie strictly between 0 and 1, not {self.val_fraction!r}")
         if any(not 0 < f <= 1 for f in self.label_fractions):
@@ -841,7 +851,8 @@ def mlp_model(modalities, align_config=None, name: str = MLP) -> Model:
     """The capacity-matched baseline: the raw inputs concatenated (as ``raw concatenated``) into a
     network as wide as the contrastive heads (``hidden`` then ``dim`` of ``align_config``, by
     default :class:`habitat_helpers.align.AlignConfig`'s), trained on the labels with the heads'
-    budget (Adam, their learning rate, batch size, most epochs and patience), then the same
+    budget (Adam, their learning rate, batch size, most epochs and patience, and on many sites as
+    many rows seen as their capped epochs see, ``epoch_sites``), then the same
     per-level logistic regression as the aligned model on its ``dim``-wide output
     (:class:`habitat_helpers.classify.SupervisedHeadClassifier`). If the aligned model beats
     ``raw concatenated`` only as far as this one does, the gain is the non-linear map, not the
@@ -855,7 +866,8 @@ def mlp_model(modalities, align_config=None, name: str = MLP) -> Model:
     def classifier(params, scheme):
         return classify.SupervisedHeadClassifier(
             cfg.hidden, cfg.dim, params["alpha"], batch_size=cfg.batch_size, lr=cfg.lr, epochs=cfg.epochs,
-            patience=cfg.patience, seed=cfg.seed, networks=networks, C=params["C"], scheme=scheme,
+            patience=cfg.patience, seed=cfg.seed, networks=networks, epoch_sites=cfg.epoch_sites, C=params["C"],
+            scheme=scheme,
             decoding=params.get("decoding", classify.DECODINGS[0]))
 
     return Model(name, lambda inp, p: raw_concatenated(inp.embeddings, modalities), classifier, "mlp", modalities)
@@ -975,7 +987,6 @@ def select(model: Model, inputs: FoldInputs, labels: pd.DataFrame, fit_rows: np.
         return candidates[0], float("nan"), [{"params": candidates[0], "val_macro_f1": float("nan")}]
     tried, errors, fitted = [], [], {}
     for params in candidates:
-
         # candidates that differ only in the decoding share one fit and one set of features
         key = tuple(sorted((k, str(v)) for k, v in params.items() if k != "decoding"))
         if key not in fitted:
@@ -1122,6 +1133,7 @@ def cross_validate(lat, lon, labels: pd.DataFrame, embeddings: dict[str, np.ndar
                 "label_fractions": list(protocol.label_fractions), "fraction_models": list(fraction_models),
                 "grids": {m.name: {k: list(v) for k, v in m.grid_for(protocol).items()} for m in models},
                 "align_grid": {k: list(v) for k, v in protocol.align_grid.items()},
+                "selection_sites": protocol.selection_sites,
                 "align_pool": protocol.align_pool, "align_pool_rule": ALIGN_POOLS[protocol.align_pool],
                 "n_extra_sites": int(extra.sum()),
                 "align_pool_sites_per_fold": _pool_sizes(pool_rows),
@@ -1269,6 +1281,8 @@ def _fold_rows(c: _FoldContext, seed: int, fold: int, fold_of: np.ndarray) -> di
     for fraction in protocol.label_fractions:
         train = _label_sample(train_all, fraction, seed, fold)
         heads = heads_for(fraction, train)
+        select_fit = _at_most(train & fit_sites, protocol.selection_sites, [seed, fold, 1])
+        select_val = _at_most(train & val_sites, protocol.selection_sites, [seed, fold, 2])
         for model in c.models:
             if fraction < 1 and model.name not in c.fraction_models:
                 continue
@@ -1277,7 +1291,7 @@ def _fold_rows(c: _FoldContext, seed: int, fold: int, fold_of: np.ndarray) -> di
             try:
                 params, val_score, model_inputs, clf, n_train, X = _select_and_fit(
                     model, inputs, heads, c.align_candidates if model.needs_heads else [{}], labels,
-                    train & fit_sites, train & val_sites, train, protocol, c.scheme)
+                    select_fit, select_val, train, protocol, c.scheme)
             except ValueError as err:       # e.g. a 1 % sample with a single habitat
                 out["failures"].append({**fit, "n_train": int(train.sum()), "level": None, "reason": str(err)})
                 continue
@@ -1317,6 +1331,16 @@ def _align_pool(c: _FoldContext, pool: str, fit_sites, val_sites, test, near) ->
     if pool == "extra":
         return fit_sites | extra
     return fit_sites | extra | test                  # transductive: the test blocks' inputs, no labels
+
+
+def _at_most(rows: np.ndarray, n: int | None, seed) -> np.ndarray:
+    """``rows`` (a boolean mask) itself when it holds at most ``n`` sites, else a random ``n`` of
+    them (drawn with ``seed``): the sites of :attr:`Protocol.selection_sites`."""
+    if n is None or rows.sum() <= n:
+        return rows
+    keep = np.zeros_like(rows)
+    keep[np.random.default_rng(seed).choice(np.flatnonzero(rows), n, replace=False)] = True
+    return keep
 
 
 def _label_sample(train_all: np.ndarray, fraction: float, seed: int, fold: int) -> np.ndarray:

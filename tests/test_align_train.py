@@ -147,3 +147,32 @@ def test_site_alignment_aligns_the_inputs_the_data_have_and_reuses_its_heads(cap
     assert np.allclose(again.embed("gps", x), model.cpu().embed("gps", x))
     with pytest.raises(hh.align.AlignmentUnavailable, match="two of"):
         hh.align.site_alignment(data, {**embeddings, "photo": embeddings["satellite"]}, "tiny", 0)
+
+
+def test_a_large_pool_trains_on_a_sample_per_epoch_that_keeps_neighbour_groups(monkeypatch):
+    """AlignConfig.epoch_sites and val_sites bound an epoch's and early stopping's cost; below the
+    caps nothing changes."""
+    lat, lon, emb = _clustered(n=240)
+    idx = np.arange(200)
+    cfg = _config(radius_km=5.0, epoch_sites=60)
+    graph = hh.align._neighbour_graph(cfg, lat, lon)
+    epochs = [np.concatenate(hh.align.epoch_batches(cfg, idx, graph, e)) for e in (1, 2)]
+    for sites in epochs:
+        assert set(sites) <= set(idx) and len(set(sites)) == len(sites)
+        assert 30 <= len(sites) <= 120                        # anchors and their neighbours, about 60
+        pairs = graph[sites][:, sites].nnz                     # neighbour pairs inside the sample
+        assert pairs > 0
+    assert set(epochs[0]) != set(epochs[1])                   # a new sample each epoch
+    uncapped = _config(radius_km=5.0)
+    assert sorted(np.concatenate(hh.align.epoch_batches(uncapped, idx, graph, 1))) == list(idx)
+    same = _config(radius_km=5.0, epoch_sites=200)             # a cap the pool does not exceed
+    assert all((a == b).all() for a, b in zip(hh.align.epoch_batches(same, idx, graph, 1),
+                                             hh.align.epoch_batches(uncapped, idx, graph, 1)))
+    seen = []
+    real = hh.align.validation_recall
+    monkeypatch.setattr(hh.align, "validation_recall", lambda m, e, i, k=10: seen.append(len(i)) or real(m, e, i, k))
+    hh.align.train_alignment(emb, idx, np.arange(200, 240), _config(epochs=2, val_sites=25), lat, lon,
+                             progress=False)
+    assert seen and set(seen) == {25}
+    with pytest.raises(ValueError, match="epoch_sites"):
+        _config(epoch_sites=0)

@@ -217,6 +217,7 @@ def test_evaluate_gps_writes_results_for_the_requested_levels(sites_csv, folder,
     assert results["levels"] == [1, 2]
     _assert_report(results["load_report"], len(synthetic_sites()))
     assert results["input"]["columns"]["lat"] == "lat" and results["habitat_helpers_version"]
+    assert results["settings"]["selection_sites"] == evaluation.Protocol().selection_sites
     scores = results["results"]["all labelled test sites"]
     for model in ("raw gps", "k-NN on coordinates", "majority"):
         assert set(scores[model]) == {"level1", "level2"}
@@ -236,11 +237,12 @@ def test_evaluate_gps_writes_results_for_the_requested_levels(sites_csv, folder,
 def test_evaluate_eva_export_with_named_columns(eva_csv, folder):
     out = folder / "eva" / "results.json"
     args = _evaluate(eva_csv, out, folder / "cache", "--label-col", "Expert System", "--lat-col", "Latitude",
-                     "--lon-col", "Longitude", "--id-col", "PlotObservationID", "--seeds", "0,1")
+                     "--lon-col", "Longitude", "--id-col", "PlotObservationID", "--seeds", "0,1",
+                     "--selection-sites", "all")
     assert cli.main(args) == 0
     results = json.loads(out.read_text())
     assert results["input"]["columns"]["label_format"].startswith("EUNIS-ESy")
-    assert results["settings"]["seeds"] == [0, 1]
+    assert results["settings"]["seeds"] == [0, 1] and results["settings"]["selection_sites"] is None
     assert set(results["results"]["all labelled test sites"]["majority"]) == {"level1", "level2", "level3"}
 
 
@@ -258,6 +260,8 @@ def test_evaluate_eva_export_with_named_columns(eva_csv, folder):
     (["--align-grid", "positives=radius,nearby"], "positives must be one of"),
     (["--align-grid", "photo_views=mean,each"], "photo_views must be one of"),
     (["--align-grid", "location_layers=frozen,all"], "location_layers must be one of"),
+    (["--selection-sites", "5"], "selection_sites must be an integer of at least 10"),
+    (["--selection-sites", "few"], "expected a number of sites or 'all'"),
 ])
 def test_usage_problems_exit_with_code_2(sites_csv, folder, capsys, extra, message):
     out = folder / "never" / "results.json"

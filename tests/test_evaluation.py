@@ -476,3 +476,42 @@ def test_alignment_pays_reads_the_registered_rule():
     assert table.loc[2, "pays"] and table.loc[2, "ci_low"] > 0 and table.loc[2, "wins"] == 9
     assert not table.loc[3, "pays"]
     assert table.loc[2, "difference"] == pytest.approx(0.08, abs=0.01)
+
+
+def test_selection_fits_the_candidates_on_at_most_selection_sites(monkeypatch):
+    """Protocol.selection_sites bounds the candidates' fits and scores; the chosen model is refitted
+    on every labelled training site; a cap the study does not reach changes nothing."""
+    lat, lon, labels, emb = _synthetic(n=300)
+    kwargs = dict(modalities=("gps",), folds=3, block_size_deg=1.0, seeds=(0,), progress=False,
+                  models=[m for m in hh.evaluation.default_models(("gps",)) if m.name == "raw gps"])
+    sizes = []
+    real = hh.evaluation.select
+
+    def spy(model, inputs, labels, fit_rows, val_rows, *args, **kw):
+        sizes.append((int(fit_rows.sum()), int(val_rows.sum())))
+        return real(model, inputs, labels, fit_rows, val_rows, *args, **kw)
+
+    monkeypatch.setattr(hh.evaluation, "select", spy)
+    capped = hh.evaluation.cross_validate(lat, lon, labels, emb, selection_sites=40, **kwargs)
+    assert len(sizes) == 3 and all(f == 40 and v <= 40 for f, v in sizes)
+    n_train = capped.scores[capped.scores["model"] == "raw gps"].groupby("fold")["n_train"].first()
+    assert (n_train > 100).all()                                # the refit sees every training site
+    assert capped.settings["selection_sites"] == 40
+    sizes.clear()
+    full = hh.evaluation.cross_validate(lat, lon, labels, emb, selection_sites=None, **kwargs)
+    wide = hh.evaluation.cross_validate(lat, lon, labels, emb, selection_sites=10_000, **kwargs)
+    assert all(f > 40 for f, _ in sizes)
+    pd.testing.assert_frame_equal(full.scores, wide.scores)
+    with pytest.raises(ValueError, match="selection_sites"):
+        hh.evaluation.Protocol(selection_sites=3)
+
+
+def test_the_capacity_control_sees_as_many_rows_as_the_heads_on_large_tables():
+    """On more rows than AlignConfig.epoch_sites, the MLP trains fewer epochs: the same rows seen."""
+    clf = hh.classify.SupervisedHeadClassifier(16, 8, 1e-3, batch_size=32, lr=1e-3, epochs=50, patience=5,
+                                               epoch_sites=1000)
+    assert clf.epochs_for(800) == 50 and clf.epochs_for(10_000) == 5 and clf.epochs_for(10**7) == 1
+    cfg = hh.align.AlignConfig(epoch_sites=1000)
+    [mlp] = [m for m in hh.evaluation.default_models(("gps", "env"), cfg) if m.name == hh.evaluation.MLP]
+    built = mlp.classifier({"alpha": 1e-3, "C": 1.0}, "eunis")
+    assert built.epoch_sites == 1000 and built.epochs == cfg.epochs

@@ -60,6 +60,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     seeds.add_argument("--seeds", type=comma_list(int), default=list(protocol.seeds),
                        help="seeds, e.g. 0,1,2 (the folds are redrawn for each; default: "
                             f"{','.join(map(str, protocol.seeds))})")
+    cv.add_argument("--selection-sites", type=_selection_sites, default=protocol.selection_sites,
+                    help="most labelled sites that fit, and most that score, each candidate of a model's grid "
+                         "in each fold (a random sample when there are more; the chosen candidate is refitted "
+                         f"on all), or all (default: {protocol.selection_sites})")
     cv.add_argument("--label-fractions", type=comma_list(float), default=list(protocol.label_fractions),
                     help="fractions of the labelled training sites, for a label-efficiency curve (default: 1)")
 
@@ -184,6 +188,16 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _selection_sites(text: str) -> int | None:
+    """An argparse type: a number of sites, or ``all`` (``None``: no sample)."""
+    if text.strip().lower() == "all":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of sites or 'all', not {text!r}") from None
+
+
 def _align_grid_item(text: str) -> tuple[str, tuple]:
     """An argparse type: ``"radius_km=0,5,25"`` -> ``("radius_km", (0.0, 5.0, 25.0))``, each value
     of the type of the :class:`habitat_helpers.align.AlignConfig` field's default."""
@@ -224,7 +238,8 @@ def _check_evaluate_arguments(args, seeds):
         protocol = evaluation.Protocol(folds=args.folds, block_size_deg=args.block_size_deg,
                                        buffer_km=args.buffer_km, seeds=tuple(seeds),
                                        label_fractions=tuple(args.label_fractions),
-                                       align_grid=dict(args.align_grid), align_pool=args.align_pool)
+                                       align_grid=dict(args.align_grid), align_pool=args.align_pool,
+                                       selection_sites=args.selection_sites)
     except ValueError as err:
         raise UsageError(str(err)) from None
     if args.align_pool in ("extra", "transductive") and len(args.modalities) < 2:
@@ -239,7 +254,6 @@ def _check_evaluate_arguments(args, seeds):
         raise UsageError("--covariates and --env-raster describe the env modality: add env to --modalities")
     args.env_rasters = env_rasters(args.env_raster)
     if args.covariates:
-
         unknown = [c for c in args.covariates if c not in environment.COVARIATES]
         if unknown:
             raise UsageError(f"unknown covariate(s) {', '.join(unknown)}; built-in: "
