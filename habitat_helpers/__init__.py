@@ -31,6 +31,7 @@ commands (``scripts/check_layers.py``, run by ``make lint``; ``book/contributing
 **evaluation**
 ``hh.evaluation``   spatial block cross-validation: aligned model vs baselines
 ``hh.calibration``  how much each demo input carries, beside published figures
+``hh.pipeline``     a model kept for use: refitted on every site, saved without pickle, loaded
 **products**
 ``hh.maps``         grid prediction, uncertainty, folium and static maps
 ``hh.report``       the results chapter's tables from the notebooks' ``metrics.json``
@@ -57,7 +58,7 @@ _SUBMODULES = (
     "errors", "cache", "paths", "runtime", "profiles", "eunis", "labels", "spatial", "metrics", "landmask",
     "datasets", "demo", "dataspec", "environment", "fetch",
     "encoders", "embed", "losses", "align", "classify",
-    "evaluation", "calibration",
+    "evaluation", "calibration", "pipeline",
     "maps", "report", "records", "qc", "viz",
     "cli", "notebooks", "workshop",
 )

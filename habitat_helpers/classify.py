@@ -426,6 +426,7 @@ def coordinate_knn(k: int = 15):
     def make():
         return CappedKNN(n_neighbors=k, metric="haversine", weights="distance", algorithm="ball_tree")
 
+    make.kind, make.k = "coordinate-knn", k        # what classifier_state saves of it
     return make
 
 
@@ -582,3 +583,113 @@ def uncertainty(probs: pd.DataFrame, codes) -> tuple[np.ndarray, np.ndarray]:
     p = probs.to_numpy(float)
     p_top = p[np.arange(len(p)), probs.columns.get_indexer(np.asarray(codes, dtype=object))]
     return p_top, -(p * np.log(p + 1e-12)).sum(axis=1)
+
+
+# --- a fitted classifier as plain settings and arrays (saved without pickle) --------------------
+
+def _logistic_state(model, prefix: str, arrays: dict) -> None:
+    scaler, lr = model[0], model[-1]
+    for name in ("mean_", "scale_", "var_"):
+        arrays[f"{prefix}scaler.{name}"] = np.asarray(getattr(scaler, name))
+    arrays[f"{prefix}coef"], arrays[f"{prefix}intercept"] = lr.coef_, lr.intercept_
+
+
+def _logistic_from_state(arrays, prefix: str, classes: np.ndarray, C: float):
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=C))
+    scaler, lr = model[0], model[-1]
+    for name in ("mean_", "scale_", "var_"):
+        setattr(scaler, name, arrays[f"{prefix}scaler.{name}"])
+    scaler.n_features_in_ = lr.n_features_in_ = len(scaler.mean_)
+    scaler.n_samples_seen_ = 1
+    lr.coef_, lr.intercept_, lr.classes_ = arrays[f"{prefix}coef"], arrays[f"{prefix}intercept"], classes
+    return model
+
+
+def classifier_state(clf: HierarchicalClassifier) -> tuple[dict, dict[str, np.ndarray]]:
+    """Everything a fitted classifier predicts from, as JSON-ready settings and named arrays:
+    :func:`classifier_from_state` rebuilds it, predicting the same probabilities, without unpickling
+    anything. The per-level logistic regressions, the coordinate k-NN (its training sites), the
+    capacity-matched network and the majority baseline are supported; another estimator raises
+    ``ValueError``."""
+    state = {"C": clf.C, "max_iter": clf.max_iter, "tol": clf.tol, "multi_code": clf.multi_code,
+             "decoding": clf.decoding, "levels": list(clf.levels_), "paths": list(clf.paths_),
+             "skipped": {str(k): v for k, v in clf.skipped_.items()},
+             "classes": {str(level): [str(c) for c in codes] for level, codes in clf.classes.items()}}
+    arrays: dict[str, np.ndarray] = {}
+    if isinstance(clf, MajorityClassifier):
+        state["kind"] = "majority"
+        arrays["frequencies"] = clf.frequencies.to_numpy(float)
+        return state, arrays
+    if isinstance(clf, SupervisedHeadClassifier):
+        state |= {"kind": "network", "hidden": clf.hidden, "dim": clf.dim, "alpha": clf.alpha}
+        scaler, mlp = clf.network_[0], clf.network_[-1]
+        arrays["network.mean"], arrays["network.scale"] = scaler.mean_, scaler.scale_
+        for i, (w, b) in enumerate(zip(mlp.coefs_[:-1], mlp.intercepts_[:-1])):
+            arrays[f"network.w{i}"], arrays[f"network.b{i}"] = w, b
+        state["network_layers"] = len(mlp.coefs_) - 1
+    elif clf.estimator is None:
+        state["kind"] = "logistic"
+    elif getattr(clf.estimator, "kind", None) == "coordinate-knn":
+        state |= {"kind": "coordinate-knn", "k": clf.estimator.k}
+        for level, model in clf.models.items():
+            arrays[f"level{level}.X"] = model._fit_X
+            arrays[f"level{level}.y"] = np.asarray(model.classes_[model._y]).astype(str)
+        return state, arrays
+    else:
+        raise ValueError(f"{type(clf).__name__} with estimator {clf.estimator!r} cannot be saved without pickle: "
+                         "keep a model of logistic regressions, k-NN on coordinates, the MLP or the majority")
+    for level, model in clf.models.items():
+        _logistic_state(model, f"level{level}.", arrays)
+    return state, arrays
+
+
+def classifier_from_state(state: dict, arrays, scheme="eunis") -> HierarchicalClassifier:
+    """The classifier :func:`classifier_state` described (``arrays``: a mapping of its arrays)."""
+    kind = state["kind"]
+    common = {"scheme": scheme, "multi_code": state["multi_code"], "decoding": state["decoding"]}
+    if kind == "majority":
+        clf = MajorityClassifier(**common)
+    elif kind == "network":
+        clf = SupervisedHeadClassifier(state["hidden"], state["dim"], state["alpha"], batch_size=1, lr=0.0,
+                                       epochs=0, patience=0, C=state["C"], **common)
+        clf.network_ = _NetworkState([(arrays[f"network.w{i}"], arrays[f"network.b{i}"])
+                                      for i in range(state["network_layers"])],
+                                     arrays["network.mean"], arrays["network.scale"])
+    elif kind == "coordinate-knn":
+        clf = HierarchicalClassifier(estimator=coordinate_knn(state["k"]), **common)
+    elif kind == "logistic":
+        clf = HierarchicalClassifier(C=state["C"], max_iter=state["max_iter"], tol=state["tol"], **common)
+    else:
+        raise ValueError(f"unknown classifier kind {kind!r}")
+    clf.classes = {int(level): np.array(codes, dtype=object) for level, codes in state["classes"].items()}
+    clf.levels_ = [int(level) for level in state["levels"]]
+    clf.skipped_ = {int(level): why for level, why in state["skipped"].items()}
+    clf.paths_ = list(state["paths"])
+    if kind == "majority":
+        clf.frequencies = pd.Series(arrays["frequencies"], index=clf.paths_)
+        return clf
+    for level in clf.levels_:
+        if kind == "coordinate-knn":
+            clf.models[level] = clf.estimator().fit(arrays[f"level{level}.X"], arrays[f"level{level}.y"])
+        else:
+            clf.models[level] = _logistic_from_state(arrays, f"level{level}.", clf.classes[level], state["C"])
+    return clf
+
+
+class _NetworkState:
+    """The hidden layers of a saved :class:`SupervisedHeadClassifier` network, indexed like the
+    fitted pipeline (``[0]`` the scaler, ``[-1]`` the network) for :meth:`SupervisedHeadClassifier.transform`."""
+
+    def __init__(self, layers, mean, scale):
+        scaler = StandardScaler()
+        scaler.mean_, scaler.scale_, scaler.n_features_in_ = mean, scale, len(mean)
+        scaler.var_, scaler.n_samples_seen_ = scale ** 2, 1
+
+        class Network:
+            coefs_ = [w for w, _ in layers] + [None]
+            intercepts_ = [b for _, b in layers] + [None]
+
+        self.parts = [scaler, Network()]
+
+    def __getitem__(self, i):
+        return self.parts[i]

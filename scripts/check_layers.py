@@ -21,7 +21,7 @@ LAYERS = {
     "data": ("datasets", "demo", "dataspec", "environment", "fetch", "fetch.http", "fetch.lucas",
              "fetch.sentinel2", "fetch.covariates"),
     "models": ("encoders", "embed", "losses", "align", "classify"),
-    "evaluation": ("evaluation", "calibration"),
+    "evaluation": ("evaluation", "calibration", "pipeline"),
     "products": ("maps", "report", "records", "qc", "viz"),
     "commands": ("cli", "cli.options", "cli.evaluate", "cli.qc", "notebooks", "workshop", "__main__"),
 }

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from habitat_helpers import cli, datasets, evaluation
+from habitat_helpers import cli, datasets, evaluation, pipeline
 
 # Three regions: (centre lat, centre lon, level-2 habitats west / east of the centre).
 # The level-3 habitat adds 1 south of the centre and 2 north of it (R21 / R22 ...).
@@ -262,6 +262,7 @@ def test_evaluate_eva_export_with_named_columns(eva_csv, folder):
     (["--align-grid", "location_layers=frozen,all"], "location_layers must be one of"),
     (["--selection-sites", "5"], "selection_sites must be an integer of at least 10"),
     (["--selection-sites", "few"], "expected a number of sites or 'all'"),
+    (["--keep", "raw gps"], "--keep names the model --save-model keeps"),
 ])
 def test_usage_problems_exit_with_code_2(sites_csv, folder, capsys, extra, message):
     out = folder / "never" / "results.json"
@@ -394,9 +395,18 @@ def test_evaluate_gps_and_env_reports_both_beside_each_other(sites_csv, folder, 
     out = tmp_path / "results.json"
     args = _evaluate(sites_csv, out, folder / "cache", "--modalities", "gps,env", "--levels", "1,2",
                      "--align-epochs", "3", "--covariates", "t_mean_annual,p_annual,koppen_main,coast_km",
-                     "--env-raster", f"eastness={raster}:1")
+                     "--env-raster", f"eastness={raster}:1", "--save-model", str(tmp_path / "model"),
+                     "--keep", "raw concatenated")
     assert cli.main(args) == 0
     results = json.loads(out.read_text())
+    # the kept model, refitted on every site, predicts from coordinates alone: GPS and the covariates
+    # (the user raster included) sampled again and standardised as at training
+    kept = pipeline.load(tmp_path / "model")
+    assert kept.model == "raw concatenated" and kept.env["rasters"]["eastness"]["path"] == str(raster)
+    table = pd.DataFrame(synthetic_sites())
+    cells = kept.predict_locations(table["lat"], table["lon"])
+    assert cells["label_l1"].notna().all()
+    assert (cells["label_l1"] == table["eunis_code"].str[0]).mean() > 0.8
     scores = results["results"]["all labelled test sites"]
     assert {"aligned", "raw gps", "raw env", "raw concatenated", "k-NN on coordinates", "majority"} <= set(scores)
     env = results["embeddings"]["env"]

@@ -17,7 +17,7 @@ import pandas as pd
 
 import habitat_helpers
 
-from .. import align, embed, environment, evaluation, labels, paths, runtime, spatial
+from .. import align, embed, environment, evaluation, labels, paths, pipeline, runtime, spatial
 from ..errors import UsageError, comma_list
 from .options import (
     _block_size,
@@ -99,6 +99,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     output.add_argument("--out", default="results.json",
                         help="results file (default: results.json); the fold-level scores go beside it "
                              "(<stem>_folds.csv, and <stem>_failures.csv when a model could not be fitted)")
+    output.add_argument("--save-model", default=None, metavar="DIR",
+                        help="after the evaluation, refit one model on every site and save it here "
+                             "(hh.pipeline: loads without pickle; the map command reads it)")
+    output.add_argument("--keep", default=None, metavar="MODEL",
+                        help="the model --save-model keeps (default: the best mean validation macro-F1 over "
+                             "the folds, picked on validation blocks, never on the test folds)")
     output.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -185,7 +191,34 @@ def _evaluate(args: argparse.Namespace) -> int:
     if result.scores.empty:
         raise UsageError("no model could be fitted in any fold (the reasons are listed above and in "
                          f"{out.name}): use larger blocks or fewer folds, or check the labels")
+    if args.save_model:
+        _save_model(args, result, lat, lon, labels, embeddings, scheme, align_settings, device)
     return 0
+
+
+def _save_model(args, result, lat, lon, labels, embeddings, scheme, align_settings, device) -> None:
+    """--save-model: the kept model refitted on every site (:func:`habitat_helpers.pipeline.from_cv`)."""
+    env = None
+    if "env" in args.modalities:          # the standardisation of the env input, for new sites
+        table, _ = environment.sample(lat, lon, list(args.covariates or environment.DEFAULT_COVARIATES),
+                                      args.env_rasters or None)      # as env_features, with its standardiser
+        _, standardiser = environment.standardise(table, missing="indicator")
+        rasters = {name: {"path": str(c.path), "band": int(c.bands[0])} for name, c in (args.env_rasters or {}).items()}
+        env = {"covariates": list(table.columns), "rasters": rasters, "standardiser": dataclasses.asdict(standardiser)}
+    try:
+        kept = pipeline.from_cv(result, lat, lon, labels, embeddings, model=args.keep,
+                                align_config=align.AlignConfig(**align_settings), scheme=scheme,
+                                seed=result.settings["seeds"][0], env=env, device=device,
+                                encoder_names={m: args.image_encoder for m in ("photo", "satellite")
+                                               if m in args.modalities},
+                                progress=not args.no_progress)
+        folder = kept.save(args.save_model)
+    except ValueError as err:             # e.g. a model that cannot be saved without pickle
+        raise UsageError(f"--save-model: {err}") from None
+    cv = kept.info["cv"]
+    print(f"kept {kept.model} ({', '.join(f'{k}={v}' for k, v in kept.params.items()) or 'no setting'}; chosen "
+          f"in {cv['setting_chosen_in']} of {cv['of_folds']} folds), refitted on {kept.info['n_trained']} "
+          f"labelled sites: {folder}")
 
 
 def _selection_sites(text: str) -> int | None:
@@ -244,6 +277,8 @@ def _check_evaluate_arguments(args, seeds):
         raise UsageError(str(err)) from None
     if args.align_pool in ("extra", "transductive") and len(args.modalities) < 2:
         raise UsageError(f"--align-pool {args.align_pool}: the alignment needs two or more --modalities")
+    if args.keep and not args.save_model:
+        raise UsageError("--keep names the model --save-model keeps: add --save-model DIR")
     if args.extra_sites and args.align_pool not in ("extra", "transductive"):
         raise UsageError(f"--extra-sites is read only with --align-pool extra or transductive, not {args.align_pool}")
     if "photo" in args.modalities and not args.photo_cols:
