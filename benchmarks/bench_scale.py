@@ -1,6 +1,6 @@
 """How the evaluation grows with the number of sites: GPS + covariates through the book's protocol.
 
-    python benchmarks/bench_scale.py --quick        # 1,000 and 4,000 sites, 3 folds (under a minute)
+    python benchmarks/bench_scale.py --quick        # 300 and 1,200 sites, 3 folds (about a minute)
     python benchmarks/bench_scale.py                # 20,000, 100,000 and 500,000 sites, 5 folds
     python benchmarks/bench_scale.py --sizes 5000,20000 --folds 3
 
@@ -80,7 +80,7 @@ def stage(name: str, record: dict, memory: PeakMemory):
     print(f"  {name:<12} {record[name]['seconds']:8.1f} s  peak {record[name]['peak_gib']:5.2f} GiB", flush=True)
 
 
-def run_size(n: int, folds: int, seed: int, memory: PeakMemory) -> dict:
+def run_size(n: int, folds: int, seed: int, memory: PeakMemory, device: str = "cpu") -> dict:
     import numpy as np
 
     import habitat_helpers as hh
@@ -91,14 +91,14 @@ def run_size(n: int, folds: int, seed: int, memory: PeakMemory) -> dict:
     labels = sites[["label_l1", "label_l2", "label_l3"]]
     print(f"{n:,} synthetic sites, {int(labels['label_l1'].notna().sum()):,} labelled", flush=True)
     with stage("location", record, memory):
-        encoder = hh.encoders.get_encoder("geoclip-location")
-        gps = hh.embed.embed_locations(lat, lon, encoder)
+        encoder = hh.encoders.get_encoder("geoclip-location", device=device)
+        gps = hh.embed.embed_locations(lat, lon, encoder, device=device)
     with stage("covariates", record, memory):
         env, _, _ = hh.environment.features(lat, lon)
     with stage("cv", record, memory):
         cv = hh.evaluation.cross_validate(
             lat, lon, labels, {"gps": gps, "env": env}, modalities=("gps", "env"), folds=folds, seeds=(seed,),
-            align_config=hh.align.AlignConfig(), n_jobs=hh.runtime.fold_jobs("cpu"), progress=False)
+            align_config=hh.align.AlignConfig(), device=device, n_jobs=hh.runtime.fold_jobs(device), progress=False)
     with stage("report", record, memory):
         text = json.dumps(hh.metrics._plain(cv.to_json()))
         summary = cv.summary()
@@ -113,19 +113,20 @@ def run_size(n: int, folds: int, seed: int, memory: PeakMemory) -> dict:
 def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="1,000 and 4,000 sites, 3 folds")
+    parser.add_argument("--quick", action="store_true", help="300 and 1,200 sites, 3 folds")
     parser.add_argument("--sizes", default=None, help="comma list of site counts (default 20000,100000,500000)")
     parser.add_argument("--folds", type=int, default=None, help="default 5 (3 with --quick)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="write every number as JSON here")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (the encoder, the heads; default cpu)")
     args = parser.parse_args()
-    sizes = [int(s) for s in (args.sizes or ("1000,4000" if args.quick else "20000,100000,500000")).split(",")]
+    sizes = [int(s) for s in (args.sizes or ("300,1200" if args.quick else "20000,100000,500000")).split(",")]
     folds = args.folds or (3 if args.quick else 5)
     memory = PeakMemory()
     start = time.perf_counter()
     records = {}
     for n in sizes:
-        records[n] = run_size(n, folds, args.seed, memory)
+        records[n] = run_size(n, folds, args.seed, memory, args.device)
         records[n]["total_seconds"] = sum(records[n][s]["seconds"] for s in ("location", "covariates", "cv",
                                                                              "report"))
     memory.close()

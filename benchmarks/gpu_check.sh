@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU check: the project's GPU path on a machine with one CUDA GPU, in about 5 minutes.
+# GPU check: the project's GPU path on a machine with one CUDA GPU, in about 8 minutes.
 #
 #   bash benchmarks/gpu_check.sh            # from the repository root, after `make install`
 #
@@ -9,6 +9,7 @@
 #   2. chapter 2 (extract embeddings) under the book profile with DEVICE=cuda (papermill)
 #   3. one epoch of `python -m habitat_helpers align --device cuda` on chapter 2's embeddings
 #   4. chapters 3 and 4 under the book profile with DEVICE=cuda (papermill)
+#   5. benchmarks/bench_scale.py --quick and benchmarks/bench_tiles.py --quick with --device cuda
 # Each step has its own time limit; its output goes to build/gpu_check/<step>.log. The last line
 # printed is one line of name=value results (benchmarks/README.md, "GPU check", says what to record).
 # Settings: PYTHON (default .venv/bin/python), SEED (0), NUM_WORKERS (decoding workers, default
@@ -83,7 +84,7 @@ goals=$(awk -v n="$vs_naive" -v f="$vs_forward" 'BEGIN { print (n >= 3 && f >= 0
 # --- 2. chapter 2, then 3. one alignment epoch on its embeddings -------------------------------
 chapter 02_extract_embeddings 240
 run align_sites 120 "$PY" -c "import habitat_helpers as hh
-data = hh.datasets.load('demo', 'book', $SEED, verbose=False)
+data = hh.dataspec.load('demo', 'book', $SEED, verbose=False)
 hh.datasets.write_sites(data.sites, '$OUT/align/sites.parquet')
 print(data.run_dir('book', $SEED) / 'site_embeddings.npz')"
 embeddings=$(tail -n 1 "$OUT/align_sites.log")
@@ -96,9 +97,16 @@ align_s=$("$PY" -c "import json, sys; print(json.loads(sys.argv[1])['wall_s'])" 
 chapter 03_contrastive_alignment 240
 chapter 04_classify_habitats 300
 
+# --- 5. the scale benchmark's quick run and a tiled map, on the GPU -------------------------------
+run scale 300 "$PY" benchmarks/bench_scale.py --quick --device cuda
+scale_cv_s=$(value cv_s "$OUT/scale.log")
+run tiles 300 "$PY" benchmarks/bench_tiles.py --quick --device cuda
+map_cells_s=$(value two_workers_cells_per_s "$OUT/tiles.log")
+
 total=0
 for name in "${!seconds[@]}"; do total=$(awk -v a="$total" -v b="${seconds[$name]}" 'BEGIN { print a + b }'); done
 echo "gpu=${gpu// /_} extract_images_per_s=$img_s extract_speedup_vs_naive=$vs_naive" \
      "extract_fraction_of_forward=$vs_forward extract_goals=$goals align_epoch_s=$align_s" \
      "ch02_s=${seconds[02_extract_embeddings]} ch03_s=${seconds[03_contrastive_alignment]}" \
-     "ch04_s=${seconds[04_classify_habitats]} total_s=$total workers=$NUM_WORKERS"
+     "ch04_s=${seconds[04_classify_habitats]} scale_quick_cv_s=$scale_cv_s map_cells_per_s=$map_cells_s" \
+     "total_s=$total workers=$NUM_WORKERS"

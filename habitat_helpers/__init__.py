@@ -36,6 +36,7 @@ commands (``scripts/check_layers.py``, run by ``make lint``; ``book/contributing
 ``hh.maps``         grid prediction, uncertainty, folium and static maps
 ``hh.report``       the results chapter's tables from the notebooks' ``metrics.json``
 ``hh.records``      each notebook's ``metrics.json``, written by one function per chapter
+``hh.tiles``        maps of any size: tiles predicted on dask into Cloud-Optimised GeoTIFFs, resumable
 ``hh.qc``           location quality control: scores for sites whose coordinates look wrong
 ``hh.viz``          UMAP projections, image galleries, differences, scores, reliability
 **commands**
@@ -59,7 +60,7 @@ _SUBMODULES = (
     "datasets", "demo", "dataspec", "environment", "fetch",
     "encoders", "embed", "losses", "align", "classify",
     "evaluation", "calibration", "pipeline",
-    "maps", "report", "records", "qc", "viz",
+    "maps", "report", "records", "qc", "tiles", "viz",
     "cli", "notebooks", "workshop",
 )
 

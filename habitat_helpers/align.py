@@ -87,7 +87,7 @@ class AlignConfig:
     per_anchor: int = 3              # neighbours brought into a batch with each anchor site
     sampler_radius_km: float | None = None   # neighbours for batching (default: radius_km; 0: random batches)
     retrieval_k: int = 10            # early stopping on validation recall@k
-    #: Most training sites an epoch draws its batches from: a new random sample each epoch when
+    #: Most training sites an epoch draws its batches from, a new random sample each epoch when
     #: the pool is larger (``None``: every site, every epoch). A pool of 400,000 sites then costs
     #: an epoch what 50,000 cost, and early stopping still sees every epoch.
     epoch_sites: int | None = 50_000

@@ -453,7 +453,7 @@ class SupervisedHeadClassifier(HierarchicalClassifier):
         super().__init__(**kwargs)
         self.hidden, self.dim, self.alpha = hidden, dim, alpha
         self.batch_size, self.lr, self.epochs, self.patience, self.seed = batch_size, lr, epochs, patience, seed
-        #: with more training rows than this, fewer epochs: as many rows seen in all as ``epochs``
+        #: with more training rows than this, fewer epochs, as many rows seen in all as ``epochs``
         #: epochs of ``epoch_sites`` rows (the heads' budget, :attr:`habitat_helpers.align.AlignConfig.epoch_sites`)
         self.epoch_sites = epoch_sites
         #: trained networks by their settings and training data, shared by the candidates that

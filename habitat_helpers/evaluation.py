@@ -668,7 +668,7 @@ class Protocol:
     align_grid: dict = dataclasses.field(default_factory=dict)
     #: The sites that train the contrastive heads in each fold (:data:`ALIGN_POOLS`).
     align_pool: str = "training"
-    #: Most labelled sites that fit each candidate of a grid, and most that score it, in each fold:
+    #: Most labelled sites that fit each candidate of a grid, and most that score it, in each fold,
     #: a random sample of the fitting and of the validation sites when there are more (``None``: all).
     #: The chosen candidate is then refitted on every labelled training site. It keeps the search's
     #: cost flat as studies grow (a grid of eight fits on 400,000 sites is most of a fold's time),

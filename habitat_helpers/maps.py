@@ -528,6 +528,16 @@ def write_rasters_geotiffs(folder, rasters: dict, stem: str = "habitat", scheme=
     return written
 
 
+def style_class_band(dst, legend: pd.DataFrame) -> None:
+    """Give band 1 of an open GeoTIFF (uint8 class values) the legend's colour table, its codes and
+    names in ``class_<value>`` tags, and a description, so GIS tools show the legend."""
+    colours = {int(v): tuple(int(c[i:i + 2], 16) for i in (1, 3, 5)) + (255,)
+               for v, c in zip(legend["value"], legend["colour"])}
+    dst.write_colormap(1, {0: (0, 0, 0, 0), **colours})
+    dst.update_tags(1, **{f"class_{v}": f"{c} {n}" for v, c, n in legend[["value", "code", "name"]].itertuples(index=False)})
+    dst.set_band_description(1, "class (code and name in the band's class_<value> tags)")
+
+
 def _write_cogs(path, raster: np.ndarray, legend: pd.DataFrame, bbox, res: float,
                 bands: dict[str, np.ndarray]) -> dict[str, Path]:
     import rasterio
@@ -541,16 +551,11 @@ def _write_cogs(path, raster: np.ndarray, legend: pd.DataFrame, bbox, res: float
     height, width = raster.shape
     profile = {"driver": "GTiff", "height": height, "width": width, "crs": "EPSG:4326",
                "transform": from_origin(bbox[0], bbox[3], res, res)}
-    colours = {int(v): tuple(int(c[i:i + 2], 16) for i in (1, 3, 5)) + (255,)
-               for v, c in zip(legend["value"], legend["colour"])}
     written = {}
     tmp = path.with_name(path.name + ".tmp.tif")
     with rasterio.open(tmp, "w", count=1, dtype="uint8", nodata=0, **profile) as dst:
         dst.write(raster.astype(np.uint8, copy=False), 1)
-        dst.write_colormap(1, {0: (0, 0, 0, 0), **colours})
-        dst.update_tags(1, **{f"class_{v}": f"{c} {n}"
-                              for v, c, n in legend[["value", "code", "name"]].itertuples(index=False)})
-        dst.set_band_description(1, "class (code and name in the band's class_<value> tags)")
+        style_class_band(dst, legend)
     rasterio.shutil.copy(tmp, path, driver="COG")
     tmp.unlink()
     written["classes"] = path

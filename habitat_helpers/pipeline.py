@@ -107,6 +107,8 @@ class Pipeline:
                              "of gps and env (or the aligned model, which reads what a site has)")
         lat, lon = np.asarray(lat, float), np.asarray(lon, float)
         out = {}
+        if not len(lat):
+            return {}
         if "gps" in self.modalities:
             encoder = encoder or encoders.get_encoder(self.encoders.get("gps", LOCATION_ENCODER), device=device)
             out["gps"] = embed.embed_locations(lat, lon, encoder, device=device)
@@ -192,6 +194,15 @@ def load(folder: str | Path, device: str = "cpu") -> Pipeline:
                                                                      "version_differences": differs})
 
 
+def env_settings(covariates, standardiser: environment.Standardiser, rasters: dict | None = None) -> dict:
+    """How an ``env`` input was made, for :func:`fit`'s ``env``: the covariates' names (in the order of
+    the sampled table), the user rasters (``{name: Covariate}``, their path and band kept) and the
+    fitted :class:`habitat_helpers.environment.Standardiser`."""
+    return {"covariates": list(covariates),
+            "rasters": {name: {"path": str(c.path), "band": int(c.bands[0])} for name, c in (rasters or {}).items()},
+            "standardiser": _jsonable(dataclasses.asdict(standardiser))}
+
+
 def fit(lat, lon, labels: pd.DataFrame, embeddings: dict[str, np.ndarray], *, model: str, params: dict,
         modalities, align_config: align.AlignConfig | None = None, scheme="eunis", block_size_deg=None,
         seed: int = 0, env: dict | None = None, encoder_names: dict | None = None, device: str = "cpu",
@@ -199,7 +210,7 @@ def fit(lat, lon, labels: pd.DataFrame, embeddings: dict[str, np.ndarray], *, mo
     """``model`` (a name of :func:`habitat_helpers.evaluation.default_models`) with ``params``,
     trained on every site: its heads (when it reads them) on all sites but 15 % validation blocks
     (early stopping), its classifier on every labelled site. ``env``: how the ``env`` input was
-    made (``covariates``, ``rasters`` and the fitted ``standardiser`` as a dict), kept for new sites."""
+    made (:func:`env_settings`), kept for new sites."""
     lat, lon = np.asarray(lat, float), np.asarray(lon, float)
     labels = label_schemes.current_names(labels, "labels").reset_index(drop=True)
     modalities, scheme = tuple(modalities), label_schemes.get(scheme)
@@ -253,3 +264,26 @@ def from_cv(cv: evaluation.CVResult, lat, lon, labels, embeddings, *, model: str
         lambda p: dict(p) == params)).sum()), "of_folds": len(chosen),
         "val_macro_f1_mean": float(chosen["val_macro_f1"].mean())}
     return pipeline
+
+
+class CellPredictor:
+    """``predictor(cells)``: a kept model's predictions for map cells (a DataFrame with ``lat, lon``),
+    from their coordinates alone (:meth:`Pipeline.predict_locations`). It travels to dask workers;
+    each process loads the location encoder once, at its first tile."""
+
+    def __init__(self, pipeline: Pipeline, device: str = "cpu"):
+        pipeline.location_inputs(np.zeros(0), np.zeros(0), device, encoder=_NoEncoder())   # fails early if it cannot
+        self.pipeline, self.device, self._encoder = pipeline, device, None
+
+    def __call__(self, cells: pd.DataFrame) -> pd.DataFrame:
+        if self._encoder is None and "gps" in self.pipeline.modalities:
+            self._encoder = encoders.get_encoder(self.pipeline.encoders.get("gps", LOCATION_ENCODER), device=self.device)
+        return self.pipeline.predict_locations(cells["lat"].to_numpy(float), cells["lon"].to_numpy(float),
+                                               self.device, self._encoder)
+
+    def __getstate__(self):
+        return {**self.__dict__, "_encoder": None}
+
+
+class _NoEncoder:
+    """Stands in for the encoder when :class:`CellPredictor` checks, on no cells, that a map can be made."""

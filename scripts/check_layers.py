@@ -22,8 +22,8 @@ LAYERS = {
              "fetch.sentinel2", "fetch.covariates"),
     "models": ("encoders", "embed", "losses", "align", "classify"),
     "evaluation": ("evaluation", "calibration", "pipeline"),
-    "products": ("maps", "report", "records", "qc", "viz"),
-    "commands": ("cli", "cli.options", "cli.evaluate", "cli.qc", "notebooks", "workshop", "__main__"),
+    "products": ("maps", "report", "records", "qc", "tiles", "viz"),
+    "commands": ("cli", "cli.options", "cli.evaluate", "cli.map", "cli.qc", "notebooks", "workshop", "__main__"),
 }
 #: The package itself (``__init__``) imports nothing of its own at import time; it is outside the layers.
 OUTSIDE = ("",)

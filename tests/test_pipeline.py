@@ -1,7 +1,6 @@
 """A model that can be kept: refitted from a cross-validation's choices, saved without pickle, loaded
 to the same predictions, and used on coordinates alone."""
 
-import dataclasses
 import json
 import warnings
 
@@ -110,8 +109,7 @@ def test_a_location_model_predicts_map_cells_from_coordinates(tmp_path):
     labels = pd.DataFrame({"label_l1": np.where(lat > 48, "T", "R"), "label_l2": None, "label_l3": None})
     kept = hh.pipeline.fit(lat, lon, labels, {"gps": gps, "env": env}, model="raw concatenated",
                            params={"C": 0.5, "dropout_copies": False}, modalities=("gps", "env"),
-                           env={"covariates": ["t_mean_annual", "p_annual"], "rasters": {},
-                                "standardiser": dataclasses.asdict(standardiser)})
+                           env=hh.pipeline.env_settings(table.columns, standardiser))
     loaded = hh.pipeline.load(kept.save(tmp_path / "m"))
     with warnings.catch_warnings():
         warnings.simplefilter("error")                    # same versions: no warning

@@ -90,6 +90,8 @@ COMMANDS: dict[str, Command] = {
                         "cli.evaluate"),
     "qc": Command("flag sites whose photo, satellite patch or label do not fit their coordinates -> flags.csv",
                   "cli.qc"),
+    "map": Command("predict a kept model (evaluate --save-model) over a region, tile by tile on dask -> GeoTIFFs",
+                   "cli.map"),
     "embed": Command("extract image embeddings of a site table into sharded files (torchrun-aware)", "embed"),
     "align": Command("train the contrastive projection heads on cached embeddings (torchrun-aware)", "align"),
     "notebooks": Command("execute the book's notebooks with papermill, in order, with one profile and seed",

@@ -203,8 +203,7 @@ def _save_model(args, result, lat, lon, labels, embeddings, scheme, align_settin
         table, _ = environment.sample(lat, lon, list(args.covariates or environment.DEFAULT_COVARIATES),
                                       args.env_rasters or None)      # as env_features, with its standardiser
         _, standardiser = environment.standardise(table, missing="indicator")
-        rasters = {name: {"path": str(c.path), "band": int(c.bands[0])} for name, c in (args.env_rasters or {}).items()}
-        env = {"covariates": list(table.columns), "rasters": rasters, "standardiser": dataclasses.asdict(standardiser)}
+        env = pipeline.env_settings(table.columns, standardiser, args.env_rasters)
     try:
         kept = pipeline.from_cv(result, lat, lon, labels, embeddings, model=args.keep,
                                 align_config=align.AlignConfig(**align_settings), scheme=scheme,
