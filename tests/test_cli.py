@@ -288,7 +288,7 @@ def test_bad_option_values_exit_with_code_2(sites_csv, tmp_path, capsys):
 # Each command and one option that only it has: its --help shows it.
 COMMAND_OPTIONS = {"evaluate": "--block-size-deg", "embed": "--shard-size", "align": "--radius-km",
                    "notebooks": "--profile", "report": "metrics.json", "workshop": "--check",
-                   "fetch": "sentinel2", "qc": "--false-alarm"}
+                   "fetch": "sentinel2", "qc": "--false-alarm", "map": "--tile"}
 
 
 def test_every_command_is_listed_and_has_its_help(capsys):
