@@ -30,7 +30,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--tile", type=int, default=128)
+    parser.add_argument("--tile", type=int, default=None, help="tile side in cells (default 128; 64 with --quick)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda: where each worker embeds and predicts")
     args = parser.parse_args()
     import psutil
@@ -38,6 +38,7 @@ def main() -> None:
     import habitat_helpers as hh
 
     side = 200 if args.quick else 500
+    tile = args.tile or (64 if args.quick else 128)
     res = 0.01
     bbox = (8.0, 45.0, 8.0 + side * res, 45.0 + side * res)
     sites = hh.demo.habitat_sites(2000, 0)
@@ -66,7 +67,7 @@ def main() -> None:
         watcher.start()
         with tempfile.TemporaryDirectory() as out:
             start = time.perf_counter()
-            result = hh.tiles.map_tiles(predictor, kept.classifier.level_codes(), bbox, res, out, tile=args.tile,
+            result = hh.tiles.map_tiles(predictor, kept.classifier.level_codes(), bbox, res, out, tile=tile,
                                         workers=workers, land_only=False, progress=False)
             seconds = time.perf_counter() - start
         stop.set()
@@ -76,7 +77,7 @@ def main() -> None:
         print(f"{workers} worker(s): {result['cells']:,} cells in {seconds:.1f} s ({rates[workers]:,.0f} cells/s), "
               f"peak {peak['gib']:.2f} GiB per worker process", flush=True)
     hours = EUROPE_1KM_LAND_CELLS / rates[2] / 3600
-    print(f"cells={side * side} tile={args.tile} one_worker_cells_per_s={rates[1]:.0f} "
+    print(f"cells={side * side} tile={tile} one_worker_cells_per_s={rates[1]:.0f} "
           f"two_workers_cells_per_s={rates[2]:.0f} speedup={rates[2] / rates[1]:.2f} "
           f"worker_peak_gib={max(peaks.values()):.2f} europe_1km_hours_two_workers={hours:.2f}")
 
