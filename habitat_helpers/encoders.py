@@ -32,9 +32,11 @@ offline alternative.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -121,11 +123,17 @@ class _LatLonModule(nn.Module):
         return self.encoder(latlon.float())
 
 
-def _geoclip_location() -> Encoder:
-    import warnings
-
-    with warnings.catch_warnings():   # geoclip calls torch.jit.script, which warns on every load
+@contextlib.contextmanager
+def _quiet_geoclip():
+    """The one filter of geoclip's warning: it calls ``torch.jit.script``, which warns on every import
+    and load; it is not the user's concern."""
+    with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*is deprecated")
+        yield
+
+
+def _geoclip_location() -> Encoder:
+    with _quiet_geoclip():
         from geoclip import LocationEncoder
 
         model = LocationEncoder()  # loads the weights shipped in the geoclip package
@@ -264,10 +272,11 @@ def _geoclip_image(clip_path: str | None) -> Encoder:
     if clip_path is None:
         runtime.require_hub("geoclip-image (CLIP ViT-L/14 'openai/clip-vit-large-patch14')",
                             f"{OFFLINE_IMAGE_DEFAULT!r} for images, or clip_path=<local CLIP folder>")
-    from geoclip import ImageEncoder
-    from geoclip.model.misc import file_dir
+    with _quiet_geoclip():
+        from geoclip import ImageEncoder
+        from geoclip.model.misc import file_dir
 
-    enc = ImageEncoder(from_pretrained=True, clip_path=clip_path)
+        enc = ImageEncoder(from_pretrained=True, clip_path=clip_path)
     enc.mlp.load_state_dict(torch.load(f"{file_dir}/weights/image_encoder_mlp_weights.pth",
                                        map_location="cpu", weights_only=True))
     processor = enc.image_processor

@@ -110,15 +110,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Read the table, embed, cross-validate, write results.json and print a summary."""
-    import warnings
-
-    with warnings.catch_warnings():      # restores the warning filters afterwards (in-process callers)
-        # geoclip calls torch.jit.script, which warns on every run; it is not the user's concern
-        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*is deprecated")
-        return _evaluate(args)
-
-
-def _evaluate(args: argparse.Namespace) -> int:
     seeds = args.seeds if args.seed is None else [args.seed]
     protocol = _check_evaluate_arguments(args, seeds)
     sites, scheme, extra = read_study(args)

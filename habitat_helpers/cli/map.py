@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import time
-import warnings
 from pathlib import Path
 
 from .. import maps, pipeline, runtime, tiles
@@ -65,15 +64,13 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("--bbox needs four numbers: lon_min,lat_min,lon_max,lat_max")
         bbox = tuple(args.bbox)
     start = time.perf_counter()
-    with warnings.catch_warnings():        # geoclip calls torch.jit.script, which warns on every run
-        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*is deprecated")
-        try:
-            out = tiles.map_tiles(predictor, kept.classifier.level_codes(), bbox, args.resolution, args.out,
-                                  stem=args.stem, tile=args.tile, scheduler=args.scheduler, workers=args.workers,
-                                  land_only=not args.sea, within=within, scheme=kept.scheme,
-                                  key=str(Path(args.model).resolve()), progress=not args.no_progress)
-        except ValueError as err:
-            raise UsageError(str(err)) from None
+    try:
+        out = tiles.map_tiles(predictor, kept.classifier.level_codes(), bbox, args.resolution, args.out,
+                              stem=args.stem, tile=args.tile, scheduler=args.scheduler, workers=args.workers,
+                              land_only=not args.sea, within=within, scheme=kept.scheme,
+                              key=str(Path(args.model).resolve()), progress=not args.no_progress)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
     seconds = time.perf_counter() - start
     rate = out["cells"] / seconds if out["computed"] else float("nan")
     print(f"{out['cells']:,} cells in {out['tiles']} tiles ({out['resumed']} written before, {out['computed']} now) "
