@@ -907,7 +907,7 @@ def _parse_delimited(path: Path, sep: str | None, report, encoding: str, comment
         if not first_line.strip():
             raise TableError(f"{path} is empty or starts with a blank line: the first line must name the columns")
         if sep is None:
-            sep = "\t" if path.suffix.lower() == ".tsv" else _guess_separator(first_line)
+            sep = "\t" if path.suffix.lower() == ".tsv" else guess_separator(first_line)
         f.seek(0)
         for _ in range(skipped):
             f.readline()
@@ -931,7 +931,9 @@ def _parse_delimited(path: Path, sep: str | None, report, encoding: str, comment
     return pd.DataFrame(rows, columns=header, dtype=object), row_names
 
 
-def _guess_separator(header_line: str) -> str:
+def guess_separator(header_line: str) -> str:
+    """The separator of a delimited table from its header line: the most frequent of
+    :data:`SEPARATORS`, a comma when none occurs."""
     counts = {s: header_line.count(s) for s in SEPARATORS}
     best = max(counts, key=counts.get)
     return best if counts[best] else ","

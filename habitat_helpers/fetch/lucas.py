@@ -105,12 +105,6 @@ class LucasReport:
         return "\n".join(lines)
 
 
-def _separator(first_line: str) -> str:
-    """The separator of a delimited table, from its header line: tab, semicolon or comma."""
-    counts = {sep: first_line.count(sep) for sep in ("\t", ";", ",")}
-    return max(counts, key=counts.get) if max(counts.values()) else ","
-
-
 def read_survey_table(path, *, years, countries=None, chunksize: int = 200_000):
     """The rows of ``years`` (and ``countries``, NUTS0 codes) of the survey table at ``path``
     (CSV or TSV, gzipped or not, a zip holding one CSV, or Parquet), as strings with lower-case
@@ -154,7 +148,7 @@ def read_survey_table(path, *, years, countries=None, chunksize: int = 200_000):
     if path.suffix.lower() == ".parquet":
         return tidy(pd.read_parquet(path).astype(str)).copy(), notes
     with _open_table(path) as raw:
-        sep = _separator(raw.readline().decode("utf-8-sig", errors="replace"))
+        sep = datasets.guess_separator(raw.readline().decode("utf-8-sig", errors="replace"))
     with _open_table(path) as raw:
         parts = [tidy(chunk) for chunk in pd.read_csv(raw, dtype=str, keep_default_na=False, sep=sep,
                                                        encoding="utf-8-sig", chunksize=chunksize)]
