@@ -100,7 +100,7 @@ def run_size(n: int, folds: int, seed: int, memory: PeakMemory, device: str = "c
             lat, lon, labels, {"gps": gps, "env": env}, modalities=("gps", "env"), folds=folds, seeds=(seed,),
             align_config=hh.align.AlignConfig(), device=device, n_jobs=hh.runtime.fold_jobs(device), progress=False)
     with stage("report", record, memory):
-        text = json.dumps(hh.metrics._plain(cv.to_json()))
+        text = json.dumps(hh.metrics.plain(cv.to_json()))
         summary = cv.summary()
     record["parts"] = {name: float(row["total"]) for name, row in cv.timings().iterrows()}
     record["results_mib"] = len(text) / 2**20

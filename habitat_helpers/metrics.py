@@ -76,15 +76,17 @@ def label_only_recall_at_k(codes, ks=(1, 5, 10)) -> dict:
     return {f"recall@{k}": float(np.mean(np.minimum(1.0, k / same))) for k in ks}
 
 
-def _plain(value):
+def plain(value, nan=None):
+    """``value`` as plain JSON types: dict keys as strings, tuples as lists, NumPy numbers as
+    Python ones, and NaN as ``nan`` (``None``, i.e. JSON null, by default; ``float("nan")`` keeps it)."""
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v, nan) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v, nan) for v in value]
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and math.isnan(value):
-        return None
+        return nan
     return value
 
 
@@ -93,7 +95,7 @@ def write_metrics(output_dir: str | Path, metrics: dict) -> Path:
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     path = output_dir / "metrics.json"
-    path.write_text(json.dumps(_plain(metrics), indent=2, sort_keys=True))
+    path.write_text(json.dumps(plain(metrics), indent=2, sort_keys=True))
     return path
 
 

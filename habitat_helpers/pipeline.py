@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import align, classify, embed, encoders, environment, evaluation, spatial
+from . import align, classify, embed, encoders, environment, evaluation, metrics, spatial
 from . import labels as label_schemes
 
 FORMAT = 1
@@ -152,13 +152,8 @@ _ALIGN_FIELDS = {f.name for f in dataclasses.fields(align.AlignConfig)}
 
 
 def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
+    """Plain JSON types, NaN kept (a standardiser's mean may be NaN)."""
+    return metrics.plain(value, nan=float("nan"))
 
 
 def version_differences(saved: dict) -> list[str]:

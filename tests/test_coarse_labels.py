@@ -143,7 +143,7 @@ def test_cross_validation_of_level1_labels_scores_level1_only():
     assert result.failures().empty
     assert result.levels_not_evaluated() == {2: "no site is labelled at level 2: not evaluated",
                                              3: "no site is labelled at level 3: not evaluated"}
-    out = hh.metrics._plain(result.to_json())
+    out = hh.metrics.plain(result.to_json())
     for model in ("raw gps", "k-NN on coordinates", "majority"):
         assert set(out["results"][hh.evaluation.ALL_SITES][model]) == {"level1"}
         assert set(out["per_class_f1"][model]) == {"level1"}
@@ -178,7 +178,7 @@ def test_fits_that_fail_or_leave_a_level_out_are_kept_with_their_reason():
         assert set(rows["level"]) == ({1, 2} if fit in without_3 else {1, 2, 3}), fit
     counted = result.failure_summary()
     assert counted["folds"].sum() == len(failures) and (counted["of"] == 9).all()
-    records = hh.metrics._plain(result.to_json())["failures"]
+    records = hh.metrics.plain(result.to_json())["failures"]
     assert len(records) == len(failures) and {r["level"] for r in records} == {None, 3}
     assert result.levels_not_evaluated() == {}
 

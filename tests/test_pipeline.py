@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from synthetic import sites_with_two_inputs
 
 import habitat_helpers as hh
 
@@ -19,19 +20,8 @@ CONFIG = hh.align.AlignConfig(dim=8, hidden=16, epochs=3, batch_size=64, lr=3e-3
 
 @pytest.fixture(scope="module")
 def study():
-    """Synthetic sites: habitats by longitude and latitude bands, two noisy inputs."""
-    rng = np.random.default_rng(0)
-    n = 300
-    lat, lon = rng.uniform(42, 55, n), rng.uniform(-4, 20, n)
-    l1 = np.where(lon < 8, "R", "T")
-    l2 = np.array([f"{a}{1 + int(b > 48)}" for a, b in zip(l1, lat)])
-    l3 = np.array([f"{c}{1 + int((b * 2) % 2 > 1)}" for c, b in zip(l2, lat)])
-    onehot = pd.get_dummies(l3).to_numpy(float)
-    emb = {"satellite": (onehot @ rng.normal(size=(onehot.shape[1], 12)) + 0.8 * rng.normal(size=(n, 12))),
-           "gps": np.column_stack([lat, lon, np.sin(lat), np.cos(lon)]) + 0.1 * rng.normal(size=(n, 4))}
-    emb = {k: v.astype(np.float32) for k, v in emb.items()}
-    labels = pd.DataFrame({"label_l1": l1, "label_l2": l2, "label_l3": l3}, dtype=object)
-    labels.loc[rng.random(n) < 0.3, :] = None
+    """Synthetic sites in clusters: habitats by longitude and latitude bands, two noisy inputs."""
+    lat, lon, labels, emb = sites_with_two_inputs(n=300)
     cv = hh.evaluation.cross_validate(lat, lon, labels, emb, modalities=("satellite", "gps"), folds=3,
                                       block_size_deg=2.0, seeds=(0,), align_config=CONFIG, grids=SMALL,
                                       progress=False)
