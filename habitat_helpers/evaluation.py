@@ -675,6 +675,14 @@ class Protocol:
     #: at the price of choosing the regularisation on fewer sites than the final fit sees; the
     #: book's studies (a few thousand sites) never reach it.
     selection_sites: int | None = 10_000
+    #: Most labelled training sites the chosen candidate is refitted on in each fold (a random
+    #: sample when there are more; ``None``: all). Each fold also computes features only for the
+    #: sites it fits and scores, so its memory follows these bounds and the test fold, not the
+    #: study's size. A linear or small network classifier on a few hundred features gains little
+    #: from more than tens of thousands of sites, while its fit grows with them (a refit on
+    #: 200,000 sites and their dropout copies is most of a fold's time and memory at 500,000
+    #: sites); the book's studies never reach it.
+    fit_sites: int | None = 50_000
 
     def __post_init__(self):
         if not isinstance(self.folds, (int, np.integer)) or self.folds < 2:
@@ -688,9 +696,11 @@ class Protocol:
             raise ValueError(f"buffer_km must be 0 or more, not {self.buffer_km!r}")
         if not self.seeds:
             raise ValueError("give at least one seed")
-        if self.selection_sites is not None and (not isinstance(self.selection_sites, (int, np.integer))
-                                                 or self.selection_sites < 10):
-            raise ValueError(f"selection_sites must be an integer of at least 10 or None, not {self.selection_sites!r}")
+        for name in ("selection_sites", "fit_sites"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, (int, np.integer)) or isinstance(value, bool)
+                                      or value < 10):
+                raise ValueError(f"{name} must be an integer of at least 10 or None, not {value!r}")
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction must lie strictly between 0 and 1, not {self.val_fraction!r}")
         if any(not 0 < f <= 1 for f in self.label_fractions):
@@ -1133,7 +1143,7 @@ def cross_validate(lat, lon, labels: pd.DataFrame, embeddings: dict[str, np.ndar
                 "label_fractions": list(protocol.label_fractions), "fraction_models": list(fraction_models),
                 "grids": {m.name: {k: list(v) for k, v in m.grid_for(protocol).items()} for m in models},
                 "align_grid": {k: list(v) for k, v in protocol.align_grid.items()},
-                "selection_sites": protocol.selection_sites,
+                "selection_sites": protocol.selection_sites, "fit_sites": protocol.fit_sites,
                 "align_pool": protocol.align_pool, "align_pool_rule": ALIGN_POOLS[protocol.align_pool],
                 "n_extra_sites": int(extra.sum()),
                 "align_pool_sites_per_fold": _pool_sizes(pool_rows),
@@ -1238,7 +1248,6 @@ def _fold_rows(c: _FoldContext, seed: int, fold: int, fold_of: np.ndarray) -> di
     out = {"scores": [], "any_modality": [], "failures": [], "choices": [], "predictions": {}, "pool": []}
     lat, lon, labels, protocol = c.lat, c.lon, c.labels, c.protocol
     labelled = labels["label_l1"].notna().to_numpy()
-    present = _present(c.embeddings, c.modalities)
     n_per_level = {level: int(labels[classify.LEVEL_COLUMNS[level]].notna().sum()) for level in LEVELS}
     test = fold_of == fold
     near = spatial.buffer_mask(lat, lon, test, protocol.buffer_km) if protocol.buffer_km > 0 else \
@@ -1250,7 +1259,6 @@ def _fold_rows(c: _FoldContext, seed: int, fold: int, fold_of: np.ndarray) -> di
                                            seed * 1000 + fold + 1)
     fit_sites = np.isin(np.arange(len(lat)), rest[~val_mask])
     val_sites = np.isin(np.arange(len(lat)), rest[val_mask])
-    inputs = FoldInputs(lat, lon, c.embeddings, c.modalities)
     pool = _align_pool(c, protocol.align_pool, fit_sites, val_sites, test, near)
     trained: dict = {}
 
@@ -1275,14 +1283,24 @@ def _fold_rows(c: _FoldContext, seed: int, fold: int, fold_of: np.ndarray) -> di
         return trained[key]
 
     train_all = labelled & ~test & ~near
-    subsets = {ALL_SITES: labelled & test}
-    if "photo" in c.modalities:
-        subsets[PHOTO_SITES] = labelled & test & present["photo"]
+    plans = []
     for fraction in protocol.label_fractions:
         train = _label_sample(train_all, fraction, seed, fold)
+        plans.append((fraction, train, _at_most(train, protocol.fit_sites, [seed, fold, 3]),
+                      _at_most(train & fit_sites, protocol.selection_sites, [seed, fold, 1]),
+                      _at_most(train & val_sites, protocol.selection_sites, [seed, fold, 2])))
+    # The classifiers read only the sites they fit or score: features, heads' vectors and copies
+    # are computed for these rows alone (``kept``), whatever the study's size.
+    kept = np.flatnonzero(np.logical_or.reduce([labelled & test] + [m for plan in plans for m in plan[2:]]))
+    inputs = FoldInputs(lat[kept], lon[kept], _take_sites(c.embeddings, kept, len(lat)), c.modalities)
+    fold_labels = labels.iloc[kept].reset_index(drop=True)
+    fold_present = _present(inputs.embeddings, c.modalities)
+    subsets = {ALL_SITES: (labelled & test)[kept]}
+    if "photo" in c.modalities:
+        subsets[PHOTO_SITES] = subsets[ALL_SITES] & fold_present["photo"]
+    for fraction, train, refit, select_fit, select_val in plans:
         heads = heads_for(fraction, train)
-        select_fit = _at_most(train & fit_sites, protocol.selection_sites, [seed, fold, 1])
-        select_val = _at_most(train & val_sites, protocol.selection_sites, [seed, fold, 2])
+        refit, select_fit, select_val = refit[kept], select_fit[kept], select_val[kept]
         for model in c.models:
             if fraction < 1 and model.name not in c.fraction_models:
                 continue
@@ -1290,8 +1308,8 @@ def _fold_rows(c: _FoldContext, seed: int, fold: int, fold_of: np.ndarray) -> di
             start = time.perf_counter()
             try:
                 params, val_score, model_inputs, clf, n_train, X = _select_and_fit(
-                    model, inputs, heads, c.align_candidates if model.needs_heads else [{}], labels,
-                    select_fit, select_val, train, protocol, c.scheme)
+                    model, inputs, heads, c.align_candidates if model.needs_heads else [{}], fold_labels,
+                    select_fit, select_val, refit, protocol, c.scheme)
             except ValueError as err:       # e.g. a 1 % sample with a single habitat
                 out["failures"].append({**fit, "n_train": int(train.sum()), "level": None, "reason": str(err)})
                 continue
@@ -1306,15 +1324,30 @@ def _fold_rows(c: _FoldContext, seed: int, fold: int, fold_of: np.ndarray) -> di
                                 for level, reason in sorted(clf.skipped_.items())
                                 if level > clf.depth_ and n_per_level[level] > 0]
             for subset, rows in subsets.items():
-                scores, raw = _score(clf, X, labels, rows)
+                scores, raw = _score(clf, X, fold_labels, rows)
                 out["scores"] += [{**fit, "subset": subset, "level": level, **scores[level]} for level in scores]
                 if subset == ALL_SITES and fraction >= 1 and seed == c.keep_predictions:
                     for level in raw:
+                        raw[level]["site"] = kept[raw[level]["site"].to_numpy()]
                         out["predictions"].setdefault(model.name, {})[level] = raw[level]
             if fraction >= 1:
-                out["any_modality"] += _any_modality(model, clf, params, model_inputs, labels, labelled & test,
-                                                     present, c.modalities, seed, fold)
+                out["any_modality"] += _any_modality(model, clf, params, model_inputs, fold_labels,
+                                                     subsets[ALL_SITES], fold_present, c.modalities, seed, fold)
             choice["score_seconds"] = time.perf_counter() - start
+    return out
+
+
+def _take_sites(embeddings: dict, sites: np.ndarray, n_sites: int) -> dict:
+    """The embeddings of ``sites`` only (row indices), renumbered ``0 .. len(sites) - 1``: one row
+    per site, or for photo views as items (``photo_per_view`` with ``photo_site``) the views of
+    those sites."""
+    out = {k: x[sites] for k, x in embeddings.items() if k not in ("photo_per_view", "photo_site")}
+    if "photo_per_view" in embeddings and "photo_site" in embeddings:
+        views = align.HeadInputs(embeddings["photo_per_view"], np.asarray(embeddings["photo_site"], np.int64), n_sites)
+        rows, owner = views.rows(sites)
+        position = np.full(n_sites, -1)
+        position[sites] = np.arange(len(sites))
+        out["photo_per_view"], out["photo_site"] = embeddings["photo_per_view"][rows], position[owner]
     return out
 
 

@@ -238,11 +238,12 @@ def test_evaluate_eva_export_with_named_columns(eva_csv, folder):
     out = folder / "eva" / "results.json"
     args = _evaluate(eva_csv, out, folder / "cache", "--label-col", "Expert System", "--lat-col", "Latitude",
                      "--lon-col", "Longitude", "--id-col", "PlotObservationID", "--seeds", "0,1",
-                     "--selection-sites", "all")
+                     "--selection-sites", "all", "--fit-sites", "all")
     assert cli.main(args) == 0
     results = json.loads(out.read_text())
     assert results["input"]["columns"]["label_format"].startswith("EUNIS-ESy")
     assert results["settings"]["seeds"] == [0, 1] and results["settings"]["selection_sites"] is None
+    assert results["settings"]["fit_sites"] is None
     assert set(results["results"]["all labelled test sites"]["majority"]) == {"level1", "level2", "level3"}
 
 
@@ -262,6 +263,7 @@ def test_evaluate_eva_export_with_named_columns(eva_csv, folder):
     (["--align-grid", "location_layers=frozen,all"], "location_layers must be one of"),
     (["--selection-sites", "5"], "selection_sites must be an integer of at least 10"),
     (["--selection-sites", "few"], "expected a number of sites or 'all'"),
+    (["--fit-sites", "9"], "fit_sites must be an integer of at least 10"),
     (["--keep", "raw gps"], "--keep names the model --save-model keeps"),
 ])
 def test_usage_problems_exit_with_code_2(sites_csv, folder, capsys, extra, message):

@@ -484,6 +484,61 @@ def test_selection_fits_the_candidates_on_at_most_selection_sites(monkeypatch):
         hh.evaluation.Protocol(selection_sites=3)
 
 
+def test_the_refit_sees_at_most_fit_sites_and_a_fold_reads_only_the_sites_it_uses(monkeypatch):
+    """Protocol.fit_sites bounds the chosen model's refit; the fold's features are computed for
+    the sites it fits and scores only (not the unlabelled ones); a cap not reached changes nothing."""
+    lat, lon, labels, emb = _synthetic(n=300)
+    labels.loc[::3, ["label_l1", "label_l2", "label_l3"]] = None         # a third unlabelled
+    kwargs = dict(modalities=("gps",), folds=3, block_size_deg=1.0, seeds=(0,), progress=False,
+                  models=[m for m in hh.evaluation.default_models(("gps",)) if m.name == "raw gps"])
+    seen = []
+    real = hh.evaluation.select
+
+    def spy(model, inputs, *args, **kw):
+        seen.append(len(inputs.lat))
+        return real(model, inputs, *args, **kw)
+
+    monkeypatch.setattr(hh.evaluation, "select", spy)
+    capped = hh.evaluation.cross_validate(lat, lon, labels, emb, fit_sites=50, **kwargs)
+    scores = capped.scores[capped.scores["model"] == "raw gps"]
+    assert (scores.groupby("fold")["n_train"].first() == 50).all()
+    assert capped.settings["fit_sites"] == 50
+    assert len(seen) == 3 and max(seen) <= int(labels["label_l1"].notna().sum()) < len(lat)
+    sites = capped.predictions["raw gps"][1]["site"]                  # numbered as the study's rows
+    assert sites.is_unique and labels.loc[sites, "label_l1"].notna().all()
+    assert len(sites) == int(labels["label_l1"].notna().sum())
+    full = hh.evaluation.cross_validate(lat, lon, labels, emb, fit_sites=None, **kwargs)
+    wide = hh.evaluation.cross_validate(lat, lon, labels, emb, fit_sites=10_000, **kwargs)
+    assert (full.scores.groupby("fold")["n_train"].first() > 50).all()
+    pd.testing.assert_frame_equal(full.scores, wide.scores)
+    with pytest.raises(ValueError, match="fit_sites"):
+        hh.evaluation.Protocol(fit_sites=True)
+
+
+def test_a_fold_takes_the_photo_views_of_its_sites():
+    """The fold's sites keep their own photo views, renumbered: the heads give them the same
+    vectors as when reading every site."""
+    rng = np.random.default_rng(1)
+    n = 40
+    site = np.repeat(np.arange(n), rng.integers(1, 4, n))
+    emb = {"photo": rng.normal(size=(n, 6)).astype(np.float32),
+           "photo_per_view": rng.normal(size=(len(site), 6)).astype(np.float32), "photo_site": site,
+           "gps": rng.normal(size=(n, 5)).astype(np.float32)}
+    kept = np.array([3, 7, 8, 20, 39])
+    taken = hh.evaluation._take_sites(emb, kept, n)
+    assert np.array_equal(taken["gps"], emb["gps"][kept])
+    assert sorted(np.unique(taken["photo_site"])) == list(range(len(kept)))
+    for i, s in enumerate(kept):
+        np.testing.assert_array_equal(taken["photo_per_view"][taken["photo_site"] == i],
+                                      emb["photo_per_view"][site == s])
+    config = hh.align.AlignConfig(modalities=("photo", "gps"), photo_views="items", dim=4, hidden=8)
+    model = hh.align.AlignmentModel({"photo": 6, "gps": 5}, config).eval()
+    whole = model.embed_sites(emb, sites=kept)
+    part = model.embed_sites(taken)
+    for m in ("photo", "gps"):
+        np.testing.assert_allclose(part[m], whole[m], rtol=1e-6, atol=1e-6)
+
+
 def test_the_capacity_control_sees_as_many_rows_as_the_heads_on_large_tables():
     """On more rows than AlignConfig.epoch_sites, the MLP trains fewer epochs: the same rows seen."""
     clf = hh.classify.SupervisedHeadClassifier(16, 8, 1e-3, batch_size=32, lr=1e-3, epochs=50, patience=5,

@@ -60,10 +60,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     seeds.add_argument("--seeds", type=comma_list(int), default=list(protocol.seeds),
                        help="seeds, e.g. 0,1,2 (the folds are redrawn for each; default: "
                             f"{','.join(map(str, protocol.seeds))})")
-    cv.add_argument("--selection-sites", type=_selection_sites, default=protocol.selection_sites,
+    cv.add_argument("--selection-sites", type=_sites, default=protocol.selection_sites,
                     help="most labelled sites that fit, and most that score, each candidate of a model's grid "
                          "in each fold (a random sample when there are more; the chosen candidate is refitted "
-                         f"on all), or all (default: {protocol.selection_sites})")
+                         f"on --fit-sites), or all (default: {protocol.selection_sites})")
+    cv.add_argument("--fit-sites", type=_sites, default=protocol.fit_sites,
+                    help="most labelled training sites the chosen candidate is refitted on in each fold "
+                         f"(a random sample when there are more), or all (default: {protocol.fit_sites})")
     cv.add_argument("--label-fractions", type=comma_list(float), default=list(protocol.label_fractions),
                     help="fractions of the labelled training sites, for a label-efficiency curve (default: 1)")
 
@@ -211,7 +214,7 @@ def _save_model(args, result, lat, lon, labels, embeddings, scheme, align_settin
           f"labelled sites: {folder}")
 
 
-def _selection_sites(text: str) -> int | None:
+def _sites(text: str) -> int | None:
     """An argparse type: a number of sites, or ``all`` (``None``: no sample)."""
     if text.strip().lower() == "all":
         return None
@@ -262,7 +265,7 @@ def _check_evaluate_arguments(args, seeds):
                                        buffer_km=args.buffer_km, seeds=tuple(seeds),
                                        label_fractions=tuple(args.label_fractions),
                                        align_grid=dict(args.align_grid), align_pool=args.align_pool,
-                                       selection_sites=args.selection_sites)
+                                       selection_sites=args.selection_sites, fit_sites=args.fit_sites)
     except ValueError as err:
         raise UsageError(str(err)) from None
     if args.align_pool in ("extra", "transductive") and len(args.modalities) < 2:
