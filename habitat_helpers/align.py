@@ -146,6 +146,42 @@ PHOTO_VIEWS = ("mean", "items")
 LOCATION_LAYERS = ("frozen", "last")
 
 
+#: Rows read at a time for the heads' standardisation (:func:`column_stats`): the training rows
+#: may be a memory map of more photos than fit in memory (:func:`habitat_helpers.embed.read_items`).
+STATS_CHUNK = 16_384
+
+
+def _chunks(x: np.ndarray, rows: np.ndarray | None):
+    """``x[rows]`` in pieces of :data:`STATS_CHUNK` rows, rows with NaN left out."""
+    rows = np.arange(len(x)) if rows is None else np.asarray(rows)
+    for start in range(0, max(len(rows), 1), STATS_CHUNK):
+        part = np.asarray(x[rows[start:start + STATS_CHUNK]])
+        yield part[~np.isnan(part).any(axis=1)]
+
+
+def column_stats(chunks) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of each column over the rows of ``chunks`` (arrays read one
+    after the other, so the rows are never in memory together). A single chunk gives numpy's own
+    ``mean`` and ``std``; several are merged exactly (pairwise update of counts, means and sums of
+    squared deviations, in float64). NaN when there are no rows."""
+    parts, single = [], None
+    for chunk in chunks:
+        if len(chunk) == 0:
+            single = chunk if not parts else single
+            continue
+        single = chunk if not parts else None
+        as64 = chunk.astype(np.float64)
+        mu = as64.mean(axis=0)
+        parts.append((len(chunk), mu, ((as64 - mu) ** 2).sum(axis=0)))
+    if len(parts) <= 1:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return single.mean(axis=0), single.std(axis=0)
+    n = sum(k for k, _, _ in parts)
+    mean = sum(k * mu for k, mu, _ in parts) / n
+    m2 = sum(ss + k * (mu - mean) ** 2 for k, mu, ss in parts)
+    return mean.astype(np.float32), np.sqrt(m2 / n).astype(np.float32)
+
+
 class ProjectionHead(nn.Module):
     """Standardise a frozen embedding, then Linear -> GELU -> Dropout -> Linear."""
 
@@ -156,10 +192,12 @@ class ProjectionHead(nn.Module):
         self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout),
                                  nn.Linear(hidden, out_dim))
 
-    def set_standardisation(self, x: np.ndarray) -> None:
-        x = x[~np.isnan(x).any(axis=1)]
-        self.mean.copy_(torch.from_numpy(x.mean(axis=0)))
-        self.std.copy_(torch.from_numpy(x.std(axis=0) + 1e-6))
+    def set_standardisation(self, x: np.ndarray, rows: np.ndarray | None = None) -> None:
+        """Standardise with the mean and standard deviation of ``x[rows]`` (every row by default;
+        rows with NaN left out), read :data:`STATS_CHUNK` rows at a time."""
+        mean, std = column_stats(_chunks(x, rows))
+        self.mean.copy_(torch.from_numpy(mean))
+        self.std.copy_(torch.from_numpy(std + 1e-6))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net((x - self.mean) / self.std)
@@ -182,10 +220,12 @@ class LocationLayerHead(nn.Module):
             self.last.weight.copy_(weight)
             self.last.bias.copy_(bias)
 
-    def set_standardisation(self, x: np.ndarray) -> None:
-        x = x[~np.isnan(x).any(axis=1)]
+    def set_standardisation(self, x: np.ndarray, rows: np.ndarray | None = None) -> None:
+        """The inner head's standardisation, on this layer's outputs for ``x[rows]``."""
         with torch.no_grad():
-            self.head.set_standardisation(self.last(torch.from_numpy(x).float()).numpy())
+            mean, std = column_stats(self.last(torch.from_numpy(c).float()).numpy() for c in _chunks(x, rows))
+        self.head.mean.copy_(torch.from_numpy(mean))
+        self.head.std.copy_(torch.from_numpy(std + 1e-6))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.last(x))
@@ -564,7 +604,7 @@ def train_alignment(embeddings: dict[str, np.ndarray], train_idx: np.ndarray, va
     for m in config.modalities:
         if isinstance(model.heads[m], LocationLayerHead):
             model.heads[m].start_from(*geoclip_output_layer())
-        model.heads[m].set_standardisation(inputs[m].x[inputs[m].rows(train_idx)[0]])
+        model.heads[m].set_standardisation(inputs[m].x, inputs[m].rows(train_idx)[0])
     model.to(device)
     optimiser = _optimiser(model, config)
     params = [p for group in optimiser.param_groups for p in group["params"]]
@@ -797,7 +837,9 @@ def add_arguments(parser) -> None:
     """The options of ``python -m habitat_helpers align`` (:data:`habitat_helpers.cli.COMMANDS`);
     the defaults are :class:`AlignConfig`'s."""
     defaults = AlignConfig()
-    parser.add_argument("--embeddings", required=True, help="site embeddings (.npz of hh.embed.save_site_embeddings)")
+    parser.add_argument("--embeddings", required=True,
+                        help="site embeddings of hh.embed.save_site_embeddings: a .npz file, or a folder of .npy "
+                             "files, read as memory maps (photos' views that do not fit in memory)")
     parser.add_argument("--sites", required=True, help="site table (GeoParquet, hh.datasets schema)")
     parser.add_argument("--out", required=True, help="file for the trained heads")
     parser.add_argument("--checkpoint", default=None, help="checkpoint file (resumed from when present)")

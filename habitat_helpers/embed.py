@@ -261,10 +261,22 @@ def write_index(keys: list[str], files: list[str], encoder: Encoder, cache_dir: 
 
 
 def read_items(keys: list[str], files: list[str], encoder: Encoder, cache_dir: str | Path,
-               shard_size: int = 512) -> np.ndarray:
-    """The cached embeddings of ``keys``, in that order; raises if any shard is missing."""
+               shard_size: int = 512, out: str | Path | None = None) -> np.ndarray:
+    """The cached embeddings of ``keys``, in that order; raises if any shard is missing.
+
+    ``out``: a ``.npy`` file to copy them into, one shard at a time; the array returned is then a
+    read-only memory map of it, so that tens of thousands of photos' embeddings train the
+    alignment (:func:`habitat_helpers.align.train_alignment` reads a batch's rows at a time)
+    without being held in memory."""
     folder = Path(cache_dir) / encoder.cache_key
-    out = np.full((len(keys), encoder.dim), np.nan, dtype=np.float32)
+    if out is None:
+        target = np.full((len(keys), encoder.dim), np.nan, dtype=np.float32)
+    else:                               # written under a temporary name, renamed when complete
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+        target = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(keys), encoder.dim))
+        target[:] = np.nan
     missing = []
     for sh in plan_shards(keys, files, shard_size):
         path = folder / sh["name"]
@@ -275,28 +287,38 @@ def read_items(keys: list[str], files: list[str], encoder: Encoder, cache_dir: s
             stored = list(data["keys"])
             if stored != [keys[i] for i in sh["items"]]:
                 raise ValueError(f"{path} holds other items than expected: delete it and rerun")
-            out[sh["items"]] = data["embeddings"]
+            target[sh["items"]] = data["embeddings"]
+    if out is not None:
+        target.flush()
+        del target
+        if missing:
+            tmp.unlink()
     if missing:
         raise FileNotFoundError(f"{len(missing)} shard(s) not computed yet in {folder}, e.g. {missing[0]}: "
                                 "run the extraction (it resumes where it stopped)")
-    return out
+    if out is None:
+        return target
+    os.replace(tmp, out)
+    return np.load(out, mmap_mode="r")
 
 
 def embed_modality(sites, modality: str, encoder: Encoder, cache_dir: str | Path, *, dataset: str = "",
                    shard_size: int = 512, batch_size: int = 64, num_workers: int = 0, device: str = "cpu",
-                   progress: bool = True) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Extract (resuming) and read back one image modality: ``(embeddings, site_row, keys)``."""
+                   progress: bool = True, out: str | Path | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Extract (resuming) and read back one image modality: ``(embeddings, site_row, keys)``;
+    ``out``: read back into that ``.npy`` file, as a memory map (:func:`read_items`)."""
     keys, files, rows = item_keys(sites, modality, dataset)
     extract(keys, files, encoder, cache_dir, shard_size=shard_size, batch_size=batch_size,
             num_workers=num_workers, device=device, progress=progress)
-    return read_items(keys, files, encoder, cache_dir, shard_size), rows, keys
+    return read_items(keys, files, encoder, cache_dir, shard_size, out=out), rows, keys
 
 
 def embed_sites(sites, image_encoder: Encoder, location_encoder: Encoder, cache_dir: str | Path, *,
                 batch_size: int = 64, num_workers: int = 0, device: str = "cpu", shard_size: int = 512,
-                dataset: str = "", progress: bool = True) -> dict[str, np.ndarray]:
+                dataset: str = "", progress: bool = True, views_out: str | Path | None = None) -> dict[str, np.ndarray]:
     """Embed every modality of a site table (:mod:`habitat_helpers.datasets` schema), resuming
-    from the shards already in ``cache_dir``.
+    from the shards already in ``cache_dir``. ``views_out``: a ``.npy`` file that holds the
+    per-view photo embeddings, returned as a memory map (tens of thousands of photos).
 
     Returns, aligned to the rows of ``sites`` (NaN rows where a site lacks the modality):
 
@@ -310,7 +332,7 @@ def embed_sites(sites, image_encoder: Encoder, location_encoder: Encoder, cache_
     n = len(sites)
     common = {"dataset": dataset, "shard_size": shard_size, "batch_size": batch_size,
               "num_workers": num_workers, "device": device, "progress": progress}
-    per_view, site_of, keys = embed_modality(sites, "photo", image_encoder, cache_dir, **common)
+    per_view, site_of, keys = embed_modality(sites, "photo", image_encoder, cache_dir, out=views_out, **common)
     pooled = _mean_per_site(per_view, site_of, n, image_encoder.dim)
     sat_flat, sat_rows, _ = embed_modality(sites, "satellite", image_encoder, cache_dir, **common)
     sat = np.full((n, image_encoder.dim), np.nan, dtype=np.float32)
@@ -355,7 +377,8 @@ def embed_for_evaluation(sites, modalities, *, cache_dir, image_encoder: str | N
 def _mean_per_site(per_item: np.ndarray, site_row: np.ndarray, n_sites: int, dim: int) -> np.ndarray:
     """Average the items (photo views, patches) of each site; NaN rows for sites without any."""
     sums = np.zeros((n_sites, dim))
-    np.add.at(sums, site_row, per_item)
+    for start in range(0, len(site_row), 65_536):          # a memory map is read a piece at a time
+        np.add.at(sums, site_row[start:start + 65_536], per_item[start:start + 65_536])
     counts = np.bincount(site_row, minlength=n_sites)
     out = np.full((n_sites, dim), np.nan, dtype=np.float32)
     has = counts > 0
@@ -389,14 +412,34 @@ def gps_embeddings(lat, lon, *, cache_dir, device: str = "cpu", progress: bool =
 
 
 def save_site_embeddings(path: str | Path, site_ids, embeddings: dict[str, np.ndarray]) -> Path:
-    """Save the per-site embeddings of :func:`embed_sites` (one file the later notebooks read)."""
+    """Save the per-site embeddings of :func:`embed_sites`: one ``.npz`` file (the notebooks'),
+    or, when ``path`` does not end in ``.npz``, a folder of one ``.npy`` file per array, which
+    :func:`load_site_embeddings` opens as memory maps (each file written atomically)."""
     path = Path(path)
-    save_npz_atomic(path, site_id=np.asarray(site_ids, dtype=str), **embeddings)
+    arrays = {"site_id": np.asarray(site_ids, dtype=str), **embeddings}
+    if path.suffix == ".npz":
+        save_npz_atomic(path, **arrays)
+        return path
+    path.mkdir(parents=True, exist_ok=True)
+    for name, array in arrays.items():
+        def write(tmp, array=array):
+            with open(tmp, "wb") as f:
+                np.save(f, array)
+
+        write_atomic(path / f"{name}.npy", write)
     return path
 
 
 def load_site_embeddings(path: str | Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Read what :func:`save_site_embeddings` wrote: ``(site_ids, {modality: array})``."""
+    """Read what :func:`save_site_embeddings` wrote: ``(site_ids, {modality: array})``. From a
+    folder, each array is a read-only memory map: training reads a batch's rows at a time, so a
+    hundred thousand photos' views need not fit in memory."""
+    path = Path(path)
+    if path.is_dir():
+        arrays = {f.stem: np.load(f, mmap_mode="r") for f in sorted(path.glob("*.npy"))}
+        if "site_id" not in arrays:
+            raise FileNotFoundError(f"{path} holds no site_id.npy: not a folder of hh.embed.save_site_embeddings")
+        return np.asarray(arrays.pop("site_id")), arrays
     with np.load(path) as data:
         arrays = {k: data[k] for k in data.files}
     return arrays.pop("site_id"), arrays

@@ -176,3 +176,62 @@ def test_a_large_pool_trains_on_a_sample_per_epoch_that_keeps_neighbour_groups(m
     assert seen and set(seen) == {25}
     with pytest.raises(ValueError, match="epoch_sites"):
         _config(epoch_sites=0)
+
+
+def test_standardisation_read_in_chunks_equals_the_whole(monkeypatch):
+    """column_stats merges chunks exactly: the heads' mean and spread from pieces of a few rows
+    equal numpy's over all rows (NaN rows left out); one chunk gives numpy's own figures."""
+    rng = np.random.default_rng(3)
+    x = (rng.normal(5.0, 2.0, size=(1000, 7)) * np.arange(1, 8)).astype(np.float32)
+    x[::9] = np.nan
+    rows = np.sort(rng.choice(1000, 600, replace=False))
+    ok = x[rows][~np.isnan(x[rows]).any(axis=1)]
+    one = hh.align.column_stats(hh.align._chunks(x, rows))
+    assert np.array_equal(one[0], ok.mean(axis=0)) and np.array_equal(one[1], ok.std(axis=0))
+    monkeypatch.setattr(hh.align, "STATS_CHUNK", 64)
+    mean, std = hh.align.column_stats(hh.align._chunks(x, rows))
+    np.testing.assert_allclose(mean, ok.astype(np.float64).mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(std, ok.astype(np.float64).std(axis=0), rtol=1e-6)
+
+
+def test_alignment_trains_from_a_memory_map_as_from_memory(tmp_path):
+    """Photo views read from a memory-mapped .npy (hh.embed.read_items(out=...)) train the same
+    heads as the same views in memory."""
+    lat, lon, emb = _clustered()
+    rng = np.random.default_rng(0)
+    site = np.repeat(np.arange(len(lat)), 2)
+    views = (np.repeat(np.nan_to_num(emb["photo"]), 2, axis=0) + 0.1 * rng.normal(size=(len(site), 20)))
+    np.save(tmp_path / "views.npy", views.astype(np.float32))
+    config = _config(modalities=("photo", "gps"), photo_views="items", epochs=3)
+    idx = np.arange(len(lat))
+    fit, val = idx[idx % 5 != 0], idx[idx % 5 == 0]
+    in_memory = {**emb, "photo_per_view": views.astype(np.float32), "photo_site": site}
+    mapped = {**emb, "photo_per_view": np.load(tmp_path / "views.npy", mmap_mode="r"), "photo_site": site}
+    a, ha = hh.align.train_alignment(in_memory, fit, val, config, lat, lon, progress=False)
+    b, hb = hh.align.train_alignment(mapped, fit, val, config, lat, lon, progress=False)
+    pd.testing.assert_frame_equal(ha, hb)
+    for key, value in a.state_dict().items():
+        assert torch.equal(value, b.state_dict()[key]), key
+
+
+def test_the_align_command_reads_a_folder_of_memory_maps_as_the_npz(tmp_path):
+    """save_site_embeddings to a folder writes one .npy per array; load_site_embeddings maps them;
+    the align command trains the same heads from the folder as from the .npz."""
+    from habitat_helpers import cli
+
+    table, npz = _inputs(tmp_path)
+    site_ids, emb = hh.embed.load_site_embeddings(npz)
+    folder = hh.embed.save_site_embeddings(tmp_path / "emb", site_ids, emb)
+    back_ids, back = hh.embed.load_site_embeddings(folder)
+    assert list(back_ids) == list(site_ids) and set(back) == set(emb)
+    assert all(isinstance(x, np.memmap) and not x.flags.writeable for x in back.values())
+    for source, out in ((npz, "a.pt"), (folder, "b.pt")):
+        assert cli.main(["align", "--embeddings", str(source), "--sites", str(table), "--out", str(tmp_path / out),
+                         "--epochs", "2", "--dim", "8", "--hidden", "16", "--batch-size", "40",
+                         "--block-size-deg", "3", "--no-progress", "--device", "cpu"]) == 0
+    a, b = hh.align.load_alignment(tmp_path / "a.pt"), hh.align.load_alignment(tmp_path / "b.pt")
+    for key, value in a.state_dict().items():
+        assert torch.equal(value, b.state_dict()[key]), key
+    (folder / "site_id.npy").unlink()
+    with pytest.raises(FileNotFoundError, match="site_id.npy"):
+        hh.embed.load_site_embeddings(folder)

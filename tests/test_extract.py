@@ -60,9 +60,16 @@ def test_shards_read_back_in_item_order(tmp_path, encoder):
     emb = hh.embed.read_items(keys, files, encoder, tmp_path / "cache", shard_size=4)
     direct = hh.embed.embed_images(files[:3], encoder, progress=False)
     np.testing.assert_allclose(emb[:3], direct, rtol=1e-4, atol=1e-5)
+    mapped = hh.embed.read_items(keys, files, encoder, tmp_path / "cache", shard_size=4,
+                                 out=tmp_path / "photos.npy")
+    assert isinstance(mapped, np.memmap) and not mapped.flags.writeable
+    np.testing.assert_array_equal(mapped, emb)
     other = hh.encoders.get_encoder("efficientnet-lite0-imagenet", image_size=40)   # other preprocessing
     with pytest.raises(FileNotFoundError, match="not computed yet"):
         hh.embed.read_items(keys, files, other, tmp_path / "cache", shard_size=4)
+    with pytest.raises(FileNotFoundError, match="not computed yet"):
+        hh.embed.read_items(keys, files, other, tmp_path / "cache", shard_size=4, out=tmp_path / "other.npy")
+    assert sorted(p.name for p in tmp_path.glob("*.npy*")) == ["photos.npy"]     # no half-written file
 
 
 def test_a_file_rewritten_in_place_is_embedded_again(tmp_path, encoder):
