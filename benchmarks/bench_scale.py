@@ -20,9 +20,10 @@ gps,env`` in the same order, in this process:
 4. ``report``: ``CVResult.to_json()`` and the summary, as ``evaluate`` writes them.
 
 For every stage: wall seconds, the peak memory of this process and its fold workers together
-(resident set, sampled every 0.1 s), and the growth ratio from one size to the next against the
-ratio of sizes (``ratio / size ratio``: 1 is linear growth; N log N from 100k to 500k is about
-1.14). Last line: ``name=value`` pairs of the largest size and the ratios between the last two.
+(sampled every 0.1 s; the sum of resident sets, which counts the embeddings that joblib maps into
+every worker once per worker, and the sum of proportional sets, which counts them once), and the
+growth ratio from one size to the next against the ratio of sizes (``ratio / size ratio``: 1 is
+linear growth; N log N from 100k to 500k is about 1.14). Last line: ``name=value`` pairs of the largest size and the ratios between the last two.
 """
 
 from __future__ import annotations
@@ -37,34 +38,39 @@ from contextlib import contextmanager
 
 
 class PeakMemory:
-    """Samples the resident memory of this process and its children every ``interval`` seconds."""
+    """Samples the memory of this process and its children every ``interval`` seconds: the sum of
+    their resident sets (``peak``; pages shared between processes, such as the embeddings joblib
+    maps into every fold worker, count once per process) and the sum of their proportional sets
+    (``peak_pss``; a shared page split between the processes that map it: what they use together)."""
 
     def __init__(self, interval: float = 0.1):
         import psutil
 
         self.process, self.interval = psutil.Process(), interval
-        self.peak, self._stop = 0, threading.Event()
+        self.peak, self.peak_pss, self._stop = 0, 0, threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
-    def _rss(self) -> int:
+    def _sums(self) -> tuple[int, int]:
         import psutil
 
-        total = self.process.memory_info().rss
-        for child in self.process.children(recursive=True):
+        rss = pss = 0
+        for process in [self.process, *self.process.children(recursive=True)]:
             try:
-                total += child.memory_info().rss
+                info = process.memory_full_info()
             except psutil.Error:          # a worker that just ended
-                pass
-        return total
+                continue
+            rss, pss = rss + info.rss, pss + getattr(info, "pss", info.rss)
+        return rss, pss
 
     def _run(self):
         while not self._stop.is_set():
-            self.peak = max(self.peak, self._rss())
+            rss, pss = self._sums()
+            self.peak, self.peak_pss = max(self.peak, rss), max(self.peak_pss, pss)
             self._stop.wait(self.interval)
 
     def reset(self) -> None:
-        self.peak = self._rss()
+        self.peak, self.peak_pss = self._sums()
 
     def close(self) -> None:
         self._stop.set()
@@ -76,8 +82,10 @@ def stage(name: str, record: dict, memory: PeakMemory):
     memory.reset()
     start = time.perf_counter()
     yield
-    record[name] = {"seconds": time.perf_counter() - start, "peak_gib": memory.peak / 2**30}
-    print(f"  {name:<12} {record[name]['seconds']:8.1f} s  peak {record[name]['peak_gib']:5.2f} GiB", flush=True)
+    record[name] = {"seconds": time.perf_counter() - start, "peak_gib": memory.peak / 2**30,
+                    "peak_pss_gib": memory.peak_pss / 2**30}
+    print(f"  {name:<12} {record[name]['seconds']:8.1f} s  peak {record[name]['peak_gib']:5.2f} GiB "
+          f"(resident, summed)  {record[name]['peak_pss_gib']:5.2f} GiB (proportional)", flush=True)
 
 
 def run_size(n: int, folds: int, seed: int, memory: PeakMemory, device: str = "cpu") -> dict:
@@ -144,7 +152,8 @@ def main() -> None:
                       indent=2)
     last = records[sizes[-1]]
     fields = {"sites": sizes[-1], "folds": folds, "seconds": f"{last['total_seconds']:.1f}",
-              "peak_gib": f"{max(last[s]['peak_gib'] for s in ('location', 'covariates', 'cv', 'report')):.2f}"}
+              "peak_gib": f"{max(last[s]['peak_gib'] for s in ('location', 'covariates', 'cv', 'report')):.2f}",
+              "peak_pss_gib": f"{max(last[s]['peak_pss_gib'] for s in ('location', 'covariates', 'cv', 'report')):.2f}"}
     fields |= {f"{s}_s": f"{last[s]['seconds']:.1f}" for s in ("location", "covariates", "cv", "report")}
     if pairs:
         a, b = pairs[-1]

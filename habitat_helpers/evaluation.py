@@ -759,6 +759,14 @@ class FoldInputs:
 
         return align.fuse(self.vectors, tuple(self.heads.heads), fusion)
 
+    def take(self, rows: np.ndarray) -> FoldInputs:
+        """The same inputs for the sites ``rows`` only (row indices), in that order."""
+        rows = np.asarray(rows, np.int64)
+        return dataclasses.replace(self, lat=self.lat[rows], lon=self.lon[rows],
+                                   embeddings=_take_sites(self.embeddings, rows, len(self.lat)),
+                                   vectors=None if self.vectors is None else {m: v[rows] for m, v in
+                                                                              self.vectors.items()})
+
     def only(self, subset) -> FoldInputs:
         """The same inputs with every modality outside ``subset`` missing (NaN). What the heads
         read besides the modalities (photo views, GeoCLIP layers) stays: the aligned vectors
@@ -959,11 +967,13 @@ def fit_model(model: Model, inputs: FoldInputs, params: dict, labels: pd.DataFra
     if not params.get("dropout_copies") or len(model.inputs) < 2:
         return clf.fit(X[usable], labels[usable]), int(usable.sum())
     present = _present(inputs.embeddings, model.inputs)
+    sites = np.flatnonzero(usable)
+    training = inputs.take(sites)                   # the copies' features for the training sites only
     blocks, ys = [], []
     for subset in modality_subsets(model.inputs):
         keep = usable & np.logical_and.reduce([present[m] for m in subset])
         if keep.any():
-            blocks.append(model.features(inputs.only(subset), params)[keep])
+            blocks.append(model.features(training.only(subset), params)[keep[sites]])
             ys.append(labels[keep])
     return clf.fit(np.vstack(blocks), pd.concat(ys, ignore_index=True)), int(usable.sum())
 
@@ -1002,17 +1012,19 @@ def select(model: Model, inputs: FoldInputs, labels: pd.DataFrame, fit_rows: np.
         if key not in fitted:
             X = model.features(inputs, params)
             X_val = model.test_features(inputs, params) if model.predict_from else X
-            try:
-                fitted[key] = fit_model(model, inputs, params, labels, fit_rows, scheme, X=X)[0], X_val
+            try:           # kept with the validation sites' features only: a grid's fits stay small
+                fitted[key] = fit_model(model, inputs, params, labels, fit_rows, scheme, X=X)[0], X_val[val_rows]
             except ValueError as err:
                 fitted[key] = None, None
                 errors.append(str(err))
+            del X, X_val
         clf, X_val = fitted[key]
         if clf is None:
             continue
         if "decoding" in params:
             clf = clf.with_decoding(params["decoding"])
-        tried.append({"params": params, "val_macro_f1": _validation_score(clf, X_val, labels, val_rows)})
+        tried.append({"params": params, "val_macro_f1": _validation_score(clf, X_val, labels[val_rows],
+                                                                          np.ones(len(X_val), bool))})
     if not tried:
         raise ValueError(errors[0])
     scored = [t for t in tried if not np.isnan(t["val_macro_f1"])]
