@@ -2,7 +2,7 @@
 tile by tile on dask, into Cloud-Optimised GeoTIFFs (:func:`habitat_helpers.tiles.map_tiles`).
 
     python -m habitat_helpers map --model kept/ --region Austria --resolution 0.01 --out maps/
-    python -m habitat_helpers map --model kept/ --bbox -10,36,30,62 --resolution 0.01 --scheduler tcp://head:8786
+    python -m habitat_helpers map --model kept/ --bbox=-10,36,30,62 --resolution 0.01 --scheduler tcp://head:8786
 
 Run it again after an interruption: the tiles already written are kept."""
 
@@ -21,7 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--region", metavar="NAME", help="a country by its English name, e.g. Austria")
     where.add_argument("--bbox", type=comma_list(float), metavar="W,S,E,N",
-                       help="lon_min,lat_min,lon_max,lat_max in degrees")
+                       help="lon_min,lat_min,lon_max,lat_max in degrees; with a negative first number "
+                            "write it with =, e.g. --bbox=-25,34,45,72")
     parser.add_argument("--resolution", type=float, required=True, metavar="DEG",
                         help="cell side in degrees (0.01 is about 1 km)")
     parser.add_argument("--out", default="maps", help="folder of the GeoTIFFs (default: maps)")
