@@ -1351,15 +1351,17 @@ def _fold_rows(c: _FoldContext, seed: int, fold: int, fold_of: np.ndarray) -> di
 
 def _take_sites(embeddings: dict, sites: np.ndarray, n_sites: int) -> dict:
     """The embeddings of ``sites`` only (row indices), renumbered ``0 .. len(sites) - 1``: one row
-    per site, or for photo views as items (``photo_per_view`` with ``photo_site``) the views of
-    those sites."""
-    out = {k: x[sites] for k, x in embeddings.items() if k not in ("photo_per_view", "photo_site")}
+    per site, or for photo views as items (``photo_per_view``, ``photo_view`` with ``photo_site``)
+    the views of those sites."""
+    per_view = ("photo_per_view", "photo_view", "photo_site")
+    out = {k: x[sites] for k, x in embeddings.items() if k not in per_view}
     if "photo_per_view" in embeddings and "photo_site" in embeddings:
         views = align.HeadInputs(embeddings["photo_per_view"], np.asarray(embeddings["photo_site"], np.int64), n_sites)
         rows, owner = views.rows(sites)
         position = np.full(n_sites, -1)
         position[sites] = np.arange(len(sites))
-        out["photo_per_view"], out["photo_site"] = embeddings["photo_per_view"][rows], position[owner]
+        out["photo_site"] = position[owner]
+        out |= {k: embeddings[k][rows] for k in per_view[:2] if k in embeddings}
     return out
 
 

@@ -523,10 +523,11 @@ def test_a_fold_takes_the_photo_views_of_its_sites():
     site = np.repeat(np.arange(n), rng.integers(1, 4, n))
     emb = {"photo": rng.normal(size=(n, 6)).astype(np.float32),
            "photo_per_view": rng.normal(size=(len(site), 6)).astype(np.float32), "photo_site": site,
-           "gps": rng.normal(size=(n, 5)).astype(np.float32)}
+           "gps": rng.normal(size=(n, 5)).astype(np.float32), "photo_view": np.array(["N", "E", "S"])[site % 3]}
     kept = np.array([3, 7, 8, 20, 39])
     taken = hh.evaluation._take_sites(emb, kept, n)
     assert np.array_equal(taken["gps"], emb["gps"][kept])
+    assert len(taken["photo_view"]) == len(taken["photo_per_view"]) == len(taken["photo_site"])
     assert sorted(np.unique(taken["photo_site"])) == list(range(len(kept)))
     for i, s in enumerate(kept):
         np.testing.assert_array_equal(taken["photo_per_view"][taken["photo_site"] == i],
