@@ -195,7 +195,10 @@ class ProjectionHead(nn.Module):
     def set_standardisation(self, x: np.ndarray, rows: np.ndarray | None = None) -> None:
         """Standardise with the mean and standard deviation of ``x[rows]`` (every row by default;
         rows with NaN left out), read :data:`STATS_CHUNK` rows at a time."""
-        mean, std = column_stats(_chunks(x, rows))
+        self.use_stats(*column_stats(_chunks(x, rows)))
+
+    def use_stats(self, mean: np.ndarray, std: np.ndarray) -> None:
+        """Standardise with these per-column statistics (a small constant keeps the spread above 0)."""
         self.mean.copy_(torch.from_numpy(mean))
         self.std.copy_(torch.from_numpy(std + 1e-6))
 
@@ -223,9 +226,8 @@ class LocationLayerHead(nn.Module):
     def set_standardisation(self, x: np.ndarray, rows: np.ndarray | None = None) -> None:
         """The inner head's standardisation, on this layer's outputs for ``x[rows]``."""
         with torch.no_grad():
-            mean, std = column_stats(self.last(torch.from_numpy(c).float()).numpy() for c in _chunks(x, rows))
-        self.head.mean.copy_(torch.from_numpy(mean))
-        self.head.std.copy_(torch.from_numpy(std + 1e-6))
+            self.head.use_stats(*column_stats(self.last(torch.from_numpy(c).float()).numpy()
+                                              for c in _chunks(x, rows)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.last(x))
