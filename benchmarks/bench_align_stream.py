@@ -29,7 +29,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -37,31 +36,15 @@ from types import SimpleNamespace
 DIM, VIEWS, SHARD = 768, 4, 512
 
 
-class Peaks:
-    """Peak resident and anonymous (resident less file-backed) memory of this process."""
-
-    def __init__(self, interval: float = 0.05):
-        import psutil
-
-        self.process, self.interval, self.rss, self.anonymous = psutil.Process(), interval, 0, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self):
-        while not self._stop.is_set():
-            info = self.process.memory_info()
-            self.rss, self.anonymous = max(self.rss, info.rss), max(self.anonymous, info.rss - info.shared)
-            self._stop.wait(self.interval)
-
-    def close(self) -> dict:
-        self._stop.set()
-        self._thread.join()
-        return {"peak_gib": self.rss / 2**30, "anonymous_gib": self.anonymous / 2**30}
+def _items(photos: int) -> tuple[list[str], SimpleNamespace]:
+    """The cache keys of ``photos`` synthetic views (``VIEWS`` per site) and the stand-in encoder
+    that names their cache folder."""
+    keys = [f"synthetic|{s:07d}|{v}" for s in range(photos // VIEWS) for v in range(VIEWS)]
+    return keys, SimpleNamespace(cache_key="synthetic-768", dim=DIM)
 
 
-def write_shards(folder: Path, photos: int, seed: int = 0) -> dict:
-    """Synthetic views and site vectors, the views as cache shards; returns what reads them."""
+def write_shards(folder: Path, photos: int, seed: int = 0) -> None:
+    """Synthetic views and site vectors, the views as cache shards."""
     import numpy as np
 
     import habitat_helpers as hh
@@ -73,30 +56,27 @@ def write_shards(folder: Path, photos: int, seed: int = 0) -> dict:
     to_photo, to_gps = rng.normal(size=(8, DIM)).astype(np.float32), rng.normal(size=(8, 512)).astype(np.float32)
     gps = latent @ to_gps + 0.3 * rng.standard_normal((sites, 512), dtype=np.float32)
     np.save(folder / "gps.npy", gps)
-    keys = [f"synthetic|{s:07d}|{v}" for s in range(sites) for v in range(VIEWS)]
-    files = ["" for _ in keys]
-    encoder = SimpleNamespace(cache_key="synthetic-768", dim=DIM)
-    for shard in hh.embed.plan_shards(keys, files, SHARD):
+    keys, encoder = _items(photos)
+    for shard in hh.embed.plan_shards(keys, ["" for _ in keys], SHARD):
         owner = np.array([int(keys[i].split("|")[1]) for i in shard["items"]])
         views = latent[owner] @ to_photo + 0.5 * rng.standard_normal((len(owner), DIM), dtype=np.float32)
         (folder / encoder.cache_key).mkdir(exist_ok=True)
         np.savez(folder / encoder.cache_key / shard["name"], keys=np.array([keys[i] for i in shard["items"]]),
                  embeddings=views)
     np.savez(folder / "sites.npz", lat=lat, lon=lon)
-    return {"keys": keys, "files": files, "encoder": encoder}
 
 
 def run_one(folder: Path, mode: str, photos: int, epochs: int) -> dict:
     """Read the views (``mode``), train the heads; in this process."""
     import numpy as np
+    from bench_scale import PeakMemory  # this folder is on the path when the script runs
 
     import habitat_helpers as hh
 
-    peaks = Peaks()
+    memory = PeakMemory(interval=0.05)
     start = time.perf_counter()
     sites = photos // VIEWS
-    keys = [f"synthetic|{s:07d}|{v}" for s in range(sites) for v in range(VIEWS)]
-    encoder = SimpleNamespace(cache_key="synthetic-768", dim=DIM)
+    keys, encoder = _items(photos)
     out = folder / "views.npy" if mode == "mapped" else None
     views = hh.embed.read_items(keys, ["" for _ in keys], encoder, folder, SHARD, out=out)
     gps = np.load(folder / "gps.npy", mmap_mode="r" if mode == "mapped" else None)
@@ -111,7 +91,12 @@ def run_one(folder: Path, mode: str, photos: int, epochs: int) -> dict:
     model, history = hh.align.train_alignment(embeddings, np.flatnonzero(~val), np.flatnonzero(val), config,
                                               coords["lat"], coords["lon"], progress=False)
     return {"mode": mode, "photos": photos, "read_s": read_s, "train_s": time.perf_counter() - start,
-            "val_recall": float(history["val_recall"].iloc[-1]), **peaks.close()}
+            "val_recall": float(history["val_recall"].iloc[-1]), **_peaks(memory)}
+
+
+def _peaks(memory) -> dict:
+    memory.close()
+    return {"peak_gib": memory.peak / 2**30, "anonymous_gib": memory.peak_anonymous / 2**30}
 
 
 def main() -> None:

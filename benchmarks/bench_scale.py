@@ -41,36 +41,40 @@ class PeakMemory:
     """Samples the memory of this process and its children every ``interval`` seconds: the sum of
     their resident sets (``peak``; pages shared between processes, such as the embeddings joblib
     maps into every fold worker, count once per process) and the sum of their proportional sets
-    (``peak_pss``; a shared page split between the processes that map it: what they use together)."""
+    (``peak_pss``; a shared page split between the processes that map it: what they use together),
+    and of their anonymous parts (``peak_anonymous``: resident less file-backed pages, which the
+    kernel drops when memory is short; what stays of a memory-mapped file)."""
 
     def __init__(self, interval: float = 0.1):
         import psutil
 
         self.process, self.interval = psutil.Process(), interval
-        self.peak, self.peak_pss, self._stop = 0, 0, threading.Event()
+        self.peak, self.peak_pss, self.peak_anonymous, self._stop = 0, 0, 0, threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
-    def _sums(self) -> tuple[int, int]:
+    def _sums(self) -> tuple[int, int, int]:
         import psutil
 
-        rss = pss = 0
+        rss = pss = anonymous = 0
         for process in [self.process, *self.process.children(recursive=True)]:
             try:
                 info = process.memory_full_info()
             except psutil.Error:          # a worker that just ended
                 continue
             rss, pss = rss + info.rss, pss + getattr(info, "pss", info.rss)
-        return rss, pss
+            anonymous += info.rss - getattr(info, "shared", 0)
+        return rss, pss, anonymous
 
     def _run(self):
         while not self._stop.is_set():
-            rss, pss = self._sums()
-            self.peak, self.peak_pss = max(self.peak, rss), max(self.peak_pss, pss)
+            sums = self._sums()
+            self.peak, self.peak_pss, self.peak_anonymous = (max(a, b) for a, b in zip(
+                (self.peak, self.peak_pss, self.peak_anonymous), sums))
             self._stop.wait(self.interval)
 
     def reset(self) -> None:
-        self.peak, self.peak_pss = self._sums()
+        self.peak, self.peak_pss, self.peak_anonymous = self._sums()
 
     def close(self) -> None:
         self._stop.set()
