@@ -114,11 +114,7 @@ def embed_locations(lat, lon, encoder: Encoder, *, batch_size: int = 4096, devic
         raise ValueError(f"{encoder.name} embeds {encoder.modality}, not locations")
     latlon = torch.tensor(np.column_stack([lat, lon]), dtype=torch.float32)
     model = encoder.model.to(device).eval()
-    chunks = []
-    with torch.inference_mode():
-        for start in range(0, len(latlon), batch_size):
-            chunks.append(model(latlon[start:start + batch_size].to(device)).float().cpu().numpy())
-    return np.concatenate(chunks) if chunks else np.empty((0, encoder.dim), np.float32)
+    return _batched(latlon, encoder.dim, batch_size, lambda batch: model(batch.to(device)).float())
 
 
 def location_layer_inputs(lat, lon, *, batch_size: int = 4096, device: str = "cpu") -> np.ndarray:
@@ -128,11 +124,17 @@ def location_layer_inputs(lat, lon, *, batch_size: int = 4096, device: str = "cp
 
     encoder = get_encoder("geoclip-location", device=device)
     latlon = torch.tensor(np.column_stack([lat, lon]), dtype=torch.float32)
-    chunks = []
+    return _batched(latlon, 3072, batch_size, lambda batch: geoclip_layer_inputs(batch.to(device), encoder))
+
+
+def _batched(latlon: torch.Tensor, dim: int, batch_size: int, embed) -> np.ndarray:
+    """``embed`` of ``latlon`` batch by batch, written into one float32 ``(n, dim)`` array made
+    first (the batches are not kept and joined: at 500,000 sites that held twice the result)."""
+    out = np.empty((len(latlon), dim), np.float32)
     with torch.inference_mode():
         for start in range(0, len(latlon), batch_size):
-            chunks.append(geoclip_layer_inputs(latlon[start:start + batch_size].to(device), encoder).cpu().numpy())
-    return np.concatenate(chunks) if chunks else np.empty((0, 3072), np.float32)
+            out[start:start + batch_size] = embed(latlon[start:start + batch_size]).cpu().numpy()
+    return out
 
 
 def _fingerprint(items) -> str:
