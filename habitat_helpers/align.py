@@ -129,14 +129,19 @@ class AlignConfig:
             return [(m, self.hub) for m in self.modalities if m != self.hub]
         return list(self.pairs) if self.pairs else list(itertools.combinations(self.modalities, 2))
 
-    def pair_table(self) -> torch.Tensor:
-        """``M x M`` boolean table of contrasted modality pairs (order of ``modalities``)."""
+    def pair_table(self, inputs: dict[str, HeadInputs] | None = None) -> torch.Tensor:
+        """``M x M`` boolean table of contrasted modality pairs (order of ``modalities``). On the
+        diagonal, a head that reads several items per site (photo views as items) contrasts each
+        item with its site's other items. Which heads do is read from ``inputs`` (the heads'
+        :func:`head_inputs`, which give one item per site when the embeddings have no views);
+        without ``inputs``, from the config (:meth:`input_key`)."""
         pos = {m: i for i, m in enumerate(self.modalities)}
         table = torch.zeros(len(pos), len(pos), dtype=torch.bool)
         for a, b in self.modality_pairs():
             table[pos[a], pos[b]] = table[pos[b], pos[a]] = True
-        if self.photo_views == "items" and "photo" in pos:
-            table[pos["photo"], pos["photo"]] = True        # a view with the other views
+        for m, i in pos.items():
+            table[i, i] = (inputs[m].site is not None) if inputs is not None else \
+                self.input_key(m) == "photo_per_view"
         return table
 
 
@@ -442,10 +447,7 @@ def _batch_loss(model: AlignmentModel, inputs: dict[str, HeadInputs], lat, lon, 
         items, offset = _gather_items(local, world_size)
     else:
         items, offset = local, 0
-    pairs = cfg.pair_table()
-    for code, m in enumerate(cfg.modalities):
-        if inputs[m].site is None:          # one item per site: nothing to pair it with in its own modality
-            pairs[code, code] = False
+    pairs = cfg.pair_table(inputs)
     per_anchor = spatial_info_nce(
         items["z"], items["site"].to(device), items["modality"].to(device), items["lat"], items["lon"],
         radius_km=cfg.radius_km, temperature=model.temperature(), soft_scale_km=cfg.soft_scale_km,

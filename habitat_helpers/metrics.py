@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from sklearn.metrics import accuracy_score, f1_score
 
 
@@ -77,16 +78,23 @@ def label_only_recall_at_k(codes, ks=(1, 5, 10)) -> dict:
 
 
 def plain(value, nan=None):
-    """``value`` as plain JSON types: dict keys as strings, tuples as lists, NumPy numbers as
-    Python ones, and NaN as ``nan`` (``None``, i.e. JSON null, by default; ``float("nan")`` keeps it)."""
+    """``value`` as plain JSON types: dict keys as strings, tuples, arrays and indexes as lists,
+    NumPy numbers as Python ones, dates and paths as strings, and missing values (NaN, ``pd.NA``,
+    ``pd.NaT``) as ``nan``. ``nan=None`` (the default) writes them as JSON null, infinities
+    too, so that ``json.dumps(..., allow_nan=False)`` succeeds (NaN is not JSON, and many tools refuse a
+    file that holds it); ``nan=float("nan")`` keeps them for Python readers."""
     if isinstance(value, dict):
         return {str(k): plain(v, nan) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, (list, tuple, np.ndarray, pd.Index)):
         return [plain(v, nan) for v in value]
     if isinstance(value, np.generic):
         value = value.item()
-    if isinstance(value, float) and math.isnan(value):
+    if isinstance(value, float) and not math.isfinite(value) and (nan is None or math.isnan(value)):
         return nan
+    if value is pd.NaT or value is pd.NA:
+        return nan
+    if isinstance(value, (pd.Timestamp, Path)):
+        return str(value)
     return value
 
 

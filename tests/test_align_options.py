@@ -37,6 +37,10 @@ def test_photo_views_as_items_are_positives_of_each_other():
     table = cfg.pair_table()
     assert bool(table[0, 0]) and not bool(table[1, 1])          # photo with photo, not satellite with satellite
     inputs = {m: hh.align.head_inputs(cfg, emb, m) for m in cfg.modalities}
+    assert bool(cfg.pair_table(inputs)[0, 0])
+    means = {k: v for k, v in emb.items() if k not in ("photo_per_view", "photo_site")}
+    # embeddings without views: one (mean) photo per site, nothing to contrast it with in its own modality
+    assert not cfg.pair_table({m: hh.align.head_inputs(cfg, means, m) for m in cfg.modalities}).diagonal().any()
     model = hh.align.AlignmentModel({m: inputs[m].x.shape[1] for m in cfg.modalities}, cfg)
     sites = np.array([1, 2, 5, 7])                              # site 5 has no photo
     items = hh.align._items(model, inputs, np.zeros(160), np.zeros(160), sites, "cpu")

@@ -1,5 +1,7 @@
 """Spatial cross-validation harness, probabilistic metrics and the hierarchy-consistent classifier."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -549,3 +551,15 @@ def test_the_capacity_control_sees_as_many_rows_as_the_heads_on_large_tables():
     [mlp] = [m for m in hh.evaluation.default_models(("gps", "env"), cfg) if m.name == hh.evaluation.MLP]
     built = mlp.classifier({"alpha": 1e-3, "C": 1.0}, "eunis")
     assert built.epoch_sites == 1000 and built.epochs == cfg.epochs
+
+
+def test_plain_writes_standard_json_or_keeps_nan_for_python_readers(tmp_path):
+    value = {1: np.float32(0.5), "a": (np.int64(3), float("nan")), "arr": np.array([1.0, np.inf]),
+             "idx": pd.Index(["x"]), "when": pd.Timestamp("2026-12-07"), "path": tmp_path / "f", "na": pd.NA,
+             "nat": pd.NaT, "ninf": -np.inf}
+    out = hh.metrics.plain(value)
+    assert out == {"1": 0.5, "a": [3, None], "arr": [1.0, None], "idx": ["x"], "when": "2026-12-07 00:00:00",
+                   "path": str(tmp_path / "f"), "na": None, "nat": None, "ninf": None}
+    json.dumps(out, allow_nan=False)                       # standard JSON: no NaN, no Infinity
+    kept = hh.metrics.plain(value, nan=float("nan"))
+    assert np.isnan(kept["a"][1]) and np.isnan(kept["na"]) and kept["arr"][1] == np.inf and kept["ninf"] == -np.inf

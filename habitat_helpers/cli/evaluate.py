@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import re
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ import pandas as pd
 
 import habitat_helpers
 
-from .. import align, embed, environment, evaluation, labels, paths, pipeline, runtime, spatial
+from .. import align, embed, environment, evaluation, labels, metrics, paths, pipeline, runtime, spatial
 from ..errors import UsageError, comma_list
 from .options import (
     _block_size,
@@ -174,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
                            for m, a in embeddings.items() if m in args.modalities},
             **keep_levels(result.to_json(), args.levels),
         }
-        out.write_text(json.dumps(plain(report), indent=2, allow_nan=False))
+        out.write_text(json.dumps(metrics.plain(report), indent=2, allow_nan=False))
     except Exception:
         print(f"error: writing {out} failed; the fold-level scores are saved in "
               f"{', '.join(map(str, saved))}", file=sys.stderr)
@@ -337,25 +336,6 @@ def write_fold_scores(result, out: Path, levels) -> list[Path]:
         return [folds]
     failures.to_csv(path, index=False)
     return [folds, path]
-
-
-def plain(value):
-    """``value`` with NumPy and pandas numbers made plain Python, NaN and infinity made None,
-    so that ``json.dumps(..., allow_nan=False)`` writes standard JSON (``NaN`` is not JSON,
-    and many tools refuse to read a file that contains it)."""
-    if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray, pd.Index)):
-        return [plain(v) for v in value]
-    if isinstance(value, (np.generic,)):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, (pd.Timestamp, Path)):
-        return str(value)
-    if value is pd.NaT or value is pd.NA:
-        return None
-    return value
 
 
 def keep_levels(value, levels):
