@@ -241,7 +241,9 @@ class HierarchicalClassifier:
             with warnings.catch_warnings(), _one_blas_thread():
                 warnings.simplefilter("ignore", ConvergenceWarning)   # a few iterations short of tol is fine
                 warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%")
-                model.fit(X[rows], y.astype(str), **extra)
+                # every row (one label per row, all labelled): X itself, not a copy of it
+                whole = np.array_equal(rows, np.arange(len(X)))
+                model.fit(X if whole else X[rows], y.astype(str), **extra)
             self.models[level] = model
             self.classes[level] = model.classes_
         self.levels_ = sorted(self.models)

@@ -392,25 +392,30 @@ def gps_embeddings(lat, lon, *, cache_dir, device: str = "cpu", progress: bool =
                    chunk: int = 4096, encoder: Encoder | None = None) -> np.ndarray:
     """Location embeddings of the coordinates (GeoCLIP's, or ``encoder``'s), in chunks behind a
     progress bar, saved in ``cache_dir`` under the encoder and a hash of the coordinates: the one
-    GPS cache, so the same coordinates are embedded once whichever stage asks."""
+    GPS cache, so the same coordinates are embedded once whichever stage asks. Returns a
+    read-only memory map of the cached ``.npy`` file (float32 ``n x dim``)."""
     from tqdm.auto import tqdm
 
     encoder = encoder or get_encoder("geoclip-location", device=device)
     coordinates = np.round(np.column_stack([lat, lon]).astype(np.float64), 6)
     digest = hashlib.sha1(coordinates.tobytes()).hexdigest()[:12]
-    path = Path(cache_dir) / encoder.cache_key / f"gps-{digest}.npz"
-    if path.exists():
-        with np.load(path) as data:
-            return data["embeddings"]
-    parts = []
-    with tqdm(total=len(lat), desc="gps", unit="site", disable=not progress) as bar:
-        for start in range(0, len(lat), chunk):
-            parts.append(embed_locations(lat[start:start + chunk], lon[start:start + chunk], encoder,
-                                               device=device))
-            bar.update(len(parts[-1]))
-    result = np.concatenate(parts) if parts else np.empty((0, encoder.dim), np.float32)
-    save_npz_atomic(path, embeddings=result)
-    return result
+    path = Path(cache_dir) / encoder.cache_key / f"gps-{digest}.npy"
+    if not path.exists():
+        def write(tmp):         # chunk by chunk into the file: the whole array is never in memory
+            target = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(lat), encoder.dim))
+            with tqdm(total=len(lat), desc="gps", unit="site", disable=not progress) as bar:
+                for start in range(0, len(lat), chunk):
+                    stop = min(start + chunk, len(lat))
+                    target[start:stop] = embed_locations(lat[start:stop], lon[start:stop], encoder, device=device)
+                    bar.update(stop - start)
+            target.flush()
+            del target
+
+        write_atomic(path, write)
+    # a read-only memory map: the fold workers of a cross-validation map the same file (joblib
+    # passes a memory map by its path), so the study's embeddings are in memory once, not once
+    # in this process and once more in the copy joblib would make for the workers
+    return np.load(path, mmap_mode="r")
 
 
 def save_site_embeddings(path: str | Path, site_ids, embeddings: dict[str, np.ndarray]) -> Path:

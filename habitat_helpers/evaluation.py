@@ -969,13 +969,19 @@ def fit_model(model: Model, inputs: FoldInputs, params: dict, labels: pd.DataFra
     present = _present(inputs.embeddings, model.inputs)
     sites = np.flatnonzero(usable)
     training = inputs.take(sites)                   # the copies' features for the training sites only
-    blocks, ys = [], []
-    for subset in modality_subsets(model.inputs):
-        keep = usable & np.logical_and.reduce([present[m] for m in subset])
-        if keep.any():
-            blocks.append(model.features(training.only(subset), params)[keep[sites]])
-            ys.append(labels[keep])
-    return clf.fit(np.vstack(blocks), pd.concat(ys, ignore_index=True)), int(usable.sum())
+    pieces = [(subset, keep) for subset in modality_subsets(model.inputs)
+              if (keep := usable & np.logical_and.reduce([present[m] for m in subset])).any()]
+    # the copies are written into one matrix made first (stacking them held every block and the stack)
+    X_train, at = None, 0
+    for subset, keep in pieces:
+        block = model.features(training.only(subset), params)[keep[sites]]
+        if X_train is None:
+            X_train = np.empty((sum(int(k.sum()) for _, k in pieces), block.shape[1]), block.dtype)
+        X_train[at:at + len(block)] = block
+        at += len(block)
+        del block
+    ys = pd.concat([labels[keep] for _, keep in pieces], ignore_index=True)
+    return clf.fit(X_train, ys), int(usable.sum())
 
 
 def _validation_score(clf, X, labels, rows) -> float:
