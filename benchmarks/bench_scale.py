@@ -184,11 +184,9 @@ def main() -> None:
             json.dump({"sizes": sizes, "folds": folds, "records": {str(k): v for k, v in records.items()}}, f,
                       indent=2)
     last = records[sizes[-1]]
-    fields = {"sites": sizes[-1], "folds": folds, "seconds": f"{last['total_seconds']:.1f}",
-              "peak_gib": f"{max(last[s]['peak_gib'] for s in ('location', 'covariates', 'cv', 'report')):.2f}",
-              "peak_pss_gib": f"{max(last[s]['peak_pss_gib'] for s in ('location', 'covariates', 'cv', 'report')):.2f}",
-              "peak_main_gib": f"{max(last[s]['peak_main_gib'] for s in ('location', 'covariates', 'cv', 'report')):.2f}",
-              "peak_worker_gib": f"{max(last[s]['peak_worker_gib'] for s in ('location', 'covariates', 'cv', 'report')):.2f}"}
+    fields = {"sites": sizes[-1], "folds": folds, "seconds": f"{last['total_seconds']:.1f}"}
+    fields |= {key: f"{max(last[s][key] for s in ('location', 'covariates', 'cv', 'report')):.2f}"
+               for key in ("peak_gib", "peak_pss_gib", "peak_main_gib", "peak_worker_gib")}
     fields |= {f"{s}_s": f"{last[s]['seconds']:.1f}" for s in ("location", "covariates", "cv", "report")}
     if pairs:
         a, b = pairs[-1]
